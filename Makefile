@@ -1,0 +1,36 @@
+# Everything a fresh machine needs: `make demo` and `make test` build .venv themselves.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: venv demo dev test benchmark validate clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[hdf5,dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/python -m octue_dagster.emulator --log .emulator/demo.log -- $(BIN)/python -m example_project.demo
+
+dev: $(STAMP)
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/python -m octue_dagster.emulator --log .emulator/dev.log -- $(BIN)/dagster dev -w workspace.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+benchmark: $(STAMP)
+	$(BIN)/python -m benchmarks $(BENCHMARK_ARGS)
+
+validate: $(STAMP)
+	$(BIN)/dagster definitions validate -w workspace.yaml
+
+clean:
+	rm -rf $(VENV) .dagster_home .emulator

@@ -1,0 +1,74 @@
+"""Errors raised by octue_dagster.
+
+Input errors subclass `ValueError` so that callers validating user input can catch one type; storage errors
+subclass `OctueDagsterError` and say what to do next.
+"""
+
+from __future__ import annotations
+
+
+class OctueDagsterError(Exception):
+    """Base class for the library's own non-input errors."""
+
+
+class InvalidInputError(ValueError):
+    """Base class for every rejected input: labels, tags, timestamps, paths and metadata."""
+
+
+class InvalidLabelError(InvalidInputError):
+    """A label does not follow Octue's label rule."""
+
+
+class InvalidTagError(InvalidInputError):
+    """A tag name does not follow Octue's tag-name rule, or a tag value cannot be stored as JSON."""
+
+
+class InvalidTimestampError(InvalidInputError):
+    """A timestamp is neither a datetime nor POSIX seconds."""
+
+
+class InvalidCloudPathError(InvalidInputError):
+    """A `gs://` path is malformed (no bucket, bad bucket name, bad object name)."""
+
+
+class InvalidMetadataError(InvalidInputError):
+    """Stored metadata (object custom metadata or a `.octue` entry) cannot be read or is too large to store."""
+
+
+class CorruptMetadataFileError(InvalidMetadataError):
+    """A local `.octue` file is not valid JSON or not in Octue's format. It is never overwritten."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(
+            f"The metadata file {path!r} is corrupt ({reason}). It has not been changed. Fix it by hand, or move it "
+            f"aside to let octue_dagster start a new one."
+        )
+
+
+class ConflictError(OctueDagsterError):
+    """Another writer changed the cloud object since this datafile read it; nothing was overwritten."""
+
+
+class ChecksumMismatchError(OctueDagsterError):
+    """Downloaded or uploaded bytes do not match the object's crc32c; the bad copy was discarded."""
+
+
+class CloudObjectNotFoundError(OctueDagsterError, FileNotFoundError):
+    """A `gs://` object does not exist."""
+
+
+class BucketNotFoundError(OctueDagsterError, FileNotFoundError):
+    """A bucket does not exist."""
+
+
+class StoragePermissionError(OctueDagsterError, PermissionError):
+    """The credentials in use may not perform an operation on a bucket or object."""
+
+
+class MissingCredentialsError(OctueDagsterError):
+    """No Google Cloud credentials were found and no storage emulator is configured."""
+
+
+class MissingDependencyError(OctueDagsterError, ImportError):
+    """An optional dependency (such as h5py) is needed for this operation."""

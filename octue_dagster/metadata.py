@@ -1,0 +1,331 @@
+"""Datafile metadata (id, timestamp, labels, tags): validation, Octue SDK serialisation and hashing.
+
+The serialised forms are those of Octue's SDK 0.69, so that buckets and folders written by either are read by both:
+
+- on a GCS object, custom metadata keys `octue__id`, `octue__timestamp`, `octue__tags`, `octue__labels` and
+  `octue__sdk_version`, each holding a JSON document;
+- in a local `.octue` file, an entry `{"id": ..., "timestamp": ..., "tags": ..., "labels": ..., "sdk_version": ...}`.
+
+In both, sets are written as `{"_type": "set", "items": [...]}` and datetimes as
+`{"_type": "datetime", "value": "<isoformat>"}`.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime
+import json
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import crc32c
+
+from octue_dagster.exceptions import (
+    InvalidLabelError,
+    InvalidMetadataError,
+    InvalidTagError,
+    InvalidTimestampError,
+)
+
+NAMESPACE = "octue"
+#: The Octue SDK version whose metadata format this library reads and writes.
+OCTUE_SDK_FORMAT_VERSION = "0.69.1"
+METADATA_FIELDS = ("id", "timestamp", "tags", "labels")
+
+#: GCS limits an object's custom metadata (keys and values together) to 8 KiB.
+GCS_CUSTOM_METADATA_LIMIT_BYTES = 8 * 1024
+
+LABEL_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*(?<!-)$")
+TAG_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_]*(?<!_)$")
+
+
+# --- validation ---------------------------------------------------------------------------------------------------
+
+
+def validate_label(label: object) -> str:
+    """Return `label` stripped of surrounding whitespace if it follows Octue's label rule, else raise."""
+    if not isinstance(label, str):
+        raise InvalidLabelError(f"Labels must be strings; got {label!r} of type {type(label).__name__}.")
+    cleaned = label.strip()
+    if not LABEL_PATTERN.match(cleaned):
+        hint = f" Did you mean {cleaned.lower()!r}?" if LABEL_PATTERN.match(cleaned.lower()) else ""
+        raise InvalidLabelError(
+            f"Invalid label {label!r}: labels may contain only lowercase letters a-z, digits 0-9 and '-', and must "
+            f"not start or end with '-'.{hint}"
+        )
+    return cleaned
+
+
+def validate_tag_name(name: object) -> str:
+    """Return `name` if it follows Octue's tag-name rule, else raise `InvalidTagError`."""
+    if not isinstance(name, str) or not TAG_NAME_PATTERN.match(name):
+        raise InvalidTagError(
+            f"Invalid tag name {name!r}: tag names may contain only lowercase letters a-z, digits 0-9 and '_', and "
+            f"must not start or end with '_'."
+        )
+    return name
+
+
+def validate_tag_value(name: str, value: Any) -> Any:
+    """Return `value` if it can be stored as JSON in Octue's format, else raise `InvalidTagError`."""
+    try:
+        encode_json(value)
+    except (TypeError, ValueError) as error:
+        raise InvalidTagError(
+            f"The value of tag {name!r} ({value!r}) cannot be stored: tag values must be JSON-serialisable (strings, "
+            f"numbers, booleans, None, lists, dicts with string keys, sets and datetimes). {error}"
+        ) from None
+    return value
+
+
+def normalise_timestamp(value: object) -> datetime.datetime | None:
+    """Turn a datetime or POSIX seconds into a timezone-aware UTC datetime; naive datetimes are taken to be UTC."""
+    if value is None:
+        return None
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            return value.replace(tzinfo=datetime.timezone.utc)
+        return value.astimezone(datetime.timezone.utc)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return datetime.datetime.fromtimestamp(value, tz=datetime.timezone.utc)
+        except (OverflowError, OSError, ValueError) as error:
+            raise InvalidTimestampError(f"The timestamp {value!r} is not a representable POSIX time: {error}.") from None
+    raise InvalidTimestampError(
+        f"Invalid timestamp {value!r} of type {type(value).__name__}: give a datetime.datetime, POSIX seconds (an int "
+        f"or float, taken as UTC), or None."
+    )
+
+
+def validate_id(value: object) -> str:
+    """Return the canonical string form of a UUID, else raise `InvalidMetadataError`."""
+    try:
+        return str(uuid.UUID(str(value)))
+    except (ValueError, TypeError, AttributeError):
+        raise InvalidMetadataError(f"Invalid datafile id {value!r}: ids must be UUIDs, such as {str(uuid.uuid4())!r}.")
+
+
+# --- containers that validate on every change ----------------------------------------------------------------------
+
+
+class LabelSet(set):
+    """A set of labels that checks every label added to it against Octue's label rule.
+
+    A single string is split on whitespace, as in Octue's SDK: `LabelSet("a b")` holds `{"a", "b"}`.
+    """
+
+    def __init__(self, labels: Iterable[str] | str | None = None) -> None:
+        super().__init__(self._clean_all(labels))
+
+    @staticmethod
+    def _clean_all(labels: Iterable[str] | str | None) -> set[str]:
+        if labels is None:
+            return set()
+        if isinstance(labels, str):
+            labels = labels.split()
+        if isinstance(labels, Mapping) or not isinstance(labels, Iterable):
+            raise InvalidLabelError(f"Labels must be given as an iterable of strings; got {labels!r}.")
+        return {validate_label(label) for label in labels}
+
+    def add(self, label: str) -> None:
+        super().add(validate_label(label))
+
+    def update(self, *others: Iterable[str]) -> None:
+        for other in others:
+            super().update(self._clean_all(other))
+
+    def __ior__(self, other: Iterable[str]) -> LabelSet:  # type: ignore[override]
+        self.update(other)
+        return self
+
+    def symmetric_difference_update(self, other: Iterable[str]) -> None:
+        super().symmetric_difference_update(self._clean_all(other))
+
+    def __ixor__(self, other: Iterable[str]) -> LabelSet:  # type: ignore[override]
+        self.symmetric_difference_update(other)
+        return self
+
+
+class TagDict(dict):
+    """A dict of tags that checks every name and value set in it against Octue's tag rules."""
+
+    def __init__(self, tags: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        if tags is not None and not isinstance(tags, Mapping):
+            raise InvalidTagError(f"Tags must be given as a mapping of tag names to values; got {tags!r}.")
+        self.update(tags or {}, **kwargs)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        super().__setitem__(validate_tag_name(name), validate_tag_value(name, value))
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for name, value in dict(*args, **kwargs).items():
+            self[name] = value
+
+    def setdefault(self, name: str, default: Any = None) -> Any:
+        if name not in self:
+            self[name] = default
+        return self[name]
+
+    def __ior__(self, other: Mapping[str, Any]) -> TagDict:  # type: ignore[override]
+        self.update(other)
+        return self
+
+
+# --- JSON in Octue's dialect ---------------------------------------------------------------------------------------
+
+
+class OctueJSONEncoder(json.JSONEncoder):
+    """Encode sets and datetimes the way Octue's SDK does."""
+
+    def default(self, obj: Any) -> Any:
+        if isinstance(obj, (set, frozenset)):
+            return {"_type": "set", "items": sorted(obj)}
+        if isinstance(obj, datetime.datetime):
+            return {"_type": "datetime", "value": obj.isoformat()}
+        return super().default(obj)
+
+
+def _decode_hook(obj: dict[str, Any]) -> Any:
+    kind = obj.get("_type")
+    if kind == "set" and isinstance(obj.get("items"), list):
+        try:
+            return set(obj["items"])
+        except TypeError:
+            return obj
+    if kind == "datetime" and isinstance(obj.get("value"), str):
+        try:
+            return datetime.datetime.fromisoformat(obj["value"])
+        except ValueError:
+            return obj
+    return obj
+
+
+def encode_json(value: Any, **kwargs: Any) -> str:
+    """Serialise `value` to JSON as Octue's SDK does (sets and datetimes tagged with `_type`)."""
+    return json.dumps(value, cls=OctueJSONEncoder, allow_nan=False, **kwargs)
+
+
+def decode_json(text: str) -> Any:
+    """Parse JSON written by `encode_json` or by Octue's SDK."""
+    return json.loads(text, object_hook=_decode_hook)
+
+
+# --- the metadata record -------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredMetadata:
+    """Metadata as read from a store. Fields missing from the store are `None`."""
+
+    id: str | None = None
+    timestamp: datetime.datetime | None = None
+    labels: frozenset[str] | None = None
+    tags: dict[str, Any] | None = None
+
+
+def metadata_record(
+    id: str, timestamp: datetime.datetime | None, labels: Iterable[str], tags: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The Octue SDK's primitive metadata dictionary, before JSON encoding."""
+    return {
+        "id": id,
+        "timestamp": timestamp,
+        "tags": dict(tags),
+        "labels": set(labels),
+        "sdk_version": OCTUE_SDK_FORMAT_VERSION,
+    }
+
+
+def to_cloud_metadata(
+    id: str, timestamp: datetime.datetime | None, labels: Iterable[str], tags: Mapping[str, Any]
+) -> dict[str, str]:
+    """GCS custom metadata for a datafile, in Octue's format; raises if it exceeds GCS's 8 KiB limit."""
+    encoded = {
+        f"{NAMESPACE}__{key}": encode_json(value) for key, value in metadata_record(id, timestamp, labels, tags).items()
+    }
+    size = sum(len(key.encode()) + len(value.encode()) for key, value in encoded.items())
+    if size > GCS_CUSTOM_METADATA_LIMIT_BYTES:
+        raise InvalidMetadataError(
+            f"The metadata of datafile {id} takes {size} bytes, over GCS's limit of "
+            f"{GCS_CUSTOM_METADATA_LIMIT_BYTES} bytes for custom metadata. Keep large values in the file itself."
+        )
+    return encoded
+
+
+def to_local_metadata(
+    id: str, timestamp: datetime.datetime | None, labels: Iterable[str], tags: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A `.octue` entry for a datafile, as primitives ready for `encode_json`."""
+    return metadata_record(id, timestamp, labels, tags)
+
+
+def _parse_fields(fields: Mapping[str, Any], where: str) -> StoredMetadata:
+    """Validate decoded metadata fields, raising `InvalidMetadataError` that names `where` and the field."""
+    values: dict[str, Any] = {}
+    try:
+        if fields.get("id") is not None:
+            values["id"] = validate_id(fields["id"])
+        if fields.get("timestamp") is not None:
+            timestamp = fields["timestamp"]
+            if isinstance(timestamp, str):
+                timestamp = datetime.datetime.fromisoformat(timestamp)
+            values["timestamp"] = normalise_timestamp(timestamp)
+        if fields.get("labels") is not None:
+            labels = fields["labels"]
+            if isinstance(labels, dict) and labels.get("_type") == "set":
+                labels = labels.get("items")
+            values["labels"] = frozenset(LabelSet(labels))
+        if fields.get("tags") is not None:
+            values["tags"] = dict(TagDict(fields["tags"]))
+    except (ValueError, TypeError) as error:
+        raise InvalidMetadataError(
+            f"The metadata stored for {where} cannot be read: {error} Fix it, or instantiate the datafile with "
+            f"ignore_stored_metadata=True to replace it."
+        ) from None
+    return StoredMetadata(**values)
+
+
+def from_cloud_metadata(custom_metadata: Mapping[str, str] | None, where: str) -> StoredMetadata:
+    """Read Octue metadata from a GCS object's custom metadata; keys outside the `octue__` namespace are ignored."""
+    fields: dict[str, Any] = {}
+    for field in METADATA_FIELDS:
+        raw = (custom_metadata or {}).get(f"{NAMESPACE}__{field}")
+        if raw is None:
+            continue
+        try:
+            fields[field] = decode_json(raw)
+        except (ValueError, TypeError):
+            raise InvalidMetadataError(
+                f"The custom metadata {NAMESPACE}__{field}={raw[:200]!r} of {where} is not JSON in Octue's format. "
+                f"Fix it, or instantiate the datafile with ignore_stored_metadata=True to replace it."
+            ) from None
+    return _parse_fields(fields, where)
+
+
+def from_local_metadata(entry: Any, where: str) -> StoredMetadata:
+    """Read Octue metadata from one decoded `.octue` datafile entry."""
+    if entry is None:
+        return StoredMetadata()
+    if not isinstance(entry, Mapping):
+        raise InvalidMetadataError(f"The metadata entry for {where} should be a JSON object; got {entry!r}.")
+    return _parse_fields(entry, where)
+
+
+def crc32c_base64(data: bytes) -> str:
+    """Base64 of the big-endian crc32c of `data`: the form GCS reports for an object's `crc32c`."""
+    return base64.b64encode(crc32c.crc32c(data).to_bytes(4, "big")).decode("ascii")
+
+
+def metadata_hash(timestamp: datetime.datetime | None, labels: Iterable[str], tags: Mapping[str, Any]) -> str:
+    """Hash a canonical JSON form of the metadata (sorted keys and labels, id excluded); equal in every process."""
+    canonical = encode_json(
+        {"labels": sorted(labels), "tags": tags, "timestamp": timestamp},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+    )
+    return crc32c_base64(canonical.encode("ascii"))

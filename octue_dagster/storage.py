@@ -1,0 +1,322 @@
+"""The one place that talks to Google Cloud Storage, through the official client.
+
+Every call here uses the client's own retries, generation and metageneration preconditions and checksums, and turns
+the client's errors into this library's, which say what went wrong and what to do. Nothing here knows about
+Datafiles: it moves bytes and metadata between paths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import IO, Any
+
+import google.auth.exceptions
+from google.api_core import exceptions as api_exceptions
+from google.cloud import storage
+from google.cloud.storage.retry import DEFAULT_RETRY
+
+from octue_dagster.cloud_path import GCSPath
+from octue_dagster.exceptions import (
+    BucketNotFoundError,
+    ChecksumMismatchError,
+    CloudObjectNotFoundError,
+    ConflictError,
+    MissingCredentialsError,
+    OctueDagsterError,
+    StoragePermissionError,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Resumable uploads send the file in chunks of this size; the client holds one chunk in memory at a time.
+UPLOAD_CHUNK_BYTES = 32 * 1024 * 1024
+#: Files up to this size go in one multipart request (content and metadata together).
+MULTIPART_LIMIT_BYTES = 8 * 1024 * 1024
+#: How many times a metadata patch is re-read and re-applied after losing a race with another writer.
+PATCH_ATTEMPTS = 20
+
+_client_lock = threading.Lock()
+_default_clients: dict[tuple[int, str | None], storage.Client] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectInfo:
+    """What GCS says about one object, from a single metadata request: no content."""
+
+    path: GCSPath
+    generation: int
+    metageneration: int
+    size: int
+    crc32c: str | None
+    md5_hash: str | None
+    content_type: str | None
+    updated: datetime.datetime | None
+    custom_metadata: Mapping[str, str]
+
+    @classmethod
+    def from_blob(cls, blob: storage.Blob) -> ObjectInfo:
+        return cls(
+            path=GCSPath(blob.bucket.name, blob.name),
+            generation=int(blob.generation),
+            metageneration=int(blob.metageneration or 1),
+            size=int(blob.size or 0),
+            crc32c=blob.crc32c,
+            md5_hash=blob.md5_hash,
+            content_type=blob.content_type,
+            updated=blob.updated,
+            custom_metadata=dict(blob.metadata or {}),
+        )
+
+
+def default_client(project: str | None = None) -> storage.Client:
+    """A process-wide storage client: the emulator's when `STORAGE_EMULATOR_HOST` is set, else default credentials."""
+    key = (os.getpid(), os.environ.get("STORAGE_EMULATOR_HOST"), project)
+    with _client_lock:
+        client = _default_clients.get(key)  # type: ignore[arg-type]
+        if client is None:
+            client = make_client(project)
+            _default_clients[key] = client  # type: ignore[index]
+        return client
+
+
+def make_client(project: str | None = None) -> storage.Client:
+    """Create a storage client, turning a missing-credentials failure into a message that says how to fix it."""
+    try:
+        return storage.Client(project=project)
+    except google.auth.exceptions.DefaultCredentialsError:
+        raise MissingCredentialsError(
+            "No Google Cloud credentials were found. Run `gcloud auth application-default login`, set "
+            "GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, or set STORAGE_EMULATOR_HOST to use a GCS "
+            "emulator."
+        ) from None
+
+
+@contextlib.contextmanager
+def translate_errors(path: GCSPath | str, action: str) -> Iterator[None]:
+    """Re-raise the client's errors as this library's, naming the object and the action."""
+    try:
+        yield
+    except api_exceptions.PreconditionFailed:
+        raise ConflictError(
+            f"Could not {action} {path}: another writer changed the object since it was read, so nothing was "
+            f"overwritten. Re-read the datafile (instantiate it again) and repeat the change."
+        ) from None
+    except api_exceptions.NotFound as error:
+        raise CloudObjectNotFoundError(f"Could not {action} {path}: it does not exist ({error.message}).") from None
+    except api_exceptions.Forbidden as error:
+        raise StoragePermissionError(
+            f"Permission denied to {action} {path}: the credentials in use lack the needed IAM permission "
+            f"({error.message})."
+        ) from None
+    except api_exceptions.Unauthorized as error:
+        raise MissingCredentialsError(
+            f"Could not {action} {path}: the request was not authenticated ({error.message}). Check your Google "
+            f"Cloud credentials."
+        ) from None
+    except google.auth.exceptions.RefreshError as error:
+        raise MissingCredentialsError(
+            f"Could not {action} {path}: the Google Cloud credentials could not be refreshed ({error}). Run "
+            f"`gcloud auth application-default login` again."
+        ) from None
+    except google.auth.exceptions.DefaultCredentialsError:
+        raise MissingCredentialsError(
+            f"Could not {action} {path}: no Google Cloud credentials were found. Run `gcloud auth "
+            f"application-default login` or set STORAGE_EMULATOR_HOST."
+        ) from None
+
+
+def _bucket(client: storage.Client, path: GCSPath) -> storage.Bucket:
+    return client.bucket(path.bucket)
+
+
+def raise_if_bucket_missing(client: storage.Client, path: GCSPath) -> None:
+    """Raise `BucketNotFoundError` if `path`'s bucket does not exist (used only on error paths)."""
+    with translate_errors(path, "find the bucket of"):
+        if client.lookup_bucket(path.bucket) is None:
+            raise BucketNotFoundError(
+                f"The bucket {path.bucket!r} of {path} does not exist. Create it, or check the bucket name."
+            )
+
+
+def get_object(client: storage.Client, path: GCSPath) -> ObjectInfo | None:
+    """Read an object's metadata in one request; `None` if there is no such object."""
+    with translate_errors(path, "read the metadata of"):
+        blob = _bucket(client, path).get_blob(path.name, retry=DEFAULT_RETRY)
+    return None if blob is None else ObjectInfo.from_blob(blob)
+
+
+def require_object(client: storage.Client, path: GCSPath) -> ObjectInfo:
+    """Like `get_object`, but a missing object or bucket raises a `FileNotFoundError` that says which."""
+    info = get_object(client, path)
+    if info is None:
+        raise_if_bucket_missing(client, path)
+        raise CloudObjectNotFoundError(f"There is no object at {path}.")
+    return info
+
+
+def upload_file(
+    client: storage.Client,
+    local_path: str,
+    path: GCSPath,
+    *,
+    crc32c: str,
+    custom_metadata: Mapping[str, str],
+    if_generation_match: int,
+    content_type: str | None = None,
+) -> ObjectInfo:
+    """Upload a local file with its custom metadata, only if the object's generation is still `if_generation_match`.
+
+    `if_generation_match=0` means "only if the object does not exist". GCS checks `crc32c` before committing the
+    object, so a file that changed while being sent is rejected and the old object stays as it was.
+    """
+    blob = _bucket(client, path).blob(path.name, chunk_size=UPLOAD_CHUNK_BYTES)
+    blob.metadata = dict(custom_metadata)
+    size = os.path.getsize(local_path)
+    with translate_errors(path, "upload to"), open(local_path, "rb") as file:
+        try:
+            blob.upload_from_file(
+                file,
+                size=size,
+                content_type=content_type,
+                if_generation_match=if_generation_match,
+                checksum="crc32c",
+                crc32c_checksum_value=crc32c,
+                retry=DEFAULT_RETRY,
+            )
+        except api_exceptions.BadRequest as error:
+            if "crc32c" in str(error).lower() or "checksum" in str(error).lower():
+                raise ChecksumMismatchError(
+                    f"GCS rejected the upload to {path}: the file {local_path!r} changed while it was being uploaded "
+                    f"({error.message}). The object was not changed; try again."
+                ) from None
+            raise
+    return ObjectInfo.from_blob(blob)
+
+
+def download_file(client: storage.Client, info: ObjectInfo, file: IO[bytes]) -> None:
+    """Stream the object's content, at exactly `info.generation`, into an open binary file, verifying its crc32c."""
+    blob = _bucket(client, info.path).blob(info.path.name)
+    with translate_errors(info.path, "download"):
+        try:
+            blob.download_to_file(
+                file, if_generation_match=info.generation, checksum="crc32c", retry=DEFAULT_RETRY
+            )
+        except Exception as error:
+            if type(error).__name__ == "DataCorruption":
+                raise ChecksumMismatchError(
+                    f"The content downloaded from {info.path} does not match its crc32c {info.crc32c}; the copy was "
+                    f"discarded. Try again."
+                ) from None
+            raise
+
+
+def patch_metadata(
+    client: storage.Client,
+    path: GCSPath,
+    change: Callable[[ObjectInfo], Mapping[str, str | None]],
+    *,
+    if_generation_match: int | None = None,
+) -> ObjectInfo:
+    """Apply a metadata change without touching content (the generation stays), safe against concurrent patchers.
+
+    `change` gets the object's current state and returns the custom metadata keys to set (`None` deletes a key). The
+    patch is conditional on the metageneration it was computed from; if another writer patched in between, the
+    object is re-read and `change` is applied again, so neither writer's change is lost.
+    """
+    info = require_object(client, path)
+    for _ in range(PATCH_ATTEMPTS):
+        if if_generation_match is not None and info.generation != if_generation_match:
+            raise ConflictError(
+                f"Could not update the metadata of {path}: its content was replaced by another writer (generation "
+                f"{info.generation}, expected {if_generation_match}). Re-read the datafile and repeat the change."
+            )
+        blob = _bucket(client, path).blob(path.name)
+        blob.metadata = dict(change(info))
+        try:
+            with translate_errors(path, "update the metadata of"):
+                blob.patch(
+                    if_generation_match=info.generation,
+                    if_metageneration_match=info.metageneration,
+                    retry=DEFAULT_RETRY,
+                )
+            return ObjectInfo.from_blob(blob)
+        except ConflictError:
+            info = require_object(client, path)
+    raise ConflictError(
+        f"Could not update the metadata of {path}: it kept changing under {PATCH_ATTEMPTS} attempts by other writers."
+    )
+
+
+def copy_object(
+    client: storage.Client,
+    source: ObjectInfo,
+    destination: GCSPath,
+    *,
+    custom_metadata: Mapping[str, str],
+    if_generation_match: int,
+) -> ObjectInfo:
+    """Copy an object server side (no bytes pass through this process), replacing the copy's custom metadata."""
+    source_bucket = _bucket(client, source.path)
+    source_blob = source_bucket.blob(source.path.name)
+    destination_blob = _bucket(client, destination).blob(destination.name)
+    destination_blob.metadata = dict(custom_metadata)
+    if source.content_type:
+        destination_blob.content_type = source.content_type
+    rewrite_token = None
+    with translate_errors(destination, f"copy {source.path} to"):
+        while True:
+            rewrite_token, _, _ = destination_blob.rewrite(
+                source_blob,
+                token=rewrite_token,
+                if_generation_match=if_generation_match,
+                if_source_generation_match=source.generation,
+                retry=DEFAULT_RETRY,
+            )
+            if rewrite_token is None:
+                break
+    return ObjectInfo.from_blob(destination_blob)
+
+
+def list_objects(client: storage.Client, prefix: GCSPath, *, page_size: int = 1000) -> Iterator[ObjectInfo]:
+    """Every object under a prefix, with its metadata, from paged list requests (no request per object)."""
+    with translate_errors(prefix, "list"):
+        for blob in client.list_blobs(prefix.bucket, prefix=prefix.name or None, page_size=page_size, retry=DEFAULT_RETRY):
+            yield ObjectInfo.from_blob(blob)
+
+
+def delete_object(client: storage.Client, path: GCSPath, *, if_generation_match: int | None = None) -> None:
+    """Delete an object (only at the given generation, if one is given)."""
+    with translate_errors(path, "delete"):
+        _bucket(client, path).blob(path.name).delete(if_generation_match=if_generation_match, retry=DEFAULT_RETRY)
+
+
+def ensure_bucket(client: storage.Client, bucket: str) -> None:
+    """Create a bucket if it does not exist (for emulators, demos and tests)."""
+    with translate_errors(GCSPath(bucket, ""), "create the bucket"):
+        try:
+            client.create_bucket(bucket)
+        except api_exceptions.Conflict:
+            pass
+
+
+__all__ = [
+    "ObjectInfo",
+    "OctueDagsterError",
+    "copy_object",
+    "default_client",
+    "delete_object",
+    "download_file",
+    "ensure_bucket",
+    "get_object",
+    "list_objects",
+    "make_client",
+    "patch_metadata",
+    "require_object",
+    "upload_file",
+]

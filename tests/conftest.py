@@ -1,0 +1,83 @@
+"""Shared fixtures: one fake-gcs-server for the session, a fresh bucket and cache directory per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from octue_dagster import storage
+from octue_dagster.cache import CACHE_DIR_VARIABLE
+from octue_dagster.emulator import EMULATOR_VARIABLE, Emulator
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    """A fake-gcs-server on loopback, with STORAGE_EMULATOR_HOST pointing at it for the whole session."""
+    log = tmp_path_factory.mktemp("emulator") / "fake-gcs-server.log"
+    server = Emulator(log_path=log).start()
+    previous = os.environ.get(EMULATOR_VARIABLE)
+    os.environ[EMULATOR_VARIABLE] = server.url
+    yield server
+    server.stop()
+    if previous is None:
+        os.environ.pop(EMULATOR_VARIABLE, None)
+    else:
+        os.environ[EMULATOR_VARIABLE] = previous
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Each test gets its own download cache, so that no test sees another's cached copies."""
+    path = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv(CACHE_DIR_VARIABLE, str(path))
+    return path
+
+
+@pytest.fixture
+def client(emulator: Emulator):
+    """A storage client for the emulator."""
+    return storage.make_client()
+
+
+@pytest.fixture
+def bucket(client) -> str:
+    """A new, empty bucket for one test."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    storage.ensure_bucket(client, name)
+    return name
+
+
+class RequestLog:
+    """Records every HTTP request a storage client sends, and the bytes of content it receives."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str]] = []
+
+    def clear(self) -> None:
+        self.requests.clear()
+
+    @property
+    def count(self) -> int:
+        return len(self.requests)
+
+    def downloads(self) -> list[str]:
+        """Requests that fetch object content (media downloads)."""
+        return [url for method, url in self.requests if method == "GET" and "alt=media" in url]
+
+
+@pytest.fixture
+def request_log(client, monkeypatch: pytest.MonkeyPatch) -> RequestLog:
+    """Spy on `client`'s HTTP session (requests still go to the emulator)."""
+    log = RequestLog()
+    session = client._http
+    original = session.request
+
+    def spy(method, url, *args, **kwargs):
+        log.requests.append((method.upper(), url))
+        return original(method, url, *args, **kwargs)
+
+    monkeypatch.setattr(session, "request", spy)
+    return log

@@ -416,8 +416,12 @@ class Datafile:
             existing = latest
         has_local = self._has_valid_local_copy()
         metadata = self._cloud_metadata() if update_metadata else {}
+        # A pristine local copy of a cloud object adds nothing: copy server side instead of sending its bytes.
+        pristine_copy = (
+            has_local and self._object is not None and hashing.hash_file(self._local_target()) == self._object.crc32c
+        )
 
-        if not has_local:
+        if not has_local or pristine_copy:
             if self._object is None:
                 raise CloudObjectNotFoundError(f"Cannot upload {self}: it has neither a local file nor a cloud object.")
             if own_path:
@@ -461,10 +465,7 @@ class Datafile:
 
     def _switch_to(self, destination: GCSPath, info: gcs.ObjectInfo) -> None:
         """After writing `info` at `destination`, make that this datafile's cloud location."""
-        local = self._local_target() if (self._local is not None or self._has_valid_local_copy()) else None
         self._cloud, self._object = destination, info
-        if local is not None and self._local is None:
-            self._local = local
         if info.custom_metadata:
             self._persisted = md.from_cloud_metadata(info.custom_metadata, str(destination))
 

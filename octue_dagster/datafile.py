@@ -126,7 +126,7 @@ class Datafile:
     def _read_stored_metadata(self) -> md.StoredMetadata:
         if self._object is not None:
             return md.from_cloud_metadata(self._object.custom_metadata, str(self._cloud))
-        if self._local is not None and self._cloud is None:
+        if self._local is not None:
             return md.from_local_metadata(local_metadata.read_entry(self._local), f"{self._local} in its .octue file")
         return md.StoredMetadata()
 
@@ -319,14 +319,14 @@ class Datafile:
     def update_metadata(self) -> None:
         """Persist the in-memory metadata: a metadata patch on the object (content and generation untouched) and/or
         the `.octue` entry beside a local file. Concurrent patches by other writers are merged, not lost."""
-        if self._cloud is not None and self._object is not None:
-            self._patch_cloud_metadata()
-        if self._local is not None and self._cloud is None:
-            self._write_local_metadata()
-        elif self._cloud is not None and self._object is None:
+        if self._object is None and self._local is None:
             raise CloudObjectNotFoundError(
                 f"Cannot update the metadata of {self._cloud}: the object does not exist yet. Write or upload it first."
             )
+        if self._object is not None:
+            self._patch_cloud_metadata()
+        if self._local is not None:
+            self._write_local_metadata()
 
     def _patch_cloud_metadata(self) -> None:
         assert self._cloud is not None
@@ -500,6 +500,8 @@ class Datafile:
             self._persisted = self._current()
             if self._uses_cache():
                 cache.write_cached_generation(self._cloud, info.generation)
+            else:
+                self._write_local_metadata()
             if info.crc32c:
                 hashing.remember_hash(target, info.crc32c)
         else:

@@ -247,3 +247,19 @@ def test_pristine_cached_copy_is_still_copied_server_side(client, bucket, reques
     source.upload(f"gs://{bucket}/elsewhere.csv")
     assert not [url for _, url in request_log.requests if "/upload/" in url]
     assert any("rewriteTo" in url for _, url in request_log.requests)
+
+
+def test_local_datafile_with_cloud_path_writes_both(client, bucket, tmp_path):
+    datafile = Datafile(tmp_path / "pair.txt", cloud_path=f"gs://{bucket}/pair.txt", labels={"pair"}, storage_client=client)
+    assert not datafile.exists_in_cloud
+    with datafile.open("w") as file:
+        file.write("both places")
+    assert (tmp_path / "pair.txt").read_text() == "both places"
+    assert client.bucket(bucket).blob("pair.txt").download_as_bytes() == b"both places"
+    assert Datafile(tmp_path / "pair.txt").labels == {"pair"}
+    cloud = Datafile(f"gs://{bucket}/pair.txt", storage_client=client)
+    assert cloud.labels == {"pair"} and cloud.id == datafile.id
+    datafile.tags["checked"] = True
+    datafile.update_metadata()
+    assert Datafile(f"gs://{bucket}/pair.txt", storage_client=client).tags == {"checked": True}
+    assert Datafile(tmp_path / "pair.txt").tags == {"checked": True}

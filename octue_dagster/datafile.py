@@ -296,18 +296,19 @@ class Datafile:
     def _merge_onto(self, remote: md.StoredMetadata) -> md.StoredMetadata:
         """Apply this datafile's own changes (since it last read the store) onto what another writer stored since."""
         base = self._persisted or md.StoredMetadata()
-        current = self._current()
         base_labels, remote_labels = base.labels or frozenset(), remote.labels or frozenset()
-        labels = (remote_labels - (base_labels - current.labels)) | (current.labels - base_labels)
-        base_tags, tags = base.tags or {}, dict(remote.tags or {})
-        for name in set(base_tags) | set(current.tags or {}):
-            if name not in (current.tags or {}):
-                if name in base_tags:
-                    tags.pop(name, None)
-            elif base_tags.get(name, object()) != current.tags[name] or name not in tags:
-                tags[name] = current.tags[name]
-        timestamp = current.timestamp if current.timestamp != base.timestamp else remote.timestamp
-        return md.StoredMetadata(remote.id or self._id, timestamp, frozenset(labels), tags)
+        current_labels = frozenset(self._labels)
+        labels = (remote_labels - (base_labels - current_labels)) | (current_labels - base_labels)
+
+        base_tags, current_tags, tags = base.tags or {}, dict(self._tags), dict(remote.tags or {})
+        for name in base_tags.keys() - current_tags.keys():
+            tags.pop(name, None)
+        for name, value in current_tags.items():
+            if name not in base_tags or base_tags[name] != value:
+                tags[name] = value
+
+        timestamp = self._timestamp if self._timestamp != base.timestamp else remote.timestamp
+        return md.StoredMetadata(remote.id or self._id, timestamp, labels, tags)
 
     def _adopt(self, merged: md.StoredMetadata) -> None:
         self._id = merged.id or self._id

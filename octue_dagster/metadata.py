@@ -137,14 +137,14 @@ class LabelSet(set):
         for other in others:
             super().update(self._clean_all(other))
 
-    def __ior__(self, other: Iterable[str]) -> LabelSet:  # type: ignore[override]
+    def __ior__(self, other: Iterable[str]) -> LabelSet:  # type: ignore[override,misc]
         self.update(other)
         return self
 
     def symmetric_difference_update(self, other: Iterable[str]) -> None:
         super().symmetric_difference_update(self._clean_all(other))
 
-    def __ixor__(self, other: Iterable[str]) -> LabelSet:  # type: ignore[override]
+    def __ixor__(self, other: Iterable[str]) -> LabelSet:  # type: ignore[override,misc]
         self.symmetric_difference_update(other)
         return self
 
@@ -170,7 +170,7 @@ class TagDict(dict):
             self[name] = default
         return self[name]
 
-    def __ior__(self, other: Mapping[str, Any]) -> TagDict:  # type: ignore[override]
+    def __ior__(self, other: Mapping[str, Any]) -> TagDict:  # type: ignore[override,misc]
         self.update(other)
         return self
 

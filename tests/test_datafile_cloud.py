@@ -263,3 +263,19 @@ def test_local_datafile_with_cloud_path_writes_both(client, bucket, tmp_path):
     datafile.update_metadata()
     assert Datafile(f"gs://{bucket}/pair.txt", storage_client=client).tags == {"checked": True}
     assert Datafile(tmp_path / "pair.txt").tags == {"checked": True}
+
+
+def test_merge_keeps_other_writers_tag_changes_and_deletions(client, bucket):
+    _make(client, bucket, tags={"a": 1, "b": 2, "c": 3}, labels={"x", "y"})
+    path = f"gs://{bucket}/data/readings.csv"
+    mine, theirs = Datafile(path, storage_client=client), Datafile(path, storage_client=client)
+    theirs.tags["a"] = 10
+    del theirs.tags["b"]
+    theirs.labels.discard("x")
+    theirs.update_metadata()
+    mine.tags["c"] = 30
+    mine.labels.add("z")
+    mine.update_metadata()
+    final = Datafile(path, storage_client=client)
+    assert final.tags == {"a": 10, "c": 30}
+    assert final.labels == {"y", "z"}

@@ -1,0 +1,116 @@
+"""`python -m benchmarks [--quick] [--size-mib N] ...`: run every benchmark against a fresh emulator, print the table.
+
+The emulator (fake-gcs-server, in-memory) and the download cache are private to the run; big files go in a temporary
+folder that is deleted at the end. The table is also written to benchmarks/results/latest.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from benchmarks import hash_bench, memory_bench, metadata_bench, transfer_bench
+from benchmarks.measure import MIB, make_random_file
+from benchmarks.table import Row, render
+from octue_dagster import storage as gcs
+from octue_dagster.cache import CACHE_DIR_VARIABLE
+from octue_dagster.emulator import running_emulator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results" / "latest.txt"
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small, fast run: 64 MiB files, 100 datafiles")
+    parser.add_argument("--size-mib", type=int, help="size of the upload/download/memory file (default 1024)")
+    parser.add_argument("--hash-mib", type=int, help="size of the hashing-throughput file (default 256)")
+    parser.add_argument("--datafiles", type=int, help="number of small cloud objects to read (default 1000)")
+    parser.add_argument("--rounds", type=int, help="timed repetitions; the best is reported (default 2)")
+    parser.add_argument("--workdir", help="where big temporary files go (default: the system temp folder)")
+    parser.add_argument("--strict", action="store_true", help="exit with status 1 if any goal is missed")
+    arguments = parser.parse_args(argv)
+    defaults = (64, 64, 100, 2) if arguments.quick else (1024, 256, 1000, 2)
+    for field, default in zip(("size_mib", "hash_mib", "datafiles", "rounds"), defaults):
+        if getattr(arguments, field) is None:
+            setattr(arguments, field, default)
+    return arguments
+
+
+def _step(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run(arguments: argparse.Namespace, workdir: Path) -> list[Row]:
+    rows: list[Row] = []
+    _step(f"writing a {arguments.hash_mib} MiB file for hashing")
+    hash_file = make_random_file(workdir / "hash.bin", arguments.hash_mib * MIB)
+    _step("1. hash throughput")
+    rows += hash_bench.throughput_rows(hash_file, repeats=max(3, arguments.rounds))
+    _step("2. second hash_value access")
+    rows += hash_bench.second_access_rows(hash_file)
+    hash_file.unlink()
+
+    with running_emulator(workdir / "fake-gcs-server.log"):
+        client = gcs.default_client()
+        bucket = f"benchmark-{uuid.uuid4().hex[:8]}"
+        gcs.ensure_bucket(client, bucket)
+
+        _step(f"3. metadata reads of {arguments.datafiles} cloud datafiles (creating the objects first)")
+        names = metadata_bench.create_small_objects(client, bucket, arguments.datafiles)
+        rows += metadata_bench.metadata_read_rows(client, bucket, names, max(3, arguments.rounds))
+
+        _step(f"writing a {arguments.size_mib} MiB file for transfers")
+        big_file = make_random_file(workdir / "big.bin", arguments.size_mib * MIB)
+        _step(f"4. upload and download, {arguments.rounds} round(s)")
+        rows += transfer_bench.transfer_rows(client, big_file, bucket, workdir, arguments.rounds)
+        _step("5. peak memory, one fresh process per operation")
+        rows += memory_bench.memory_rows(client, big_file, bucket, workdir, PROJECT_ROOT)
+        big_file.unlink()
+    return rows
+
+
+def header(arguments: argparse.Namespace) -> list[str]:
+    return [
+        f"octue_dagster benchmarks, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
+        f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs; GCS = fake-gcs-server "
+        f"(in-memory) on loopback",
+        f"transfer/memory file {arguments.size_mib} MiB, hash file {arguments.hash_mib} MiB, "
+        f"{arguments.datafiles} datafiles, best of {arguments.rounds} round(s) for transfers; ratio = ours / baseline",
+        "",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="octue-dagster-bench-", dir=arguments.workdir))
+    previous_cache = os.environ.get(CACHE_DIR_VARIABLE)
+    os.environ[CACHE_DIR_VARIABLE] = str(workdir / "cache")
+    try:
+        rows = run(arguments, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        if previous_cache is None:
+            os.environ.pop(CACHE_DIR_VARIABLE, None)
+        else:
+            os.environ[CACHE_DIR_VARIABLE] = previous_cache
+    text = render(rows, header(arguments))
+    print(text, end="")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(text)
+    missed = [row.measurement for row in rows if row.met is False]
+    if missed:
+        print(f"goals missed: {', '.join(missed)}", file=sys.stderr)
+    return 1 if arguments.strict and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

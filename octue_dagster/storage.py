@@ -17,8 +17,10 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import IO, Any
 
 import google.auth.exceptions
+import requests
 from google.api_core import exceptions as api_exceptions
 from google.cloud import storage
+from google.cloud.storage.exceptions import InvalidResponse
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from octue_dagster.cloud_path import GCSPath
@@ -30,9 +32,22 @@ from octue_dagster.exceptions import (
     MissingCredentialsError,
     OctueDagsterError,
     StoragePermissionError,
+    StorageUnavailableError,
 )
 
 logger = logging.getLogger(__name__)
+
+#: Failures the client retries; once they escape its retries they mean "GCS is unavailable now".
+_TRANSIENT_ERRORS = (
+    api_exceptions.RetryError,
+    api_exceptions.ServerError,
+    api_exceptions.TooManyRequests,
+    InvalidResponse,
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    ConnectionError,
+)
 
 #: Resumable uploads send the file in chunks of this size; the client holds one chunk in memory at a time.
 UPLOAD_CHUNK_BYTES = 32 * 1024 * 1024
@@ -88,13 +103,30 @@ def default_client(project: str | None = None) -> storage.Client:
 def make_client(project: str | None = None) -> storage.Client:
     """Create a storage client, turning a missing-credentials failure into a message that says how to fix it."""
     try:
-        return storage.Client(project=project)
+        client = storage.Client(project=project)
+        client._http.hooks["response"].append(_reject_unframed_response)
+        return client
     except google.auth.exceptions.DefaultCredentialsError:
         raise MissingCredentialsError(
             "No Google Cloud credentials were found. Run `gcloud auth application-default login`, set "
             "GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, or set STORAGE_EMULATOR_HOST to use a GCS "
             "emulator."
         ) from None
+
+
+def _reject_unframed_response(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    """Treat a success without Content-Length or chunked framing as a dropped connection, so that it is retried.
+
+    GCS frames every answer; one without framing was cut inside its headers, and http.client would otherwise hand
+    the client an empty 200, which google-cloud-storage fails on with an AttributeError or TypeError.
+    """
+    if response.status_code in (200, 201, 206) and response.request.method != "HEAD":
+        framed = "Content-Length" in response.headers or "chunked" in response.headers.get("Transfer-Encoding", "")
+        if not framed:
+            raise requests.exceptions.ConnectionError(
+                f"The answer to {response.request.method} {response.url} was cut short (no Content-Length).",
+                response=response,
+            )
 
 
 @contextlib.contextmanager
@@ -129,6 +161,13 @@ def translate_errors(path: GCSPath | str, action: str) -> Iterator[None]:
             f"Could not {action} {path}: no Google Cloud credentials were found. Run `gcloud auth "
             f"application-default login` or set STORAGE_EMULATOR_HOST."
         ) from None
+    except _TRANSIENT_ERRORS as error:
+        # Raised once the client's retries are used up: say so, rather than leak the transport's own exception.
+        raise StorageUnavailableError(
+            f"Could not {action} {path}: Google Cloud Storage did not answer successfully, even after retries "
+            f"({type(error).__name__}: {str(error)[:300]}). Each object is as it was or fully changed, never half "
+            f"changed; try again later."
+        ) from error
 
 
 def _bucket(client: storage.Client, path: GCSPath) -> storage.Bucket:
@@ -196,6 +235,17 @@ def upload_file(
                     f"({error.message}). The object was not changed; try again."
                 ) from None
             raise
+        except api_exceptions.PreconditionFailed:
+            # A retry of an upload whose answer was lost finds its own object there: that is success, not a conflict.
+            current = get_object(client, path)
+            if (
+                current is None
+                or current.generation == if_generation_match
+                or current.crc32c != crc32c
+                or any(current.custom_metadata.get(key) != value for key, value in custom_metadata.items())
+            ):
+                raise
+            return current
     return ObjectInfo.from_blob(blob)
 
 
@@ -283,10 +333,18 @@ def copy_object(
     return ObjectInfo.from_blob(destination_blob)
 
 
-def list_objects(client: storage.Client, prefix: GCSPath, *, page_size: int = 1000) -> Iterator[ObjectInfo]:
-    """Every object under a prefix, with its metadata, from paged list requests (no request per object)."""
+def list_objects(
+    client: storage.Client, prefix: GCSPath, *, page_size: int = 1000, delimiter: str | None = None
+) -> Iterator[ObjectInfo]:
+    """Every object under a prefix, with its metadata, from paged list requests (no request per object).
+
+    With `delimiter="/"`, only the objects directly in the prefix's folder, not those in its sub-folders.
+    """
     with translate_errors(prefix, "list"):
-        for blob in client.list_blobs(prefix.bucket, prefix=prefix.name or None, page_size=page_size, retry=DEFAULT_RETRY):
+        blobs = client.list_blobs(
+            prefix.bucket, prefix=prefix.name or None, page_size=page_size, delimiter=delimiter, retry=DEFAULT_RETRY
+        )
+        for blob in blobs:
             yield ObjectInfo.from_blob(blob)
 
 

@@ -1,13 +1,15 @@
 """Where the example pipeline keeps its files: one bucket (from `OCTUE_DAGSTER_BUCKET`) and fixed paths in it."""
 
-from __future__ import annotations
-
 import os
+
+import dagster as dg
 
 BUCKET_VARIABLE = "OCTUE_DAGSTER_BUCKET"
 DEFAULT_BUCKET = "octue-dagster-demo"
 #: The I/O manager stores every asset's datafiles under gs://{bucket}/{PREFIX}/{asset key}/.
 PREFIX = "dagster"
+#: Files maintained outside the pipeline (by the site operator) live under gs://{bucket}/{EXTERNAL_FOLDER}/.
+EXTERNAL_FOLDER = "external"
 
 
 def bucket() -> str:
@@ -15,11 +17,21 @@ def bucket() -> str:
     return os.environ.get(BUCKET_VARIABLE) or DEFAULT_BUCKET
 
 
-def site_metadata_path() -> str:
-    """The externally maintained site-metadata file, which the pipeline observes but does not write."""
-    return f"gs://{bucket()}/external/site-metadata.json"
+def external_prefix(bucket_name: str) -> str:
+    """The folder of externally maintained files, which the pipeline watches but never writes."""
+    return f"gs://{bucket_name}/{EXTERNAL_FOLDER}/"
 
 
-def incoming_prefix() -> str:
-    """Where field engineers drop extra files; a sensor watches it."""
-    return f"gs://{bucket()}/incoming/"
+def site_metadata_path(bucket_name: str) -> str:
+    """The site operator's metadata file (turbine models, site name), observed as a source asset."""
+    return f"{external_prefix(bucket_name)}site-metadata.json"
+
+
+class PipelineSettings(dg.ConfigurableResource):
+    """The bucket the pipeline runs against, for assets that read files by path rather than through inputs."""
+
+    bucket: str
+
+    @property
+    def site_metadata_path(self) -> str:
+        return site_metadata_path(self.bucket)

@@ -1,0 +1,118 @@
+"""The example pipeline's assets: daily raw turbine readings -> cleaned readings -> an HDF5 per-turbine summary.
+
+Each asset returns a `Datafile`; the `DatafileIOManager` uploads it (content and Octue metadata in one request) under
+`gs://{bucket}/{prefix}/{asset key}/...`, and hands downstream assets lazy cloud Datafiles that download only when
+opened. Labels and tags set here end up on the GCS objects and in the Dagster UI.
+"""
+
+import datetime
+import json
+
+import dagster as dg
+
+from example_project import readings
+from example_project.config import PipelineSettings
+from example_project.partitions import daily_partitions
+from example_project.sources import SITE_METADATA_KEY
+from octue_dagster import Datafile
+from octue_dagster.resource import DatafileResource
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name="turbines",
+    kinds={"gcs", "csv"},
+    description="A day of 10-minute readings from every turbine, as the SCADA system exports them (some bad).",
+)
+def raw_readings(context: dg.AssetExecutionContext, datafiles: DatafileResource) -> Datafile:
+    day = datetime.date.fromisoformat(context.partition_key)
+    rows = readings.generate_readings(day)
+    datafile = datafiles.new(
+        f"readings-{day.isoformat()}.csv",
+        labels={"turbine-readings", "raw"},
+        tags={"day": day.isoformat(), "turbines": len(readings.TURBINES), "rows": len(rows)},
+        timestamp=datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.timezone.utc),
+    )
+    with datafile.open("w", newline="") as file:
+        readings.write_csv(rows, file)
+    return datafile
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name="turbines",
+    kinds={"gcs", "csv"},
+    description="The day's readings without dropouts, impossible values and fault records.",
+)
+def cleaned_readings(
+    context: dg.AssetExecutionContext, datafiles: DatafileResource, raw_readings: Datafile
+) -> Datafile:
+    # raw_readings is a lazy cloud Datafile: opening it downloads the content once, checked against its crc32c.
+    with raw_readings.open() as file:
+        rows = readings.read_csv(file)
+    good = readings.clean(rows)
+    context.log.info(f"Kept {len(good)} of {len(rows)} readings from {raw_readings.cloud_path}.")
+    datafile = datafiles.new(
+        f"cleaned-{context.partition_key}.csv",
+        labels={"turbine-readings", "cleaned"},
+        # Provenance in the tags: which raw file (by id and crc32c) these rows came from.
+        tags={
+            "day": context.partition_key,
+            "rows": len(good),
+            "dropped_rows": len(rows) - len(good),
+            "source_id": raw_readings.id,
+            "source_crc32c": raw_readings.hash_value,
+        },
+        timestamp=raw_readings.timestamp,
+    )
+    with datafile.open("w", newline="") as file:
+        readings.write_csv(good, file)
+    return datafile
+
+
+@dg.asset(
+    group_name="turbines",
+    kinds={"gcs", "hdf5"},
+    deps=[SITE_METADATA_KEY],
+    ins={"cleaned_readings": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
+    description="Per-turbine statistics over every day of cleaned readings: one HDF5 group per turbine.",
+)
+def turbine_summary(
+    context: dg.AssetExecutionContext,
+    datafiles: DatafileResource,
+    settings: PipelineSettings,
+    cleaned_readings: dict[str, Datafile],
+) -> Datafile:
+    rows: list[dict[str, str]] = []
+    for day in sorted(cleaned_readings):
+        with cleaned_readings[day].open() as file:
+            rows.extend(readings.read_csv(file))
+    site = datafiles.get(settings.site_metadata_path)
+    with site.open() as file:
+        site_info = json.load(file)
+    summary = readings.summarise(rows)
+    context.log.info(f"Summarised {len(rows)} readings from {len(cleaned_readings)} days for {len(summary)} turbines.")
+    datafile = datafiles.new(
+        "turbine-summary.h5",
+        labels={"turbine-summary", "statistics"},
+        tags={
+            "days": sorted(cleaned_readings),
+            "turbines": len(summary),
+            "site": site_info.get("site", "unknown"),
+            "site_metadata_crc32c": site.hash_value,
+        },
+        # The summary covers data up to the end of the last day, so that is its timestamp (not the run time).
+        timestamp=max(upstream.timestamp for upstream in cleaned_readings.values()) + datetime.timedelta(days=1),
+    )
+    with datafile.open("w") as h5:
+        h5.attrs["site"] = site_info.get("site", "unknown")
+        h5.attrs["rated_power_kw"] = readings.RATED_POWER_KW
+        for turbine, stats in summary.items():
+            group = h5.create_group(turbine)
+            for name, value in stats.items():
+                if hasattr(value, "shape"):
+                    group.create_dataset(name, data=value, compression="gzip")
+                else:
+                    group.attrs[name] = value
+    return datafile
+

@@ -1,0 +1,52 @@
+"""The example's Dagster definitions, loaded by `workspace.yaml` and by the `dagster` CLI (`-m example_project.definitions`).
+
+Every asset's file goes to `gs://{bucket}/dagster/{asset key}/...` through `DatafileIOManager`; the bucket comes from
+`OCTUE_DAGSTER_BUCKET` (default `octue-dagster-demo`). GCS is the emulator when `STORAGE_EMULATOR_HOST` is set
+(`make demo`, `make dev`), else real GCS with default credentials.
+"""
+
+import dagster as dg
+from dagster_gcp import GCSResource
+
+from example_project import config
+from example_project.assets import cleaned_readings, raw_readings, turbine_summary
+from example_project.sources import build_external_files_sensor, build_site_metadata
+from octue_dagster.io_manager import DatafileIOManager
+from octue_dagster.resource import DatafileResource
+from octue_dagster.retagging import build_retag_job, build_retag_schedule
+
+RETAG_JOB_NAME = "retag_reviewed_readings"
+
+
+def build_retag(bucket: str) -> tuple[dg.JobDefinition, dg.ScheduleDefinition]:
+    """A nightly job that marks every cleaned readings file as quality-checked (a metadata patch; no content moves)."""
+    retag_job = build_retag_job(
+        RETAG_JOB_NAME,
+        f"gs://{bucket}/{config.PREFIX}/cleaned_readings/",
+        labels=["cleaned"],
+        add_labels=["quality-checked"],
+        set_tags={"qa_rules": "status-ok,power-in-range,wind-non-negative"},
+        description="Mark cleaned turbine readings as quality-checked.",
+    )
+    return retag_job, build_retag_schedule(retag_job, "0 3 * * *")
+
+
+def build_definitions(bucket: str) -> dg.Definitions:
+    """The pipeline's definitions for one bucket (tests build them for a throwaway bucket)."""
+    gcs = GCSResource()
+    retag_job, retag_schedule = build_retag(bucket)
+    return dg.Definitions(
+        assets=[build_site_metadata(bucket), raw_readings, cleaned_readings, turbine_summary],
+        jobs=[retag_job],
+        schedules=[retag_schedule],
+        sensors=[build_external_files_sensor(bucket)],
+        resources={
+            "gcs": gcs,
+            "io_manager": DatafileIOManager(bucket=bucket, prefix=config.PREFIX, gcs=gcs),
+            "datafiles": DatafileResource(gcs=gcs),
+            "settings": config.PipelineSettings(bucket=bucket),
+        },
+    )
+
+
+defs = build_definitions(config.bucket())

@@ -1,0 +1,119 @@
+"""`make demo`: run the whole example pipeline through the Dagster command line and show what it stored in GCS.
+
+Steps: create the bucket if it is missing, seed the externally maintained site-metadata file, materialize every
+partition of every asset with `dagster asset materialize` (one run per day, then the summary), run the re-tagging
+job once with `dagster job execute`, and list every stored datafile with its Octue metadata. The listing reads
+metadata only (paged list requests); nothing is downloaded.
+
+Runs against whatever `STORAGE_EMULATOR_HOST` points at (`make demo` starts fake-gcs-server for it), or real GCS
+with default credentials when it is unset. `--seed-only` stops after seeding (used by `make dev`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from example_project import config
+from example_project.partitions import daily_partitions
+from octue_dagster import Datafile, storage
+from octue_dagster.cloud_path import parse_gcs_path
+from octue_dagster.resource import list_datafiles
+
+DEFINITIONS_MODULE = "example_project.definitions"
+
+#: What the site operator keeps in the external file; the summary copies the site name from it.
+SITE_METADATA = {
+    "site": "Ardnamurchan North (made up)",
+    "operator": "Example Renewables Ltd",
+    "turbines": {"wt-01": "V90-2.0", "wt-02": "V90-2.0", "wt-03": "V90-2.0", "wt-04": "V90-2.0"},
+    "rated_power_kw": 2000,
+    "hub_height_m": 80,
+}
+
+
+def seed(bucket: str) -> str:
+    """Create the bucket if needed and upload the site-metadata file; return its URI.
+
+    Uploading identical content again is skipped (same crc32c), so re-running the demo does not make a new version.
+    """
+    client = storage.default_client()
+    storage.ensure_bucket(client, bucket)
+    uri = config.site_metadata_path(bucket)
+    with tempfile.TemporaryDirectory() as folder:
+        local = Path(folder) / "site-metadata.json"
+        local.write_text(json.dumps(SITE_METADATA, indent=2, sort_keys=True) + "\n")
+        datafile = Datafile(local, cloud_path=uri, labels={"site-metadata", "external"}, tags={"source": "operator"})
+        datafile.upload()
+    return uri
+
+
+def dagster(*arguments: str) -> None:
+    """Run one `dagster` CLI command in this Python environment, stopping the demo if it fails."""
+    command = [sys.executable, "-m", "dagster", *arguments]
+    print(f"\n$ dagster {' '.join(arguments)}", flush=True)
+    started = time.monotonic()
+    # The CLI logs every event at DEBUG level; keep its output in a file and show it only if the run fails.
+    with tempfile.TemporaryFile("w+") as log:
+        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, text=True)
+        if result.returncode != 0:
+            log.seek(0)
+            print(log.read()[-6000:], file=sys.stderr)
+            raise SystemExit(f"`dagster {' '.join(arguments)}` failed with exit code {result.returncode}.")
+    print(f"  ok ({time.monotonic() - started:.1f} s)", flush=True)
+
+
+def run_pipeline() -> None:
+    """Materialize every asset and partition, then re-tag once, all through the Dagster CLI."""
+    module = ["-m", DEFINITIONS_MODULE]
+    for day in daily_partitions.get_partition_keys():
+        dagster("asset", "materialize", *module, "--select", "raw_readings,cleaned_readings", "--partition", day)
+    # Observing the external file and building the summary in one run: the observation comes first (a dependency).
+    dagster("asset", "materialize", *module, "--select", "site_metadata,turbine_summary")
+    dagster("job", "execute", *module, "-j", "retag_reviewed_readings")
+
+
+def show_datafiles(bucket: str) -> int:
+    """Print every datafile in the bucket with its Octue metadata, from listings only; return how many."""
+    datafiles = list_datafiles(storage.default_client(), parse_gcs_path(f"gs://{bucket}/", allow_empty_name=True))
+    print(f"\n{len(datafiles)} datafiles in gs://{bucket}/ (metadata from listings; nothing downloaded):")
+    for datafile in datafiles:
+        timestamp = datafile.timestamp.isoformat() if datafile.timestamp else "-"
+        print(f"\n  {datafile.cloud_path}")
+        print(f"    id:        {datafile.id}")
+        print(f"    crc32c:    {datafile.hash_value}   ({datafile.size_bytes} bytes)")
+        print(f"    timestamp: {timestamp}")
+        print(f"    labels:    {', '.join(sorted(datafile.labels)) or '-'}")
+        print(f"    tags:      {json.dumps(dict(datafile.tags), sort_keys=True, default=str)}")
+    return len(datafiles)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed-only", action="store_true", help="only create the bucket and seed the external file")
+    arguments = parser.parse_args(argv)
+
+    bucket = config.bucket()
+    target = os.environ.get("STORAGE_EMULATOR_HOST") or "real Google Cloud Storage"
+    print(f"Bucket gs://{bucket} on {target}; DAGSTER_HOME={os.environ.get('DAGSTER_HOME', '(temporary)')}")
+    print(f"Seeded {seed(bucket)}")
+    if arguments.seed_only:
+        return 0
+    if not os.environ.get("DAGSTER_HOME"):
+        # Without a DAGSTER_HOME each CLI run would use a throwaway instance; keep the runs where `make dev` looks.
+        home = Path(".dagster_home").absolute()
+        home.mkdir(exist_ok=True)
+        os.environ["DAGSTER_HOME"] = str(home)
+    run_pipeline()
+    show_datafiles(bucket)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

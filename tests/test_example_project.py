@@ -1,0 +1,126 @@
+"""The example project: its definitions load through the Dagster CLI, and the whole pipeline runs against the emulator
+with the outputs, metadata and data versions it promises."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import h5py
+import pytest
+
+from example_project import demo, readings
+from example_project.definitions import RETAG_JOB_NAME, build_definitions
+from example_project.partitions import daily_partitions
+from octue_dagster import Datafile, storage
+from octue_dagster.cloud_path import parse_gcs_path
+from octue_dagster.resource import list_datafiles
+
+ROOT = Path(__file__).resolve().parents[1]
+DAYS = daily_partitions.get_partition_keys()
+
+
+def test_definitions_validate_through_the_cli(emulator) -> None:
+    """`dagster definitions validate -w workspace.yaml` (what `make validate` runs) loads the example cleanly."""
+    # No DAGSTER_HOME: validation needs no instance, and must not depend on a developer's.
+    environment = {name: value for name, value in os.environ.items() if name != "DAGSTER_HOME"}
+    environment["STORAGE_EMULATOR_HOST"] = emulator.url
+    result = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "example_project.definitions" in output
+    assert "Validation successful" in output
+
+
+def _rows(datafile: Datafile) -> list[dict[str, str]]:
+    with datafile.open() as file:
+        return readings.read_csv(file)
+
+
+def _by_path(bucket: str) -> dict[str, Datafile]:
+    listed = list_datafiles(storage.default_client(), parse_gcs_path(f"gs://{bucket}/", allow_empty_name=True))
+    return {datafile.cloud_path: datafile for datafile in listed}
+
+
+def test_pipeline_materializes_every_asset_against_the_emulator(bucket: str, monkeypatch) -> None:
+    monkeypatch.setenv("OCTUE_DAGSTER_BUCKET", bucket)
+    site_uri = demo.seed(bucket)
+    definitions = build_definitions(bucket)
+    instance = dg.DagsterInstance.ephemeral()
+    job = definitions.resolve_implicit_global_asset_job_def()
+    for day in DAYS:
+        result = job.execute_in_process(
+            partition_key=day, asset_selection=[dg.AssetKey("raw_readings"), dg.AssetKey("cleaned_readings")],
+            instance=instance,
+        )
+        assert result.success
+    summary_run = job.execute_in_process(
+        asset_selection=[dg.AssetKey("site_metadata"), dg.AssetKey("turbine_summary")], instance=instance
+    )
+    assert summary_run.success
+
+    stored = _by_path(bucket)
+    expected = {site_uri, f"gs://{bucket}/dagster/turbine_summary/turbine-summary.h5"}
+    expected |= {f"gs://{bucket}/dagster/raw_readings/{day}/readings-{day}.csv" for day in DAYS}
+    expected |= {f"gs://{bucket}/dagster/cleaned_readings/{day}/cleaned-{day}.csv" for day in DAYS}
+    assert set(stored) == expected
+
+    total_cleaned = 0
+    for day in DAYS:
+        raw = stored[f"gs://{bucket}/dagster/raw_readings/{day}/readings-{day}.csv"]
+        cleaned = stored[f"gs://{bucket}/dagster/cleaned_readings/{day}/cleaned-{day}.csv"]
+        raw_rows, cleaned_rows = _rows(raw), _rows(cleaned)
+        # Every turbine reports every 10 minutes; cleaning drops the bad rows and only those.
+        assert len(raw_rows) == len(readings.TURBINES) * 144
+        assert 0 < len(cleaned_rows) < len(raw_rows)
+        assert all(readings.is_good(row) for row in cleaned_rows)
+        assert len(cleaned_rows) == sum(readings.is_good(row) for row in raw_rows)
+        assert raw.labels == {"turbine-readings", "raw"} and cleaned.labels == {"turbine-readings", "cleaned"}
+        assert cleaned.tags["rows"] == len(cleaned_rows)
+        assert cleaned.tags["dropped_rows"] == len(raw_rows) - len(cleaned_rows)
+        # Provenance: the cleaned file names the raw file it came from by id and crc32c.
+        assert cleaned.tags["source_id"] == raw.id and cleaned.tags["source_crc32c"] == raw.hash_value
+        assert raw.timestamp.date().isoformat() == day
+        total_cleaned += len(cleaned_rows)
+
+    summary = stored[f"gs://{bucket}/dagster/turbine_summary/turbine-summary.h5"]
+    assert summary.tags["days"] == DAYS
+    assert summary.tags["site_metadata_crc32c"] == stored[site_uri].hash_value
+    with summary.open() as h5:
+        assert sorted(h5.keys()) == sorted(readings.TURBINES)
+        assert h5.attrs["site"] == demo.SITE_METADATA["site"]
+        assert sum(int(h5[turbine].attrs["readings"]) for turbine in h5) == total_cleaned
+        for turbine in h5:
+            power = h5[turbine]["power_kw"][()]
+            assert len(power) == h5[turbine].attrs["readings"]
+            assert h5[turbine].attrs["max_power_kw"] == pytest.approx(power.max())
+            assert 0 < h5[turbine].attrs["capacity_factor"] < 1
+
+    # What Dagster recorded: the URI and crc32c of each stored file, and the crc32c as the data version.
+    record = instance.get_latest_materialization_event(dg.AssetKey("turbine_summary"))
+    metadata = record.asset_materialization.metadata
+    assert metadata["dagster/uri"].value == summary.cloud_path
+    assert metadata["crc32c"].value == summary.hash_value
+    assert metadata["labels"].value == ["statistics", "turbine-summary"]
+    assert metadata["timestamp"].value == summary.posix_timestamp
+    assert record.asset_materialization.tags["dagster/data_version"] == summary.hash_value
+    observation = instance.fetch_observations(dg.AssetKey("site_metadata"), limit=1).records[0]
+    assert observation.asset_observation.data_version == stored[site_uri].hash_value
+
+    # The re-tagging job changes metadata only: same generations, new label on cleaned files alone.
+    generations = {path: datafile.generation for path, datafile in _by_path(bucket).items()}
+    assert definitions.resolve_job_def(RETAG_JOB_NAME).execute_in_process(instance=instance).success
+    after = _by_path(bucket)
+    assert {path: datafile.generation for path, datafile in after.items()} == generations
+    for path, datafile in after.items():
+        assert ("quality-checked" in datafile.labels) == ("/cleaned_readings/" in path), path

@@ -1,0 +1,195 @@
+"""Watching GCS from Dagster: observable source assets whose data version is the crc32c, and a prefix sensor.
+
+Both read only object metadata (one `get` or paged `list` requests), never content, so watching large files is cheap.
+"""
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from dagster import (
+    AssetSelection,
+    DataVersion,
+    DefaultSensorStatus,
+    JobDefinition,
+    MetadataValue,
+    ObserveResult,
+    RunRequest,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    observable_source_asset,
+    sensor,
+)
+from dagster._core.definitions.asset_key import CoercibleToAssetKey
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from octue_dagster import storage
+from octue_dagster.cloud_path import GCSPath, parse_gcs_path
+from octue_dagster.dagster_metadata import URI_KEY
+from octue_dagster.exceptions import CloudObjectNotFoundError
+from octue_dagster.resource import client_from
+
+#: Run tags set on each run a prefix sensor requests.
+OBJECT_TAG = "octue/object"
+CRC32C_TAG = "octue/crc32c"
+GENERATION_TAG = "octue/generation"
+_CURSOR_VERSION = 1
+
+
+def prefix_hash(objects: Sequence[storage.ObjectInfo]) -> str:
+    """One hash for a set of objects, from their names and crc32c: it changes when any object is added, removed,
+    renamed or changes content, and not when only metadata changes."""
+    digest = hashlib.sha256()
+    for info in sorted(objects, key=lambda item: item.path.name):
+        digest.update(f"{info.path.name}\x00{info.crc32c or ''}\n".encode())
+    return digest.hexdigest()
+
+
+def _is_prefix(path: GCSPath) -> bool:
+    return path.name == "" or path.name.endswith("/")
+
+
+def _listed_objects(client: Any, prefix: GCSPath) -> list[storage.ObjectInfo]:
+    return [info for info in storage.list_objects(client, prefix) if not info.path.name.endswith("/")]
+
+
+def gcs_observable_source_asset(
+    key: CoercibleToAssetKey,
+    path: str,
+    *,
+    gcs_resource_key: str = "gcs",
+    **asset_kwargs: Any,
+):
+    """An observable source asset for a GCS object, or for every object under a prefix (a path ending in '/').
+
+    Observing it reads metadata only. Its data version is the object's crc32c, or for a prefix a hash of every
+    object's name and crc32c, so downstream assets become stale exactly when the content changes. It needs a
+    `GCSResource` under `gcs_resource_key`; other keyword arguments go to `@observable_source_asset`.
+    """
+    location = parse_gcs_path(path, allow_empty_name=True)
+
+    @observable_source_asset(key=key, required_resource_keys={gcs_resource_key}, **asset_kwargs)
+    def _observe(context) -> ObserveResult:
+        client = client_from(getattr(context.resources, gcs_resource_key))
+        if _is_prefix(location):
+            objects = _listed_objects(client, location)
+            return ObserveResult(
+                data_version=DataVersion(prefix_hash(objects)),
+                metadata={
+                    URI_KEY: MetadataValue.path(str(location)),
+                    "object_count": MetadataValue.int(len(objects)),
+                    "total_size_bytes": MetadataValue.int(sum(info.size for info in objects)),
+                },
+            )
+        info = storage.get_object(client, location)
+        if info is None:
+            storage.raise_if_bucket_missing(client, location)
+            raise CloudObjectNotFoundError(f"The observed object {location} does not exist.")
+        metadata: dict[str, Any] = {
+            URI_KEY: MetadataValue.path(str(location)),
+            "console_url": MetadataValue.url(location.console_url),
+            "crc32c": MetadataValue.text(info.crc32c or ""),
+            "size_bytes": MetadataValue.int(info.size),
+            "generation": MetadataValue.int(info.generation),
+        }
+        if info.updated is not None:
+            metadata["updated"] = MetadataValue.timestamp(info.updated.timestamp())
+        return ObserveResult(data_version=DataVersion(info.crc32c or ""), metadata=metadata)
+
+    return _observe
+
+
+def _read_cursor(cursor: str | None) -> dict[str, tuple[int, str]] | None:
+    """The objects seen at the last evaluation, or `None` on the first evaluation (or an unreadable cursor)."""
+    if not cursor:
+        return None
+    try:
+        data = json.loads(cursor)
+        return {name: (int(entry[0]), str(entry[1])) for name, entry in data["objects"].items()}
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
+def _write_cursor(seen: Mapping[str, tuple[int, str]]) -> str:
+    return json.dumps({"version": _CURSOR_VERSION, "objects": {name: list(entry) for name, entry in seen.items()}})
+
+
+def gcs_prefix_sensor(
+    name: str,
+    prefix: str,
+    *,
+    job: JobDefinition | UnresolvedAssetJobDefinition | None = None,
+    asset_selection: AssetSelection | Sequence[Any] | None = None,
+    gcs_resource_key: str = "gcs",
+    minimum_interval_seconds: int = 60,
+    run_config_fn: Callable[[storage.ObjectInfo], Mapping[str, Any]] | None = None,
+    process_existing: bool = True,
+    max_runs_per_tick: int | None = None,
+    default_status: DefaultSensorStatus = DefaultSensorStatus.STOPPED,
+) -> SensorDefinition:
+    """A sensor that requests one run per new or changed object under `gs://bucket/prefix`.
+
+    "Changed" means new content (a different crc32c); metadata-only changes and re-uploads of identical content do
+    not trigger runs. The cursor is JSON mapping each object name to its `[generation, crc32c]`; deleted objects
+    simply drop out of it (and trigger a run if they reappear). Each run is tagged with the object's URI
+    (`octue/object`), crc32c and generation, and its run key is `<object name>@<generation>`, so a lost cursor does
+    not start duplicate runs. `run_config_fn(object_info)` can supply run config per object. With
+    `process_existing=False`, objects already there at the first evaluation are recorded without runs.
+    """
+    location = parse_gcs_path(prefix, allow_empty_name=True)
+
+    @sensor(
+        name=name,
+        job=job,
+        asset_selection=asset_selection,
+        minimum_interval_seconds=minimum_interval_seconds,
+        required_resource_keys={gcs_resource_key},
+        default_status=default_status,
+        description=f"Requests a run for each new or changed object under {location}.",
+    )
+    def _sensor(context: SensorEvaluationContext):
+        client = client_from(getattr(context.resources, gcs_resource_key))
+        previous = _read_cursor(context.cursor)
+        first = previous is None
+        previous = previous or {}
+        seen: dict[str, tuple[int, str]] = {}
+        run_requests: list[RunRequest] = []
+        for info in sorted(_listed_objects(client, location), key=lambda item: item.path.name):
+            state = (info.generation, info.crc32c or "")
+            before = previous.get(info.path.name)
+            is_change = before is None or before[1] != state[1]
+            if first and not process_existing:
+                is_change = False
+            if is_change and max_runs_per_tick is not None and len(run_requests) >= max_runs_per_tick:
+                # Leave it out of the cursor so it is picked up next tick (keep the old state if it had one).
+                if before is not None:
+                    seen[info.path.name] = before
+                continue
+            seen[info.path.name] = state
+            if is_change:
+                run_requests.append(
+                    RunRequest(
+                        run_key=f"{info.path.name}@{info.generation}",
+                        run_config=dict(run_config_fn(info)) if run_config_fn is not None else {},
+                        tags={OBJECT_TAG: str(info.path), CRC32C_TAG: state[1], GENERATION_TAG: str(info.generation)},
+                    )
+                )
+        cursor = _write_cursor(seen)
+        if not run_requests:
+            return SensorResult(skip_reason=SkipReason(f"No new or changed objects under {location}."), cursor=cursor)
+        return SensorResult(run_requests=run_requests, cursor=cursor)
+
+    return _sensor
+
+
+__all__ = [
+    "CRC32C_TAG",
+    "GENERATION_TAG",
+    "OBJECT_TAG",
+    "gcs_observable_source_asset",
+    "gcs_prefix_sensor",
+    "prefix_hash",
+]

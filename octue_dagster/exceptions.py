@@ -66,6 +66,10 @@ class StoragePermissionError(OctueDagsterError, PermissionError):
     """The credentials in use may not perform an operation on a bucket or object."""
 
 
+class StorageUnavailableError(OctueDagsterError, ConnectionError):
+    """GCS did not answer successfully, even after retries (server errors, throttling, dropped or garbled answers)."""
+
+
 class MissingCredentialsError(OctueDagsterError):
     """No Google Cloud credentials were found and no storage emulator is configured."""
 

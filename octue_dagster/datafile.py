@@ -78,7 +78,8 @@ class Datafile:
         self._local: Path | None = None
         self._cloud: GCSPath | None = None
 
-        if is_gcs_path(path):
+        self._cloud_is_source = is_gcs_path(path)
+        if self._cloud_is_source:
             if cloud_path is not None:
                 raise InvalidInputError("Give cloud_path only with a local path; `path` is already a gs:// path.")
             self._cloud = parse_gcs_path(str(path))
@@ -171,6 +172,9 @@ class Datafile:
             return True
         if self._uses_cache():
             return cache.read_cached_generation(self._cloud) == self._object.generation
+        if self._cloud_is_source:
+            # A download target chosen by the user may hold an older version: only the object's content counts.
+            return hashing.hash_file(target) == self._object.crc32c
         return True
 
     @property
@@ -415,7 +419,8 @@ class Datafile:
                     f"read it, so nothing was overwritten. Re-read the datafile and repeat the change."
                 )
             existing = latest
-        has_local = self._has_valid_local_copy()
+        # A user's own local file is uploaded whatever it holds; a cache copy only if it is of the current generation.
+        has_local = self._local_target().is_file() if self._local is not None else self._has_valid_local_copy()
         metadata = self._cloud_metadata() if update_metadata else {}
         # A pristine local copy of a cloud object adds nothing: copy server side instead of sending its bytes.
         pristine_copy = (

@@ -279,3 +279,25 @@ def test_merge_keeps_other_writers_tag_changes_and_deletions(client, bucket):
     final = Datafile(path, storage_client=client)
     assert final.tags == {"a": 10, "c": 30}
     assert final.labels == {"y", "z"}
+
+
+def test_stale_file_at_chosen_local_path_is_replaced_by_the_objects_content(client, bucket, tmp_path):
+    _make(client, bucket, content=b"current content")
+    target = tmp_path / "copy.csv"
+    target.write_bytes(b"an older version")
+    datafile = Datafile(f"gs://{bucket}/data/readings.csv", local_path=target, storage_client=client)
+    assert not datafile.exists_locally
+    with datafile.open() as file:
+        assert file.read() == "current content"
+    assert target.read_bytes() == b"current content" and datafile.exists_locally
+
+
+def test_upload_sends_changes_made_directly_to_the_chosen_local_path(client, bucket, tmp_path):
+    _make(client, bucket, content=b"v1")
+    target = tmp_path / "edit.csv"
+    datafile = Datafile(f"gs://{bucket}/data/readings.csv", local_path=target, storage_client=client)
+    datafile.download()
+    target.write_bytes(b"v2 edited outside the datafile")
+    datafile.upload()
+    assert client.bucket(bucket).blob("data/readings.csv").download_as_bytes() == b"v2 edited outside the datafile"
+    assert datafile.hash_value == Datafile(datafile.cloud_path, storage_client=client).hash_value

@@ -21,7 +21,8 @@ demo: $(STAMP)
 
 dev: $(STAMP)
 	mkdir -p $(DAGSTER_HOME)
-	$(BIN)/python -m octue_dagster.emulator --log .emulator/dev.log -- $(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/python -m octue_dagster.emulator --log .emulator/dev.log -- \
+		sh -c '$(BIN)/python -m example_project.demo --seed-only && exec $(BIN)/dagster dev -w workspace.yaml'
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

@@ -10,6 +10,8 @@ DEFAULT_BUCKET = "octue-dagster-demo"
 PREFIX = "dagster"
 #: Files maintained outside the pipeline (by the site operator) live under gs://{bucket}/{EXTERNAL_FOLDER}/.
 EXTERNAL_FOLDER = "external"
+#: The nightly job that marks cleaned readings as quality-checked.
+RETAG_JOB_NAME = "retag_reviewed_readings"
 
 
 def bucket() -> str:

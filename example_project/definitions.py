@@ -15,7 +15,7 @@ from octue_dagster.io_manager import DatafileIOManager
 from octue_dagster.resource import DatafileResource
 from octue_dagster.retagging import build_retag_job, build_retag_schedule
 
-RETAG_JOB_NAME = "retag_reviewed_readings"
+RETAG_JOB_NAME = config.RETAG_JOB_NAME
 
 
 def build_retag(bucket: str) -> tuple[dg.JobDefinition, dg.ScheduleDefinition]:

@@ -89,6 +89,8 @@ class Datafile:
                 raise InvalidInputError("Give local_path only with a gs:// path; `path` is already a local path.")
             if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
                 raise InvalidInputError(f"A datafile path must be a non-empty local path or gs:// URI; got {path!r}.")
+            if "\x00" in str(os.fspath(path)):
+                raise InvalidInputError(f"The local path {path!r} contains a NUL character, which no file system allows.")
             self._local = Path(path).absolute()
             self._cloud = parse_gcs_path(cloud_path) if cloud_path is not None else None
 

@@ -1,0 +1,280 @@
+"""The Dagster UI shows a datafile's metadata: the webserver's GraphQL API returns it with proper types, and the asset
+page renders it (checked in headless Chromium's DOM, and kept as a screenshot).
+
+A real `dagster-webserver` runs in a subprocess on a free loopback port, with its own DAGSTER_HOME, loading
+`workspace.yaml` against the emulator; it is always stopped, with its code-server child, when the test ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from example_project import demo
+from example_project.definitions import build_definitions
+from example_project.partitions import daily_partitions
+from octue_dagster import Datafile, storage
+from octue_dagster.cloud_path import parse_gcs_path
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Set to 1 to copy the screenshot to docs/asset-page.png (for the README).
+UPDATE_SCREENSHOT_VARIABLE = "OCTUE_DAGSTER_UPDATE_SCREENSHOT"
+SERVER_TIMEOUT_SECONDS = 90
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,1000",
+    "--virtual-time-budget=15000",
+]
+
+MATERIALIZATION_QUERY = """
+query ($path: [String!]!) {
+  assetOrError(assetKey: {path: $path}) {
+    __typename
+    ... on Asset {
+      assetMaterializations(limit: 1) {
+        runId
+        tags { key value }
+        metadataEntries {
+          __typename
+          label
+          ... on PathMetadataEntry { path }
+          ... on TextMetadataEntry { text }
+          ... on JsonMetadataEntry { jsonString }
+          ... on TimestampMetadataEntry { timestamp }
+          ... on IntMetadataEntry { intValue intRepr }
+          ... on UrlMetadataEntry { url }
+        }
+      }
+    }
+  }
+}
+"""
+
+LOCATION_QUERY = """
+query {
+  workspaceOrError {
+    __typename
+    ... on Workspace { locationEntries { name loadStatus locationOrLoadError { __typename } } }
+  }
+}
+"""
+
+
+def _find_chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """The Chromium binary, installed with apt-get (Debian's `chromium`) when missing and running as root."""
+    found = _find_chromium()
+    if found:
+        return found
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.skip("Chromium is not installed and cannot be installed here (needs root and apt-get).")
+    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
+    result = subprocess.run(install, env=environment, capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:  # maybe the package lists are missing or stale
+        subprocess.run(["apt-get", "update"], env=environment, capture_output=True, timeout=300)
+        result = subprocess.run(install, env=environment, capture_output=True, text=True, timeout=900)
+    found = _find_chromium()
+    if not found:
+        pytest.skip(f"Chromium could not be installed with apt-get: {result.stderr.strip()[-500:]}")
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _stop_process_group(process: subprocess.Popen) -> None:
+    """Stop a process started with `start_new_session=True` and everything it started (its process group)."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pass
+    # The group may outlive its leader (e.g. the webserver's code server); make sure nothing of it is left.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5)
+
+
+def _graphql(url: str, query: str, variables: dict | None = None) -> dict:
+    request = urllib.request.Request(
+        f"{url}/graphql",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = json.load(response)
+    assert "errors" not in body, body
+    return body["data"]
+
+
+def _wait_until_loaded(url: str, process: subprocess.Popen, log: Path) -> None:
+    """Wait until the webserver answers and has loaded the example's code location."""
+    deadline = time.monotonic() + SERVER_TIMEOUT_SECONDS
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"dagster-webserver exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(urllib.error.URLError, ConnectionError, OSError, TimeoutError):
+            entries = _graphql(url, LOCATION_QUERY)["workspaceOrError"]["locationEntries"]
+            if entries and all(entry["loadStatus"] == "LOADED" for entry in entries):
+                assert [entry["locationOrLoadError"]["__typename"] for entry in entries] == ["RepositoryLocation"], entries
+                return
+        if time.monotonic() > deadline:
+            pytest.fail(f"dagster-webserver did not load the workspace in {SERVER_TIMEOUT_SECONDS} s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.25)
+
+
+@pytest.fixture
+def dagster_home(tmp_path: Path) -> Path:
+    """A fresh DAGSTER_HOME, without telemetry or the first-visit "join the community" dialog (it hides the page)."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
+    return home
+
+
+@pytest.fixture
+def webserver(emulator, bucket: str, dagster_home: Path, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen, Path]]:
+    """`dagster-webserver -w workspace.yaml` for the test's bucket; yields its URL, process and log file."""
+    port = _free_port()
+    log = tmp_path / "webserver.log"
+    environment = {
+        **os.environ,
+        "DAGSTER_HOME": str(dagster_home),
+        "STORAGE_EMULATOR_HOST": emulator.url,
+        "OCTUE_DAGSTER_BUCKET": bucket,
+    }
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dagster_webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=ROOT,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield f"http://127.0.0.1:{port}", process, log
+    finally:
+        _stop_process_group(process)
+
+
+def _chromium(binary: str, arguments: list[str], profile: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run headless Chromium once, killing its whole process tree if it hangs."""
+    process = subprocess.Popen(
+        [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *arguments],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _stop_process_group(process)
+        pytest.fail(f"Chromium did not finish within {timeout} s: {arguments}")
+    finally:
+        _stop_process_group(process)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", header[16:24])
+
+
+def test_asset_page_shows_datafile_metadata(
+    chromium: str, webserver, bucket: str, dagster_home: Path, tmp_path: Path, monkeypatch
+) -> None:
+    url, process, log = webserver
+    monkeypatch.setenv("OCTUE_DAGSTER_BUCKET", bucket)
+
+    # Materialize the summary (and what it needs) into the webserver's instance while the webserver starts.
+    demo.seed(bucket)
+    definitions = build_definitions(bucket)
+    job = definitions.resolve_implicit_global_asset_job_def()
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        for day in daily_partitions.get_partition_keys():
+            keys = [dg.AssetKey("raw_readings"), dg.AssetKey("cleaned_readings")]
+            assert job.execute_in_process(partition_key=day, asset_selection=keys, instance=instance).success
+        keys = [dg.AssetKey("site_metadata"), dg.AssetKey("turbine_summary")]
+        summary_run = job.execute_in_process(asset_selection=keys, instance=instance)
+        assert summary_run.success
+
+    uri = f"gs://{bucket}/dagster/turbine_summary/turbine-summary.h5"
+    stored = Datafile.from_object_info(storage.require_object(storage.default_client(), parse_gcs_path(uri)))
+    _wait_until_loaded(url, process, log)
+
+    # The latest materialization as the UI fetches it: every value with its own metadata type.
+    asset = _graphql(url, MATERIALIZATION_QUERY, {"path": ["turbine_summary"]})["assetOrError"]
+    assert asset["__typename"] == "Asset"
+    (materialization,) = asset["assetMaterializations"]
+    assert materialization["runId"] == summary_run.run_id
+    entries = {entry["label"]: entry for entry in materialization["metadataEntries"]}
+    assert entries["dagster/uri"]["__typename"] == "PathMetadataEntry" and entries["dagster/uri"]["path"] == uri
+    assert entries["crc32c"]["__typename"] == "TextMetadataEntry" and entries["crc32c"]["text"] == stored.hash_value
+    assert entries["labels"]["__typename"] == "JsonMetadataEntry"
+    assert json.loads(entries["labels"]["jsonString"]) == sorted(stored.labels) == ["statistics", "turbine-summary"]
+    assert entries["tags"]["__typename"] == "JsonMetadataEntry"
+    assert json.loads(entries["tags"]["jsonString"]) == dict(stored.tags)
+    assert entries["timestamp"]["__typename"] == "TimestampMetadataEntry"
+    assert entries["timestamp"]["timestamp"] == stored.posix_timestamp
+    assert entries["datafile_id"]["text"] == stored.id
+    assert entries["size_bytes"]["__typename"] == "IntMetadataEntry"
+    assert int(entries["size_bytes"]["intRepr"]) == stored.size_bytes
+    assert entries["console_url"]["__typename"] == "UrlMetadataEntry"
+    # GCS generations exceed GraphQL's 32-bit Int, so the UI reads them from intRepr (intValue is null).
+    assert int(entries["generation"]["intRepr"]) == stored.generation
+    tags = {tag["key"]: tag["value"] for tag in materialization["tags"]}
+    assert tags["dagster/data_version"] == stored.hash_value
+
+    # The asset page's events view, rendered: the metadata is in the DOM, and a screenshot shows it.
+    page = f"{url}/assets/turbine_summary?view=events"
+    dom = _chromium(chromium, ["--dump-dom", page], tmp_path / "chromium-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    for text in (uri, stored.hash_value, stored.id, "turbine-summary", "Mar 4, 2024"):
+        assert text in dom.stdout, f"{text!r} is not on the asset page"
+
+    screenshot = tmp_path / "asset-page.png"
+    shot = _chromium(chromium, [f"--screenshot={screenshot}", page], tmp_path / "chromium-shot")
+    assert shot.returncode == 0, shot.stderr[-2000:]
+    assert _png_size(screenshot) == (1400, 1000)
+    assert screenshot.stat().st_size > 50_000  # a rendered page, not a blank one (which is about 5 kB)
+    if os.environ.get(UPDATE_SCREENSHOT_VARIABLE) == "1":
+        shutil.copyfile(screenshot, ROOT / "docs" / "asset-page.png")

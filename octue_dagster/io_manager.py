@@ -4,7 +4,8 @@ An asset returns a `Datafile` (local, or already in GCS). The I/O manager puts i
 `gs://{bucket}/{prefix}/{asset key}/{partition}/{datafile name}` (see `octue_dagster.paths`):
 
 - a local file is uploaded with its metadata in one request, unless the object already holds the same crc32c, in which
-  case nothing is uploaded and the object's generation stays the same (only changed metadata is patched);
+  case nothing is uploaded, the object's generation and Octue id stay the same, and only changed labels, tags or
+  timestamp are patched;
 - a datafile already in GCS elsewhere is copied server side (or left alone if the content is already there);
 - anything else is rejected with an error naming the asset and the type received.
 
@@ -47,7 +48,12 @@ from octue_dagster import paths, storage
 from octue_dagster.cloud_path import GCSPath, make_gcs_path, validate_bucket_name
 from octue_dagster.dagster_metadata import datafile_data_version, datafile_metadata
 from octue_dagster.datafile import Datafile
-from octue_dagster.exceptions import BucketNotFoundError, CloudObjectNotFoundError, InvalidCloudPathError
+from octue_dagster.exceptions import (
+    BucketNotFoundError,
+    CloudObjectNotFoundError,
+    InvalidCloudPathError,
+    InvalidMetadataError,
+)
 from octue_dagster.resource import client_from
 
 #: Input metadata key: skip missing upstream partitions instead of failing (as with Dagster's UPathIOManager).
@@ -155,8 +161,10 @@ class DatafileIOManager(ConfigurableIOManager):
             context, self._path_partition_key(context, partition_key) if partition_key is not None else None
         )
         destination = make_gcs_path(self.bucket, directory.name + datafile.name)
-        previous = [info for info in storage.list_objects(self.client, directory, delimiter="/") if info.path != destination]
-        stored = self._bind(datafile, destination, context, partition_key)
+        listing = list(storage.list_objects(self.client, directory, delimiter="/"))
+        previous = [info for info in listing if info.path != destination]
+        current = next((info for info in listing if info.path == destination), None)
+        stored = self._bind(datafile, destination, current, context, partition_key)
         stored.upload(str(destination))
         # One object per asset (partition) folder: a differently named file from an earlier run would make loading
         # ambiguous, so it goes once the new one is safely in place (only at the generation we saw).
@@ -169,15 +177,36 @@ class DatafileIOManager(ConfigurableIOManager):
                     pass
         return stored
 
-    def _bind(self, datafile: Datafile, destination: GCSPath, context: OutputContext, partition_key: str | None) -> Datafile:
+    def _bind(
+        self,
+        datafile: Datafile,
+        destination: GCSPath,
+        current: storage.ObjectInfo | None,
+        context: OutputContext,
+        partition_key: str | None,
+    ) -> Datafile:
         """A datafile using this I/O manager's client, with the returned datafile's content and metadata, whose
-        `upload(destination)` writes it there."""
+        `upload(destination)` writes it there. `current` is what the destination holds now, if anything."""
         if datafile.cloud_path is None:
             if not os.path.isfile(datafile.local_path):
                 raise FileNotFoundError(
                     f"{self._describe(context, partition_key)} returned the local datafile {datafile.local_path}, "
                     f"which does not exist: write it (e.g. `with datafile.open('w') as f: ...`) before returning it."
                 )
+            if current is not None and current.crc32c == datafile.hash_value:
+                # Same content as stored: it is the same datafile, so it keeps its stored id, and unchanged labels,
+                # tags and timestamp mean nothing at all is written (not even a metadata patch).
+                try:
+                    return Datafile(
+                        datafile.local_path,
+                        cloud_path=str(destination),
+                        timestamp=datafile.timestamp,
+                        labels=datafile.labels,
+                        tags=datafile.tags,
+                        storage_client=self.client,
+                    )
+                except InvalidMetadataError:
+                    pass  # unreadable stored metadata: replace it, as for new content
             # One metadata request for the destination; the upload is conditional on the generation it saw.
             return Datafile(
                 datafile.local_path,

@@ -2,6 +2,7 @@
 inputs, partitions, data versions and staleness, start-up checks, and steps in separate processes."""
 
 
+import datetime
 import os
 import tempfile
 
@@ -22,6 +23,8 @@ from dagster import (
     evaluate_automation_conditions,
     execute_job,
     instance_for_test,
+    job,
+    op,
     materialize,
     AutomationCondition,
 )
@@ -45,6 +48,7 @@ from octue_dagster.paths import asset_object_path, validate_prefix
 from octue_dagster.resource import DatafileResource
 from octue_dagster.exceptions import InvalidCloudPathError
 
+READINGS_TIME = datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
 #: What the assets below write; tests change it to simulate new upstream content.
 CONTENT: dict[str, bytes] = {}
 
@@ -64,7 +68,12 @@ def _write(datafiles: DatafileResource, name: str, content: bytes, **metadata) -
 @asset
 def readings(datafiles: DatafileResource) -> Datafile:
     return _write(
-        datafiles, "readings.csv", CONTENT.get("readings", b"t,v\n0,1\n"), labels={"raw", "wind"}, tags={"site": "a"}
+        datafiles,
+        "readings.csv",
+        CONTENT.get("readings", b"t,v\n0,1\n"),
+        labels={"raw", "wind"},
+        tags={"site": "a"},
+        timestamp=READINGS_TIME,
     )
 
 
@@ -144,20 +153,27 @@ def test_round_trip_records_metadata_and_loads_lazily(bucket, client):
     assert metadata["labels"].value == ["raw", "wind"]
     assert metadata["tags"].value == {"site": "a"}
     assert metadata["generation"].value == blob.generation
+    assert metadata["timestamp"].value == READINGS_TIME.timestamp()
+    assert metadata["datafile_id"].value == SEEN["input"].id
     # Plain `return datafile` gives the crc32c as the data version.
     assert materialization.tags["dagster/data_version"] == blob.crc32c
 
 
-def test_identical_content_uploads_nothing_and_keeps_downstream_fresh(bucket, client):
+def test_identical_content_uploads_nothing_and_keeps_downstream_fresh(bucket, client, request_log, monkeypatch):
     instance = DagsterInstance.ephemeral()
     assets = [readings, summary]
     CONTENT["readings"] = b"t,v\n0,1\n"
     assert materialize(assets, resources=_resources(bucket), instance=instance).success
     generation = client.bucket(bucket).get_blob("dagster/readings/readings.csv").generation
+    first_id = _latest(instance, "readings").metadata["datafile_id"].value
     assert _stale_status(instance, assets, "summary") == StaleStatus.FRESH
 
+    monkeypatch.setattr(GCSResource, "get_client", lambda self: client)  # count the I/O manager's requests
+    request_log.clear()
     assert materialize([readings], resources=_resources(bucket), instance=instance).success
+    assert [r for r in request_log.requests if r[0] not in ("GET", "HEAD")] == []
     assert client.bucket(bucket).get_blob("dagster/readings/readings.csv").generation == generation
+    assert _latest(instance, "readings").metadata["datafile_id"].value == first_id
     assert _latest(instance, "readings").tags["dagster/data_version"] == crc32c_base64(CONTENT["readings"])
     assert _stale_status(instance, assets, "summary") == StaleStatus.FRESH
 
@@ -222,9 +238,49 @@ def test_other_return_types_fail_naming_the_asset_and_type(bucket):
 
     result = materialize([not_a_datafile], resources=_resources(bucket), raise_on_error=False)
     assert not result.success
-    message = str(result.get_step_failure_events()[0].event_specific_data.error.cause or "")
     text = result.get_step_failure_events()[0].event_specific_data.error.to_string()
-    assert "not_a_datafile" in text and "builtins.dict" in text, (message, text)
+    assert "TypeError" in text and "asset not_a_datafile" in text and "builtins.dict" in text, text
+
+
+@asset(deps=[], ins={"readings": AssetIn()})
+def inspects_input(readings: Datafile) -> None:
+    SEEN["inspected"] = (readings.labels, readings.hash_value, readings.exists_locally)
+
+
+def test_loading_an_input_costs_one_listing_and_no_download(bucket, client, request_log, monkeypatch):
+    CONTENT["readings"] = b"t,v\n9,9\n"
+    assert materialize([readings], resources=_resources(bucket)).success
+    monkeypatch.setattr(GCSResource, "get_client", lambda self: client)
+    request_log.clear()
+    assert materialize([readings.to_source_asset(), inspects_input], resources=_resources(bucket)).success
+    # One request checks the bucket at start-up, one lists the asset's folder; nothing is downloaded.
+    assert len(request_log.requests) == 2 and request_log.downloads() == []
+    assert SEEN["inspected"] == ({"raw", "wind"}, crc32c_base64(CONTENT["readings"]), False)
+
+
+@op
+def make_file() -> Datafile:
+    datafile = Datafile(os.path.join(tempfile.mkdtemp(), "op.txt"))
+    with datafile.open("w") as file:
+        file.write("from an op")
+    return datafile
+
+
+@op
+def read_file(datafile: Datafile) -> None:
+    with datafile.open() as file:
+        SEEN["op_input"] = (datafile.cloud_path, file.read())
+
+
+@job
+def op_job():
+    read_file(make_file())
+
+
+def test_plain_op_outputs_are_stored_under_the_run_and_step(bucket):
+    result = op_job.execute_in_process(resources=_resources(bucket))
+    assert result.success
+    assert SEEN["op_input"] == (f"gs://{bucket}/dagster/_op_outputs/{result.run_id}/make_file/result/op.txt", "from an op")
 
 
 # --- partitions ------------------------------------------------------------------------------------------------------

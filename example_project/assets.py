@@ -14,8 +14,7 @@ from example_project import readings
 from example_project.config import PipelineSettings
 from example_project.partitions import daily_partitions
 from example_project.sources import SITE_METADATA_KEY
-from octue_dagster import Datafile
-from octue_dagster.resource import DatafileResource
+from octue_dagster import Datafile, DatafileResource, datafile_output
 
 
 @dg.asset(
@@ -82,7 +81,7 @@ def turbine_summary(
     datafiles: DatafileResource,
     settings: PipelineSettings,
     cleaned_readings: dict[str, Datafile],
-) -> Datafile:
+) -> dg.Output[Datafile]:
     rows: list[dict[str, str]] = []
     for day in sorted(cleaned_readings):
         with cleaned_readings[day].open() as file:
@@ -114,5 +113,7 @@ def turbine_summary(
                     group.create_dataset(name, data=value, compression="gzip")
                 else:
                     group.attrs[name] = value
-    return datafile
+    # The I/O manager records the file's crc32c as the data version anyway; `datafile_output` does it through
+    # Dagster's public `Output(data_version=...)`, before the upload.
+    return datafile_output(datafile)
 

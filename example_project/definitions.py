@@ -11,9 +11,7 @@ from dagster_gcp import GCSResource
 from example_project import config
 from example_project.assets import cleaned_readings, raw_readings, turbine_summary
 from example_project.sources import build_external_files_sensor, build_site_metadata
-from octue_dagster.io_manager import DatafileIOManager
-from octue_dagster.resource import DatafileResource
-from octue_dagster.retagging import build_retag_job, build_retag_schedule
+from octue_dagster import DatafileIOManager, DatafileResource, build_retag_job, build_retag_schedule
 
 RETAG_JOB_NAME = config.RETAG_JOB_NAME
 

@@ -9,7 +9,7 @@ observation and a rebuild of the summary whenever a file there gets new content.
 import dagster as dg
 
 from example_project import config
-from octue_dagster.observation import gcs_observable_source_asset, gcs_prefix_sensor
+from octue_dagster import gcs_observable_source_asset, gcs_prefix_sensor
 
 SITE_METADATA_KEY = dg.AssetKey("site_metadata")
 SUMMARY_KEY = dg.AssetKey("turbine_summary")

@@ -3,6 +3,7 @@ with the outputs, metadata and data versions it promises."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 import h5py
 import pytest
+from dagster_gcp import GCSResource
 
 from example_project import demo, readings
 from example_project.definitions import RETAG_JOB_NAME, build_definitions
@@ -124,3 +126,33 @@ def test_pipeline_materializes_every_asset_against_the_emulator(bucket: str, mon
     assert {path: datafile.generation for path, datafile in after.items()} == generations
     for path, datafile in after.items():
         assert ("quality-checked" in datafile.labels) == ("/cleaned_readings/" in path), path
+
+
+def test_external_files_sensor_requests_a_summary_rebuild_only_for_new_content(bucket: str) -> None:
+    site_uri = demo.seed(bucket)
+    definitions = build_definitions(bucket)
+    sensor = definitions.resolve_sensor_def("external_files_sensor")
+    resources = {"gcs": GCSResource()}
+
+    with dg.build_sensor_context(resources=resources, definitions=definitions) as context:
+        first = sensor.evaluate_tick(context)
+    # The seeded state is the baseline: no run for files that were there before the sensor first looked.
+    assert not first.run_requests
+
+    demo.seed(bucket)  # identical content: the upload is skipped, so still nothing to do
+    with dg.build_sensor_context(cursor=first.cursor, resources=resources, definitions=definitions) as context:
+        unchanged = sensor.evaluate_tick(context)
+    assert not unchanged.run_requests
+
+    operator_copy = Datafile(site_uri)
+    with operator_copy.open("w") as file:
+        json.dump({**demo.SITE_METADATA, "hub_height_m": 95}, file)
+    with dg.build_sensor_context(cursor=unchanged.cursor, resources=resources, definitions=definitions) as context:
+        changed = sensor.evaluate_tick(context)
+    (request,) = changed.run_requests
+    assert request.tags["octue/object"] == site_uri
+    assert request.tags["octue/crc32c"] == operator_copy.hash_value
+    assert set(sensor.asset_selection.resolve(definitions.resolve_asset_graph())) == {
+        dg.AssetKey("site_metadata"),
+        dg.AssetKey("turbine_summary"),
+    }

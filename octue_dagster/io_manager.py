@@ -139,6 +139,8 @@ class DatafileIOManager(ConfigurableIOManager):
             by_key = {str(key): value for key, value in obj.items()}
             for key in partition_keys:
                 self._store(context, self._require_datafile(context, by_key[str(key)], key), key)
+            # Per-partition data versions cannot be set from here; each partition's file is recorded by its path.
+            context.add_output_metadata({"partitions_stored": len(partition_keys)})
             return
         partition_key = partition_keys[0] if partition_keys else None
         stored = self._store(context, self._require_datafile(context, obj, partition_key), partition_key)
@@ -254,7 +256,8 @@ class DatafileIOManager(ConfigurableIOManager):
         directory = self._directory(
             context, self._path_partition_key(context, partition_key) if partition_key is not None else None
         )
-        found = [info for info in storage.list_objects(self.client, directory, delimiter="/") if not info.path.name.endswith("/")]
+        listing = storage.list_objects(self.client, directory, delimiter="/")
+        found = [info for info in listing if not info.path.name.endswith("/")]
         if not found:
             storage.raise_if_bucket_missing(self.client, directory)
             raise CloudObjectNotFoundError(

@@ -30,7 +30,9 @@ PartitionKey = str | Mapping[str, str] | None
 def encode_component(component: str) -> str:
     """Make one asset-key component or partition key safe to use as a single directory name."""
     if not isinstance(component, str) or component == "":
-        raise InvalidCloudPathError(f"Asset key components and partition keys must be non-empty strings; got {component!r}.")
+        raise InvalidCloudPathError(
+            f"Asset key components and partition keys must be non-empty strings; got {component!r}."
+        )
     encoded = quote(component, safe=_SAFE_CHARACTERS)
     # "." and ".." would be collapsed by some tools (and are reserved object names), so encode their dots.
     if encoded in {".", ".."}:
@@ -88,7 +90,8 @@ def asset_directory(
     """The folder (ending in '/') that holds the object of one asset, or of one partition of it."""
     if not asset_key_path:
         raise InvalidCloudPathError("An asset key must have at least one component.")
-    segments = [validate_prefix(prefix)] if validate_prefix(prefix) else []
+    cleaned_prefix = validate_prefix(prefix)
+    segments = [cleaned_prefix] if cleaned_prefix else []
     segments += [encode_component(part) for part in asset_key_path]
     segments += partition_segments(partition_key)
     return make_gcs_path(validate_bucket_name(bucket), "/".join(segments) + "/")

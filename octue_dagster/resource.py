@@ -41,11 +41,14 @@ def client_from(gcs: Any) -> gcs_client.Client:
         ) from None
 
 
+_MISSING = object()
+
+
 def matches(datafile: Datafile, labels: Iterable[str] | None = None, tags: Mapping[str, Any] | None = None) -> bool:
     """Whether a datafile has every one of `labels` and every tag in `tags` with the same value."""
     if labels is not None and not set(labels) <= set(datafile.labels):
         return False
-    if tags is not None and any(name not in datafile.tags or datafile.tags[name] != value for name, value in tags.items()):
+    if tags is not None and any(datafile.tags.get(name, _MISSING) != value for name, value in tags.items()):
         return False
     return True
 

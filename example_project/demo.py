@@ -12,6 +12,7 @@ with default credentials when it is unset. `--seed-only` stops after seeding (us
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import shlex
@@ -37,6 +38,8 @@ SITE_METADATA = {
     "rated_power_kw": 2000,
     "hub_height_m": 80,
 }
+#: When the operator last changed it (fixed, so re-seeding changes nothing).
+SITE_METADATA_UPDATED = datetime.datetime(2024, 2, 15, 9, 30, tzinfo=datetime.timezone.utc)
 
 
 def seed(bucket: str) -> str:
@@ -50,7 +53,13 @@ def seed(bucket: str) -> str:
     with tempfile.TemporaryDirectory() as folder:
         local = Path(folder) / "site-metadata.json"
         local.write_text(json.dumps(SITE_METADATA, indent=2, sort_keys=True) + "\n")
-        datafile = Datafile(local, cloud_path=uri, labels={"site-metadata", "external"}, tags={"source": "operator"})
+        datafile = Datafile(
+            local,
+            cloud_path=uri,
+            labels={"site-metadata", "external"},
+            tags={"source": "operator"},
+            timestamp=SITE_METADATA_UPDATED,
+        )
         datafile.upload()
     return uri
 

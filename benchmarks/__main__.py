@@ -54,7 +54,7 @@ def run(arguments: argparse.Namespace, workdir: Path) -> list[Row]:
     _step(f"writing a {arguments.hash_mib} MiB file for hashing")
     hash_file = make_random_file(workdir / "hash.bin", arguments.hash_mib * MIB)
     _step("1. hash throughput")
-    rows += hash_bench.throughput_rows(hash_file, repeats=max(3, arguments.rounds))
+    rows += hash_bench.throughput_rows(hash_file, repeats=max(5, arguments.rounds))
     _step("2. second hash_value access")
     rows += hash_bench.second_access_rows(hash_file)
     hash_file.unlink()

@@ -1,5 +1,8 @@
 """octue_dagster: Datafiles with Octue metadata on Google Cloud Storage, for Dagster pipelines."""
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from octue_dagster.cloud_path import GCSPath, parse_gcs_path
 from octue_dagster.datafile import Datafile
 from octue_dagster.exceptions import (
@@ -22,17 +25,44 @@ from octue_dagster.exceptions import (
 )
 from octue_dagster.metadata import LabelSet, TagDict
 
-# The Dagster layer (imports dagster).
-from octue_dagster.dagster_metadata import datafile_data_version, datafile_metadata
-from octue_dagster.io_manager import (
-    DatafileIOManager,
-    datafile_output,
-    materialize_datafile,
-    on_upstream_data_version_change,
-)
-from octue_dagster.observation import gcs_observable_source_asset, gcs_prefix_sensor
-from octue_dagster.resource import DatafileResource, RetagCounts
-from octue_dagster.retagging import build_retag_job, build_retag_schedule
+# The Dagster layer is imported on first use, so that scripts and worker processes that only handle Datafiles do not
+# pay for importing dagster (seconds per process).
+_DAGSTER_NAMES = {
+    "datafile_data_version": "octue_dagster.dagster_metadata",
+    "datafile_metadata": "octue_dagster.dagster_metadata",
+    "DatafileIOManager": "octue_dagster.io_manager",
+    "datafile_output": "octue_dagster.io_manager",
+    "materialize_datafile": "octue_dagster.io_manager",
+    "on_upstream_data_version_change": "octue_dagster.io_manager",
+    "gcs_observable_source_asset": "octue_dagster.observation",
+    "gcs_prefix_sensor": "octue_dagster.observation",
+    "DatafileResource": "octue_dagster.resource",
+    "RetagCounts": "octue_dagster.resource",
+    "build_retag_job": "octue_dagster.retagging",
+    "build_retag_schedule": "octue_dagster.retagging",
+}
+
+if TYPE_CHECKING:
+    from octue_dagster.dagster_metadata import datafile_data_version, datafile_metadata
+    from octue_dagster.io_manager import (
+        DatafileIOManager,
+        datafile_output,
+        materialize_datafile,
+        on_upstream_data_version_change,
+    )
+    from octue_dagster.observation import gcs_observable_source_asset, gcs_prefix_sensor
+    from octue_dagster.resource import DatafileResource, RetagCounts
+    from octue_dagster.retagging import build_retag_job, build_retag_schedule
+
+
+def __getattr__(name: str) -> Any:
+    module = _DAGSTER_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'octue_dagster' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 

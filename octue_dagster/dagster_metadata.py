@@ -49,7 +49,8 @@ def datafile_metadata(datafile: Datafile) -> dict[str, MetadataValue]:
         metadata["timestamp"] = MetadataValue.timestamp(datafile.posix_timestamp)
     metadata["datafile_id"] = MetadataValue.text(datafile.id)
     if info is not None:
-        metadata["generation"] = MetadataValue.int(info.generation)
+        # Text, not int: generations are 64-bit and GraphQL's Int is 32-bit, so API clients would get null.
+        metadata["generation"] = MetadataValue.text(str(info.generation))
     return metadata
 
 

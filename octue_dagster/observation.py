@@ -150,8 +150,10 @@ def gcs_prefix_sensor(
         default_status=default_status,
         description=f"Requests a run for each new or changed object under {location}.",
     )
-    def _sensor(context: SensorEvaluationContext):
-        client = client_from(getattr(context.resources, gcs_resource_key))
+    def _sensor(context: SensorEvaluationContext, **resources: Any):
+        # Direct invocation (`sensor(build_sensor_context(resources=...))`) passes required resources as keywords.
+        gcs = resources.get(gcs_resource_key) or getattr(context.resources, gcs_resource_key)
+        client = client_from(gcs)
         previous = _read_cursor(context.cursor)
         first = previous is None
         previous = previous or {}

@@ -152,7 +152,7 @@ def test_round_trip_records_metadata_and_loads_lazily(bucket, client):
     assert metadata["size_bytes"].value == len(CONTENT["readings"])
     assert metadata["labels"].value == ["raw", "wind"]
     assert metadata["tags"].value == {"site": "a"}
-    assert metadata["generation"].value == blob.generation
+    assert metadata["generation"].value == str(blob.generation)
     assert metadata["timestamp"].value == READINGS_TIME.timestamp()
     assert metadata["datafile_id"].value == SEEN["input"].id
     # Plain `return datafile` gives the crc32c as the data version.

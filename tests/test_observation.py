@@ -143,3 +143,21 @@ def test_prefix_sensor_options_limit_and_skip_existing(client, bucket):
     assert [r.run_config["ops"]["process_file"]["config"]["path"] for r in later.run_requests] == [
         f"gs://{bucket}/q/new.bin"
     ]
+
+
+def test_prefix_sensor_can_be_invoked_directly_with_its_resources(bucket, client):
+    import dagster as dg
+    from dagster_gcp import GCSResource
+
+    from octue_dagster import gcs_prefix_sensor
+
+    client.bucket(bucket).blob("incoming/a.csv").upload_from_string(b"a")
+
+    @dg.asset
+    def consumer() -> None:
+        return None
+
+    sensor = gcs_prefix_sensor("direct", f"gs://{bucket}/incoming/", asset_selection=[consumer])
+    with dg.build_sensor_context(resources={"gcs": GCSResource()}) as context:
+        result = sensor(context)
+    assert [request.tags["octue/object"] for request in result.run_requests] == [f"gs://{bucket}/incoming/a.csv"]

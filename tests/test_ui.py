@@ -259,8 +259,9 @@ def test_asset_page_shows_datafile_metadata(
     assert entries["size_bytes"]["__typename"] == "IntMetadataEntry"
     assert int(entries["size_bytes"]["intRepr"]) == stored.size_bytes
     assert entries["console_url"]["__typename"] == "UrlMetadataEntry"
-    # GCS generations exceed GraphQL's 32-bit Int, so the UI reads them from intRepr (intValue is null).
-    assert int(entries["generation"]["intRepr"]) == stored.generation
+    # GCS generations exceed GraphQL's 32-bit Int, so they are recorded as text that API clients can read whole.
+    assert entries["generation"]["__typename"] == "TextMetadataEntry"
+    assert entries["generation"]["text"] == str(stored.generation)
     tags = {tag["key"]: tag["value"] for tag in materialization["tags"]}
     assert tags["dagster/data_version"] == stored.hash_value
 

@@ -49,8 +49,8 @@ _TRANSIENT_ERRORS = (
     ConnectionError,
 )
 
-#: Resumable uploads send the file in chunks of this size; the client holds one chunk in memory at a time.
-UPLOAD_CHUNK_BYTES = 32 * 1024 * 1024
+#: Resumable uploads send the file in chunks of this size, read into one reused buffer (see `_ChunkReader`).
+UPLOAD_CHUNK_BYTES = 64 * 1024 * 1024
 #: Files up to this size go in one multipart request (content and metadata together).
 MULTIPART_LIMIT_BYTES = 8 * 1024 * 1024
 #: How many times a metadata patch is re-read and re-applied after losing a race with another writer.
@@ -199,6 +199,38 @@ def require_object(client: storage.Client, path: GCSPath) -> ObjectInfo:
     return info
 
 
+class _ChunkReader:
+    """A read-only view of a binary file whose `read` fills and returns one reused buffer.
+
+    google-cloud-storage reads each resumable-upload chunk with `stream.read(chunk_size)` and keeps the previous
+    chunk alive (through the last response's request body) while reading the next, so plain files cost two chunks of
+    memory. Handing out views of one buffer keeps that to one chunk: by the time the buffer is refilled, the request
+    that sent it has finished, and a retried chunk is re-read from the file after a `seek`.
+    """
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._file = file
+        self._buffer = bytearray()
+
+    def read(self, size: int = -1) -> memoryview | bytes:
+        if size is None or size < 0:
+            return self._file.read()
+        if size > len(self._buffer):
+            self._buffer = bytearray(size)
+        view = memoryview(self._buffer)[:size]
+        count = self._file.readinto(view)  # type: ignore[attr-defined]
+        return view[:count]
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def seekable(self) -> bool:
+        return True
+
+
 def upload_file(
     client: storage.Client,
     local_path: str,
@@ -219,12 +251,16 @@ def upload_file(
     size = os.path.getsize(local_path)
     with translate_errors(path, "upload to"), open(local_path, "rb") as file:
         try:
+            resumable = size > MULTIPART_LIMIT_BYTES
+            # Multipart uploads carry the client's crc32c in the request, which GCS checks before committing.
+            # Resumable uploads send ours in the initiation request for the same check (the client's own running
+            # checksum would need a copy of every chunk), and the result is compared below as well.
             blob.upload_from_file(
-                file,
+                _ChunkReader(file) if resumable else file,
                 size=size,
                 content_type=content_type,
                 if_generation_match=if_generation_match,
-                checksum="crc32c",
+                checksum=None if resumable else "crc32c",
                 crc32c_checksum_value=crc32c,
                 retry=DEFAULT_RETRY,
             )
@@ -246,7 +282,13 @@ def upload_file(
             ):
                 raise
             return current
-    return ObjectInfo.from_blob(blob)
+    info = ObjectInfo.from_blob(blob)
+    if info.crc32c is not None and info.crc32c != crc32c:
+        raise ChecksumMismatchError(
+            f"The object stored at {path} (generation {info.generation}) has crc32c {info.crc32c}, but {local_path!r} "
+            f"hashed to {crc32c}: the file changed while it was being uploaded. Upload it again."
+        )
+    return info
 
 
 def download_file(client: storage.Client, info: ObjectInfo, file: IO[bytes]) -> None:

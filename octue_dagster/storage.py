@@ -273,15 +273,10 @@ def upload_file(
             raise
         except api_exceptions.PreconditionFailed:
             # A retry of an upload whose answer was lost finds its own object there: that is success, not a conflict.
-            current = get_object(client, path)
-            if (
-                current is None
-                or current.generation == if_generation_match
-                or current.crc32c != crc32c
-                or any(current.custom_metadata.get(key) != value for key, value in custom_metadata.items())
-            ):
+            own = _own_write(client, path, if_generation_match, crc32c, custom_metadata)
+            if own is None:
                 raise
-            return current
+            return own
     info = ObjectInfo.from_blob(blob)
     if info.crc32c is not None and info.crc32c != crc32c:
         raise ChecksumMismatchError(
@@ -362,17 +357,43 @@ def copy_object(
         destination_blob.content_type = source.content_type
     rewrite_token = None
     with translate_errors(destination, f"copy {source.path} to"):
-        while True:
-            rewrite_token, _, _ = destination_blob.rewrite(
-                source_blob,
-                token=rewrite_token,
-                if_generation_match=if_generation_match,
-                if_source_generation_match=source.generation,
-                retry=DEFAULT_RETRY,
-            )
-            if rewrite_token is None:
-                break
+        try:
+            while True:
+                rewrite_token, _, _ = destination_blob.rewrite(
+                    source_blob,
+                    token=rewrite_token,
+                    if_generation_match=if_generation_match,
+                    if_source_generation_match=source.generation,
+                    retry=DEFAULT_RETRY,
+                )
+                if rewrite_token is None:
+                    break
+        except api_exceptions.PreconditionFailed:
+            # A retried copy whose first answer was lost finds its own copy there: success, not a conflict.
+            own = _own_write(client, destination, if_generation_match, source.crc32c, custom_metadata)
+            if own is None:
+                raise
+            return own
     return ObjectInfo.from_blob(destination_blob)
+
+
+def _own_write(
+    client: storage.Client,
+    path: GCSPath,
+    if_generation_match: int,
+    crc32c: str | None,
+    custom_metadata: Mapping[str, str],
+) -> ObjectInfo | None:
+    """After a 412, the object at `path` if it is exactly what this writer was writing (content and metadata)."""
+    current = get_object(client, path)
+    if (
+        current is None
+        or current.generation == if_generation_match
+        or current.crc32c != crc32c
+        or any(current.custom_metadata.get(key) != value for key, value in custom_metadata.items())
+    ):
+        return None
+    return current
 
 
 def list_objects(

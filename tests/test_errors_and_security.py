@@ -136,3 +136,35 @@ def test_repr_and_metadata_hold_no_credentials(client, bucket):
     datafile = Datafile(f"gs://{bucket}/x.txt", storage_client=client, labels={"a"})
     assert repr(datafile) == f"<Datafile('gs://{bucket}/x.txt')>"
     assert set(datafile.metadata()) == {"id", "timestamp", "tags", "labels", "sdk_version"}
+
+
+def test_io_manager_without_credentials_fails_at_start_up(tmp_path):
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT"}
+    }
+    environment.update(
+        NO_GCE_CHECK="true", GCE_METADATA_HOST="127.0.0.1:9", GCE_METADATA_IP="127.0.0.1:9",
+        CLOUDSDK_CONFIG=str(tmp_path / "gcloud"), HOME=str(tmp_path), DAGSTER_HOME=str(tmp_path),
+    )
+    code = (
+        "import dagster as dg\n"
+        "from dagster_gcp import GCSResource\n"
+        "from octue_dagster import DatafileIOManager, Datafile\n"
+        "ran = []\n"
+        "@dg.asset\n"
+        "def a() -> Datafile:\n    ran.append(1)\n    raise AssertionError\n"
+        "gcs = GCSResource()\n"
+        "try:\n"
+        "    dg.materialize([a], resources={'io_manager': DatafileIOManager(bucket='some-bucket', gcs=gcs)})\n"
+        "except Exception as error:\n"
+        "    chain = []\n"
+        "    while error is not None:\n"
+        "        chain.append(str(error)); error = error.__cause__ or error.__context__\n"
+        "    print('FAILED:', ' | '.join(chain), 'RAN:', ran)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=120)
+    assert "FAILED:" in result.stdout, result.stderr[-2000:]
+    assert "No Google Cloud credentials" in result.stdout
+    assert "RAN: []" in result.stdout

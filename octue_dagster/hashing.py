@@ -5,14 +5,26 @@ from __future__ import annotations
 import base64
 import os
 import threading
+from collections import OrderedDict
 
 import crc32c
 
 #: Read size for hashing: large enough that the C extension, not the Python loop, dominates.
 HASH_BLOCK_BYTES = 4 * 1024 * 1024
 
-_cache: dict[str, tuple[int, int, int, int, str]] = {}
+#: How many files' hashes are remembered; long-running workers touch many files, so the cache is bounded (LRU).
+CACHE_ENTRIES = 10_000
+
+_cache: OrderedDict[str, tuple[int, int, int, int, str]] = OrderedDict()
 _cache_lock = threading.Lock()
+
+
+def _store(key: str, entry: tuple[int, int, int, int, str]) -> None:
+    with _cache_lock:
+        _cache[key] = entry
+        _cache.move_to_end(key)
+        while len(_cache) > CACHE_ENTRIES:
+            _cache.popitem(last=False)
 
 
 def encode_crc32c(value: int) -> str:
@@ -42,13 +54,11 @@ def hash_file(path: str | os.PathLike[str]) -> str:
         while read := file.readinto(buffer):
             checksum = crc32c.crc32c(view[:read], checksum)
     value = encode_crc32c(checksum)
-    with _cache_lock:
-        _cache[key] = (*identity, value)
+    _store(key, (*identity, value))
     return value
 
 
 def remember_hash(path: str | os.PathLike[str], value: str) -> None:
     """Record a hash already known for a file (for example, verified while downloading it) to save a re-read."""
     stat = os.stat(path)
-    with _cache_lock:
-        _cache[os.path.realpath(path)] = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, value)
+    _store(os.path.realpath(path), (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, value))

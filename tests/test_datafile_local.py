@@ -218,3 +218,15 @@ def _write_one(path: str) -> None:
         datafile = Datafile(path, labels={"written"}, tags={"round": round_})
         with datafile.open("w") as file:
             file.write(path)
+
+
+def test_hash_cache_is_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(hashing, "CACHE_ENTRIES", 3)
+    paths = []
+    for index in range(5):
+        path = tmp_path / f"f{index}"
+        path.write_bytes(bytes([index]))
+        paths.append(path)
+        assert hashing.hash_file(path) == crc32c_base64(bytes([index]))
+    assert len(hashing._cache) == 3
+    assert str(paths[-1].resolve()) in hashing._cache and str(paths[0].resolve()) not in hashing._cache

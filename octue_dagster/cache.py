@@ -26,11 +26,18 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")
 _MAX_BASENAME = 120
 
 
+_resolved_roots: dict[str | None, Path] = {}
+
+
 def cache_root() -> Path:
     """The cache directory: `$OCTUE_DAGSTER_CACHE_DIR`, else the platform's user cache directory."""
     configured = os.environ.get(CACHE_DIR_VARIABLE)
-    root = Path(configured) if configured else Path(platformdirs.user_cache_dir("octue-dagster", appauthor=False))
-    return root.resolve()
+    root = _resolved_roots.get(configured)
+    if root is None:
+        # Resolving costs system calls; it is done once per configured value, not on every hash or open.
+        base = Path(configured) if configured else Path(platformdirs.user_cache_dir("octue-dagster", appauthor=False))
+        root = _resolved_roots[configured] = base.resolve()
+    return root
 
 
 def safe_basename(object_name: str) -> str:
@@ -46,12 +53,12 @@ def safe_basename(object_name: str) -> str:
 
 def object_cache_dir(path: GCSPath) -> Path:
     """The folder that holds the cached copy of one object."""
+    # Defence in depth: bucket names are validated when parsed, but a GCSPath can be built by hand. The rest of the
+    # path is a hex digest, so this check is all it takes to keep the folder inside the cache.
+    if not path.bucket or "/" in path.bucket or "\\" in path.bucket or path.bucket.strip(".") == "":
+        raise ValueError(f"Refusing to cache an object of the bucket {path.bucket!r}: not a bucket name.")
     digest = hashlib.sha256(f"{path.bucket}/{path.name}".encode("utf-8", "surrogatepass")).hexdigest()
-    root = cache_root()
-    folder = (root / "objects" / path.bucket / digest[:2] / digest[2:34]).resolve()
-    if root not in folder.parents:  # defence in depth: the bucket name is validated, but never trust a path
-        raise ValueError(f"Refusing a cache path outside {root}: {folder}")
-    return folder
+    return cache_root() / "objects" / path.bucket / digest[:2] / digest[2:34]
 
 
 def cached_path(path: GCSPath) -> Path:

@@ -168,3 +168,9 @@ def test_io_manager_without_credentials_fails_at_start_up(tmp_path):
     assert "FAILED:" in result.stdout, result.stderr[-2000:]
     assert "No Google Cloud credentials" in result.stdout
     assert "RAN: []" in result.stdout
+
+
+@pytest.mark.parametrize("bucket_name", ["..", ".", "", "a/b", "a\\b"])
+def test_hand_built_paths_with_bad_buckets_are_refused_by_the_cache(bucket_name, cache_dir):
+    with pytest.raises(ValueError, match="bucket"):
+        cache.cached_path(GCSPath(bucket_name, "x.csv"))

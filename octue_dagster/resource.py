@@ -31,9 +31,9 @@ from octue_dagster.exceptions import InvalidInputError, InvalidMetadataError, Mi
 def client_from(gcs: Any) -> gcs_client.Client:
     """A storage client from a `GCSResource`, or the client Dagster attaches for one (sensors, `context.resources`)."""
     if isinstance(gcs, gcs_client.Client):
-        return gcs
+        return storage.guard_client(gcs)
     try:
-        return gcs.get_client()
+        return storage.guard_client(gcs.get_client())
     except google.auth.exceptions.DefaultCredentialsError:
         raise MissingCredentialsError(
             "No Google Cloud credentials were found for the GCS resource. Run `gcloud auth application-default "

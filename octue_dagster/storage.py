@@ -103,15 +103,22 @@ def default_client(project: str | None = None) -> storage.Client:
 def make_client(project: str | None = None) -> storage.Client:
     """Create a storage client, turning a missing-credentials failure into a message that says how to fix it."""
     try:
-        client = storage.Client(project=project)
-        client._http.hooks["response"].append(_reject_unframed_response)
-        return client
+        return guard_client(storage.Client(project=project))
     except google.auth.exceptions.DefaultCredentialsError:
         raise MissingCredentialsError(
             "No Google Cloud credentials were found. Run `gcloud auth application-default login`, set "
             "GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, or set STORAGE_EMULATOR_HOST to use a GCS "
             "emulator."
         ) from None
+
+
+def guard_client(client: storage.Client) -> storage.Client:
+    """Give a client made elsewhere (e.g. by dagster-gcp's `GCSResource`) the check `make_client` adds: an answer
+    cut inside its headers is retried as a dropped connection instead of crashing the client (idempotent)."""
+    hooks = client._http.hooks["response"]
+    if _reject_unframed_response not in hooks:
+        hooks.append(_reject_unframed_response)
+    return client
 
 
 def _reject_unframed_response(response: requests.Response, *args: Any, **kwargs: Any) -> None:
@@ -435,6 +442,7 @@ __all__ = [
     "download_file",
     "ensure_bucket",
     "get_object",
+    "guard_client",
     "list_objects",
     "make_client",
     "patch_metadata",

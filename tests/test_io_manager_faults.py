@@ -258,6 +258,8 @@ def test_io_manager_under_fault(operation, fault_name, proxy, quick_retries, cli
             return
         if operation.expected[0] == OLD:  # same content: the object is not rewritten
             assert generation_after == generation_before
+        if operation.expected == OLD_STATE:  # nothing changed: nothing at all is written
+            assert [e.method for e in proxy.exchanges if e.method not in ("GET", "HEAD")] == []
         # The new materialization describes exactly the stored object, and its data version is that crc32c.
         materialization = latest.asset_materialization
         assert latest.run_id == result.run_id != previous_event.run_id

@@ -36,6 +36,15 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     return path
 
 
+@pytest.fixture(scope="module")
+def proxy(emulator: Emulator):
+    """A fault-injecting proxy in front of the emulator (see faultproxy.py), shared by one test module."""
+    from faultproxy import FaultProxy
+
+    with FaultProxy(emulator.url) as running:
+        yield running
+
+
 @pytest.fixture
 def client(emulator: Emulator):
     """A storage client for the emulator."""

@@ -24,17 +24,16 @@ from octue_dagster.cloud_path import GCSPath
 from octue_dagster.emulator import EMULATOR_VARIABLE
 
 from faultproxy import Fault, FaultProxy
+from reliability_summary import save_summary
 
 BIG = 64 * 1024 * 1024
-SUMMARY_DIR = Path(os.environ.get("OCTUE_RELIABILITY_SUMMARY_DIR", tempfile.gettempdir())) / "octue-dagster-reliability"
 _summary: dict[str, Any] = {"kills": 0, "recovered": 0, "lost": 0}
 
 
 @pytest.fixture(scope="module", autouse=True)
 def write_summary():
     yield
-    SUMMARY_DIR.mkdir(parents=True, exist_ok=True)
-    (SUMMARY_DIR / "crashes.json").write_text(json.dumps(_summary, indent=2, sort_keys=True))
+    save_summary("crashes", _summary)
 
 
 def start(script: str, **env: str) -> subprocess.Popen:

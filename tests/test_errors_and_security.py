@@ -111,7 +111,8 @@ def test_permission_denied_is_explained():
         server.shutdown()
 
 
-def test_no_credentials_says_how_to_fix(tmp_path):
+def _environment_without_credentials(tmp_path) -> dict[str, str]:
+    """This environment with no emulator and no Google credentials to find."""
     environment = {
         key: value
         for key, value in os.environ.items()
@@ -120,8 +121,13 @@ def test_no_credentials_says_how_to_fix(tmp_path):
     # Keep google-auth off the network: no metadata-server probe, and any probe would go to a closed loopback port.
     environment.update(
         NO_GCE_CHECK="true", GCE_METADATA_HOST="127.0.0.1:9", GCE_METADATA_IP="127.0.0.1:9",
-        CLOUDSDK_CONFIG=str(tmp_path / "gcloud"), HOME=str(tmp_path),
+        CLOUDSDK_CONFIG=str(tmp_path / "gcloud"), HOME=str(tmp_path), DAGSTER_HOME=str(tmp_path),
     )
+    return environment
+
+
+def test_no_credentials_says_how_to_fix(tmp_path):
+    environment = _environment_without_credentials(tmp_path)
     code = (
         "from octue_dagster import Datafile, MissingCredentialsError\n"
         "try:\n    Datafile('gs://some-bucket/x.csv')\n"
@@ -139,15 +145,7 @@ def test_repr_and_metadata_hold_no_credentials(client, bucket):
 
 
 def test_io_manager_without_credentials_fails_at_start_up(tmp_path):
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT"}
-    }
-    environment.update(
-        NO_GCE_CHECK="true", GCE_METADATA_HOST="127.0.0.1:9", GCE_METADATA_IP="127.0.0.1:9",
-        CLOUDSDK_CONFIG=str(tmp_path / "gcloud"), HOME=str(tmp_path), DAGSTER_HOME=str(tmp_path),
-    )
+    environment = _environment_without_credentials(tmp_path)
     code = (
         "import dagster as dg\n"
         "from dagster_gcp import GCSResource\n"

@@ -26,12 +26,12 @@ from octue_dagster.cloud_path import GCSPath
 from octue_dagster.emulator import EMULATOR_VARIABLE
 
 from faultproxy import Fault, FaultProxy
+from reliability_summary import save_summary
 
 CLIENT_TIMEOUT_SECONDS = 0.5
 STALL_SECONDS = 1.5
 OLD = bytes(range(256)) * 400  # 100 KiB: big enough that a cut in the body lands mid-content, small enough for multipart
 NEW = b"new content " * 9000
-SUMMARY_DIR = Path(os.environ.get("OCTUE_RELIABILITY_SUMMARY_DIR", tempfile.gettempdir())) / "octue-dagster-reliability"
 
 _summary: dict[str, Any] = {"cases": 0, "faults_injected": 0, "outcomes": {}, "lost": 0}
 
@@ -40,14 +40,7 @@ _summary: dict[str, Any] = {"cases": 0, "faults_injected": 0, "outcomes": {}, "l
 def write_summary():
     """Record what this module did (cases, faults fired, outcomes) for docs/reliability.md."""
     yield
-    SUMMARY_DIR.mkdir(parents=True, exist_ok=True)
-    (SUMMARY_DIR / "faults.json").write_text(json.dumps(_summary, indent=2, sort_keys=True))
-
-
-@pytest.fixture(scope="module")
-def proxy(emulator):
-    with FaultProxy(emulator.url) as running:
-        yield running
+    save_summary("faults", _summary)
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from octue_dagster import Datafile, cache
 from octue_dagster import metadata as md
 from octue_dagster.cloud_path import GCSPath, parse_gcs_path
 from octue_dagster.exceptions import InvalidInputError
+from reliability_summary import save_summary
 
-SUMMARY_DIR = Path(os.environ.get("OCTUE_RELIABILITY_SUMMARY_DIR", tempfile.gettempdir())) / "octue-dagster-reliability"
 _summary: dict[str, Any] = {"inputs": 0, "accepted": 0, "rejected": 0}
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 SLOW = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -36,8 +36,7 @@ anything = json_values | st.binary(max_size=10) | st.sets(st.integers(), max_siz
 @pytest.fixture(scope="module", autouse=True)
 def write_summary():
     yield
-    SUMMARY_DIR.mkdir(parents=True, exist_ok=True)
-    (SUMMARY_DIR / "hostile_input.json").write_text(json.dumps(_summary, indent=2, sort_keys=True))
+    save_summary("hostile_input", _summary)
 
 
 def judge(call) -> Any:

@@ -33,6 +33,7 @@ from octue_dagster.emulator import EMULATOR_VARIABLE
 from octue_dagster.io_manager import DatafileIOManager
 
 from faultproxy import Fault, FaultProxy
+from reliability_summary import save_summary
 
 CLIENT_TIMEOUT_SECONDS = 0.5
 STALL_SECONDS = 1.5
@@ -41,7 +42,6 @@ NEW = b"new content " * 9000
 TIMESTAMP = datetime.datetime(2024, 5, 6, 7, 8, 9, tzinfo=datetime.timezone.utc)
 OBJECT_NAME = "dagster/stored/data.bin"
 SOURCE_NAME = "incoming/data.bin"  # same file name as the asset's object: the copy replaces it
-SUMMARY_DIR = Path(os.environ.get("OCTUE_RELIABILITY_SUMMARY_DIR", tempfile.gettempdir())) / "octue-dagster-reliability"
 
 _summary: dict[str, Any] = {"cases": 0, "faults_injected": 0, "outcomes": {}, "lost": 0}
 
@@ -50,14 +50,7 @@ _summary: dict[str, Any] = {"cases": 0, "faults_injected": 0, "outcomes": {}, "l
 def write_summary():
     """Record what this module did (cases, faults fired, outcomes) for docs/reliability.md."""
     yield
-    SUMMARY_DIR.mkdir(parents=True, exist_ok=True)
-    (SUMMARY_DIR / "io_manager_faults.json").write_text(json.dumps(_summary, indent=2, sort_keys=True))
-
-
-@pytest.fixture(scope="module")
-def proxy(emulator):
-    with FaultProxy(emulator.url) as running:
-        yield running
+    save_summary("io_manager_faults", _summary)
 
 
 class ProxiedGCSResource(GCSResource):

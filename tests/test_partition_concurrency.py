@@ -25,11 +25,11 @@ from octue_dagster import Datafile
 from octue_dagster import metadata as md
 from octue_dagster.dagster_metadata import URI_KEY
 from octue_dagster.io_manager import DatafileIOManager
+from reliability_summary import save_summary
 
 WORKERS = 4
 PARTITIONS_PER_WORKER = 2
 DAYS = DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-01-31")
-SUMMARY_DIR = Path(os.environ.get("OCTUE_RELIABILITY_SUMMARY_DIR", tempfile.gettempdir())) / "octue-dagster-reliability"
 
 
 def content_for(day: str) -> bytes:
@@ -101,6 +101,5 @@ def test_concurrent_runs_of_different_partitions_all_land(client, bucket, tmp_pa
             assert materialization.tags["dagster/data_version"] == blob.crc32c
         assert instance.get_materialized_partitions(AssetKey("daily")) == set(all_days)
 
-    SUMMARY_DIR.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"processes": WORKERS, "runs": len(outcomes), "partitions": len(all_days), "lost": lost}
-    (SUMMARY_DIR / "partition_concurrency.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    save_summary("partition_concurrency", summary)

@@ -375,3 +375,18 @@ def _close(sock: socket.socket) -> None:
     except OSError:
         pass
     sock.close()
+
+
+def standard_faults(stall_seconds: float) -> dict[str, Callable[[str, str], Fault | None]]:
+    """The fault catalogue of the reliability matrix: name -> a Fault aimed at requests matching (method, path)."""
+    return {
+        "none": lambda method, path: None,
+        "http-429": lambda method, path: Fault("status", method, path, times=2, status=429),
+        "http-500": lambda method, path: Fault("status", method, path, times=2, status=500),
+        "http-503": lambda method, path: Fault("status", method, path, times=2, status=503),
+        "cut-request": lambda method, path: Fault("cut_request", method, path, after_bytes=1000),
+        "cut-response-head": lambda method, path: Fault("cut_response", method, path, after_bytes=40, in_body=False),
+        "cut-response-body": lambda method, path: Fault("cut_response", method, path, after_bytes=20),
+        "stall": lambda method, path: Fault("stall", method, path, stall_seconds=stall_seconds),
+        "http-503-always": lambda method, path: Fault("status", method, path, times=10_000, status=503),
+    }

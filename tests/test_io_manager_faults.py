@@ -32,7 +32,7 @@ from octue_dagster.dagster_metadata import URI_KEY
 from octue_dagster.emulator import EMULATOR_VARIABLE
 from octue_dagster.io_manager import DatafileIOManager
 
-from faultproxy import Fault, FaultProxy
+from faultproxy import Fault, FaultProxy, standard_faults
 from reliability_summary import save_summary
 
 CLIENT_TIMEOUT_SECONDS = 0.5
@@ -152,17 +152,7 @@ def _local(folder: Path, content: bytes, labels: set[str], run: str) -> dict[str
     return {"kind": "local", "folder": str(folder), "content": content, "labels": labels, "tags": {"run": run}}
 
 
-FAULTS: dict[str, Callable[[str, str], Fault | None]] = {
-    "none": lambda method, path: None,
-    "http-429": lambda method, path: Fault("status", method, path, times=2, status=429),
-    "http-500": lambda method, path: Fault("status", method, path, times=2, status=500),
-    "http-503": lambda method, path: Fault("status", method, path, times=2, status=503),
-    "cut-request": lambda method, path: Fault("cut_request", method, path, after_bytes=1000),
-    "cut-response-head": lambda method, path: Fault("cut_response", method, path, after_bytes=40, in_body=False),
-    "cut-response-body": lambda method, path: Fault("cut_response", method, path, after_bytes=20),
-    "stall": lambda method, path: Fault("stall", method, path, stall_seconds=STALL_SECONDS),
-    "http-503-always": lambda method, path: Fault("status", method, path, times=10_000, status=503),
-}
+FAULTS = standard_faults(STALL_SECONDS)
 
 
 # --- checks ----------------------------------------------------------------------------------------------------------

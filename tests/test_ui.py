@@ -1,8 +1,9 @@
 """The Dagster UI shows a datafile's metadata: the webserver's GraphQL API returns it with proper types, and the asset
 page renders it (checked in headless Chromium's DOM, and kept as a screenshot).
 
-A real `dagster-webserver` runs in a subprocess on a free loopback port, with its own DAGSTER_HOME, loading
-`workspace.yaml` against the emulator; it is always stopped, with its code-server child, when the test ends.
+A real `dagster dev` (webserver and daemon, as `make dev` runs it) runs in a subprocess on a free loopback port, with
+its own DAGSTER_HOME, loading `workspace.yaml` against the emulator; it is always stopped, with every process it
+started, when the test ends.
 """
 
 from __future__ import annotations
@@ -146,14 +147,14 @@ def _wait_until_loaded(url: str, process: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + SERVER_TIMEOUT_SECONDS
     while True:
         if process.poll() is not None:
-            pytest.fail(f"dagster-webserver exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            pytest.fail(f"dagster dev exited with {process.returncode}:\n{log.read_text()[-3000:]}")
         with contextlib.suppress(urllib.error.URLError, ConnectionError, OSError, TimeoutError):
             entries = _graphql(url, LOCATION_QUERY)["workspaceOrError"]["locationEntries"]
             if entries and all(entry["loadStatus"] == "LOADED" for entry in entries):
                 assert [entry["locationOrLoadError"]["__typename"] for entry in entries] == ["RepositoryLocation"], entries
                 return
         if time.monotonic() > deadline:
-            pytest.fail(f"dagster-webserver did not load the workspace in {SERVER_TIMEOUT_SECONDS} s:\n{log.read_text()[-3000:]}")
+            pytest.fail(f"dagster dev did not load the workspace in {SERVER_TIMEOUT_SECONDS} s:\n{log.read_text()[-3000:]}")
         time.sleep(0.25)
 
 
@@ -168,7 +169,7 @@ def dagster_home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def webserver(emulator, bucket: str, dagster_home: Path, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen, Path]]:
-    """`dagster-webserver -w workspace.yaml` for the test's bucket; yields its URL, process and log file."""
+    """`dagster dev -w workspace.yaml` for the test's bucket; yields its URL, process and log file."""
     port = _free_port()
     log = tmp_path / "webserver.log"
     environment = {
@@ -179,7 +180,8 @@ def webserver(emulator, bucket: str, dagster_home: Path, tmp_path: Path) -> Iter
     }
     with open(log, "wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dagster_webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            # What `make dev` runs: the webserver and the daemon, loading workspace.yaml.
+            [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
             cwd=ROOT,
             env=environment,
             stdin=subprocess.DEVNULL,

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import dagster as dg
-import h5py
 import pytest
 from dagster_gcp import GCSResource
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from octue_dagster.atomic import is_temporary
 from octue_dagster.cloud_path import GCSPath
 from octue_dagster.emulator import EMULATOR_VARIABLE
 
-from faultproxy import Fault, FaultProxy, standard_faults
+from faultproxy import FaultProxy, standard_faults
 from reliability_summary import save_summary
 
 CLIENT_TIMEOUT_SECONDS = 0.5

@@ -16,7 +16,6 @@ import dataclasses
 import datetime
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any

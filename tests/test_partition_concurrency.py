@@ -2,7 +2,6 @@
 persistent Dagster instance and one bucket: every partition's object lands with the right content and metadata, and
 every materialization records that object (its generation) with the object's crc32c as its data version."""
 
-import json
 import multiprocessing
 import os
 import tempfile

@@ -17,11 +17,11 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	mkdir -p $(DAGSTER_HOME)
-	$(BIN)/python -m octue_dagster.emulator --log .emulator/demo.log -- $(BIN)/python -m example_project.demo
+	$(BIN)/python -m octue_dagster.testing.emulator --log .emulator/demo.log -- $(BIN)/python -m example_project.demo
 
 dev: $(STAMP)
 	mkdir -p $(DAGSTER_HOME)
-	$(BIN)/python -m octue_dagster.emulator --log .emulator/dev.log -- \
+	$(BIN)/python -m octue_dagster.testing.emulator --log .emulator/dev.log -- \
 		sh -c '$(BIN)/python -m example_project.demo --seed-only && exec $(BIN)/dagster dev -w workspace.yaml'
 
 test: $(STAMP)

@@ -20,9 +20,9 @@ from pathlib import Path
 from benchmarks import hash_bench, memory_bench, metadata_bench, transfer_bench
 from benchmarks.measure import MIB, make_random_file
 from benchmarks.table import Row, render
-from octue_dagster import storage as gcs
-from octue_dagster.cache import CACHE_DIR_VARIABLE
-from octue_dagster.emulator import running_emulator
+from octue_dagster.core import store as gcs
+from octue_dagster.core.cache import CACHE_DIR_VARIABLE
+from octue_dagster.testing.emulator import running_emulator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.txt"

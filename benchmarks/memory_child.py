@@ -16,8 +16,8 @@ from pathlib import Path
 from google.cloud import storage
 
 from benchmarks.hash_bench import plain_file_crc32c
-from octue_dagster import hashing, storage as gcs
-from octue_dagster.datafile import Datafile
+from octue_dagster.core import hashing, store as gcs
+from octue_dagster.core.datafile import Datafile
 
 
 def _status_kib(field: str) -> int:

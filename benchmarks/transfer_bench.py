@@ -13,9 +13,9 @@ from google.cloud import storage
 
 from benchmarks.measure import timed
 from benchmarks.table import Row
-from octue_dagster import cache, hashing
-from octue_dagster import storage as gcs
-from octue_dagster.datafile import Datafile
+from octue_dagster.core import cache, hashing
+from octue_dagster.core import store as gcs
+from octue_dagster.core.datafile import Datafile
 
 #: "No slower" allows this much for run-to-run noise (both sides share two cores with the emulator).
 NOISE_TOLERANCE = 1.05

@@ -24,9 +24,10 @@ from pathlib import Path
 
 from example_project import config
 from example_project.partitions import daily_partitions
-from octue_dagster import Datafile, storage
-from octue_dagster.cloud_path import parse_gcs_path
-from octue_dagster.resource import list_datafiles
+from octue_dagster import Datafile
+from octue_dagster.core import store as storage
+from octue_dagster.core.gcs_path import parse_gcs_path
+from octue_dagster.dagster.resources import list_datafiles
 
 DEFINITIONS_MODULE = "example_project.definitions"
 

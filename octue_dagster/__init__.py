@@ -3,8 +3,8 @@
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from octue_dagster.cloud_path import GCSPath, parse_gcs_path
-from octue_dagster.datafile import Datafile
+from octue_dagster.core.gcs_path import GCSPath, parse_gcs_path
+from octue_dagster.core.datafile import Datafile
 from octue_dagster.exceptions import (
     BucketNotFoundError,
     ChecksumMismatchError,
@@ -23,36 +23,36 @@ from octue_dagster.exceptions import (
     StoragePermissionError,
     StorageUnavailableError,
 )
-from octue_dagster.metadata import LabelSet, TagDict
+from octue_dagster.core.metadata import LabelSet, TagDict
 
 # The Dagster layer is imported on first use, so that scripts and worker processes that only handle Datafiles do not
 # pay for importing dagster (seconds per process).
 _DAGSTER_NAMES = {
-    "datafile_data_version": "octue_dagster.dagster_metadata",
-    "datafile_metadata": "octue_dagster.dagster_metadata",
-    "DatafileIOManager": "octue_dagster.io_manager",
-    "datafile_output": "octue_dagster.io_manager",
-    "materialize_datafile": "octue_dagster.io_manager",
-    "on_upstream_data_version_change": "octue_dagster.io_manager",
-    "gcs_observable_source_asset": "octue_dagster.observation",
-    "gcs_prefix_sensor": "octue_dagster.observation",
-    "DatafileResource": "octue_dagster.resource",
-    "RetagCounts": "octue_dagster.resource",
-    "build_retag_job": "octue_dagster.retagging",
-    "build_retag_schedule": "octue_dagster.retagging",
+    "datafile_data_version": "octue_dagster.dagster.ui_metadata",
+    "datafile_metadata": "octue_dagster.dagster.ui_metadata",
+    "DatafileIOManager": "octue_dagster.dagster.io_manager",
+    "datafile_output": "octue_dagster.dagster.io_manager",
+    "materialize_datafile": "octue_dagster.dagster.io_manager",
+    "on_upstream_data_version_change": "octue_dagster.dagster.io_manager",
+    "gcs_observable_source_asset": "octue_dagster.dagster.observation",
+    "gcs_prefix_sensor": "octue_dagster.dagster.observation",
+    "DatafileResource": "octue_dagster.dagster.resources",
+    "RetagCounts": "octue_dagster.dagster.resources",
+    "build_retag_job": "octue_dagster.dagster.retag_job",
+    "build_retag_schedule": "octue_dagster.dagster.retag_job",
 }
 
 if TYPE_CHECKING:
-    from octue_dagster.dagster_metadata import datafile_data_version, datafile_metadata
-    from octue_dagster.io_manager import (
+    from octue_dagster.dagster.ui_metadata import datafile_data_version, datafile_metadata
+    from octue_dagster.dagster.io_manager import (
         DatafileIOManager,
         datafile_output,
         materialize_datafile,
         on_upstream_data_version_change,
     )
-    from octue_dagster.observation import gcs_observable_source_asset, gcs_prefix_sensor
-    from octue_dagster.resource import DatafileResource, RetagCounts
-    from octue_dagster.retagging import build_retag_job, build_retag_schedule
+    from octue_dagster.dagster.observation import gcs_observable_source_asset, gcs_prefix_sensor
+    from octue_dagster.dagster.resources import DatafileResource, RetagCounts
+    from octue_dagster.dagster.retag_job import build_retag_job, build_retag_schedule
 
 
 def __getattr__(name: str) -> Any:

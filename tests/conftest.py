@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from octue_dagster import storage
-from octue_dagster.cache import CACHE_DIR_VARIABLE
-from octue_dagster.emulator import EMULATOR_VARIABLE, Emulator
+from octue_dagster.core import store as storage
+from octue_dagster.core.cache import CACHE_DIR_VARIABLE
+from octue_dagster.testing.emulator import EMULATOR_VARIABLE, Emulator
 
 
 @pytest.fixture(scope="session")

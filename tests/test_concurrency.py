@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from octue_dagster import ConflictError, Datafile, storage
-from octue_dagster import metadata as md
-from octue_dagster.cloud_path import GCSPath
-from octue_dagster.emulator import EMULATOR_VARIABLE
+from octue_dagster import ConflictError, Datafile
+from octue_dagster.core import store as storage
+from octue_dagster.core import metadata as md
+from octue_dagster.core.gcs_path import GCSPath
+from octue_dagster.testing.emulator import EMULATOR_VARIABLE
 
 from faultproxy import Fault, FaultProxy
 from reliability_summary import save_summary

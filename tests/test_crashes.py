@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from octue_dagster import Datafile, cache, hashing, storage
-from octue_dagster.atomic import is_temporary, sweep_stale_temporaries
-from octue_dagster.cloud_path import GCSPath
-from octue_dagster.emulator import EMULATOR_VARIABLE
+from octue_dagster import Datafile
+from octue_dagster.core import cache, hashing, store as storage
+from octue_dagster.core.atomic import is_temporary, sweep_stale_temporaries
+from octue_dagster.core.gcs_path import GCSPath
+from octue_dagster.testing.emulator import EMULATOR_VARIABLE
 
 from faultproxy import Fault, FaultProxy
 from reliability_summary import save_summary

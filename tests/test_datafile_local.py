@@ -17,9 +17,9 @@ from octue_dagster import (
     InvalidTagError,
     InvalidTimestampError,
 )
-from octue_dagster import hashing
-from octue_dagster.atomic import is_temporary
-from octue_dagster.metadata import crc32c_base64, decode_json
+from octue_dagster.core import hashing
+from octue_dagster.core.atomic import is_temporary
+from octue_dagster.core.metadata import crc32c_base64, decode_json
 
 
 def test_write_creates_file_and_octue_entry(tmp_path):

@@ -16,9 +16,10 @@ from dagster_gcp import GCSResource
 from example_project import demo, readings
 from example_project.definitions import RETAG_JOB_NAME, build_definitions
 from example_project.partitions import daily_partitions
-from octue_dagster import Datafile, storage
-from octue_dagster.cloud_path import parse_gcs_path
-from octue_dagster.resource import list_datafiles
+from octue_dagster import Datafile
+from octue_dagster.core import store as storage
+from octue_dagster.core.gcs_path import parse_gcs_path
+from octue_dagster.dagster.resources import list_datafiles
 
 ROOT = Path(__file__).resolve().parents[1]
 DAYS = daily_partitions.get_partition_keys()

@@ -16,12 +16,13 @@ from typing import Any
 
 import pytest
 
-from octue_dagster import Datafile, OctueDagsterError, cache
-from octue_dagster import metadata as md
-from octue_dagster import storage
-from octue_dagster.atomic import is_temporary
-from octue_dagster.cloud_path import GCSPath
-from octue_dagster.emulator import EMULATOR_VARIABLE
+from octue_dagster import Datafile, OctueDagsterError
+from octue_dagster.core import cache
+from octue_dagster.core import metadata as md
+from octue_dagster.core import store as storage
+from octue_dagster.core.atomic import is_temporary
+from octue_dagster.core.gcs_path import GCSPath
+from octue_dagster.testing.emulator import EMULATOR_VARIABLE
 
 from faultproxy import FaultProxy, standard_faults
 from reliability_summary import save_summary

@@ -36,16 +36,16 @@ from dagster._time import get_current_datetime
 from dagster_gcp import GCSResource
 
 from octue_dagster import Datafile
-from octue_dagster.dagster_metadata import URI_KEY
-from octue_dagster.io_manager import (
+from octue_dagster.dagster.ui_metadata import URI_KEY
+from octue_dagster.dagster.io_manager import (
     DatafileIOManager,
     datafile_output,
     materialize_datafile,
     on_upstream_data_version_change,
 )
-from octue_dagster.metadata import crc32c_base64
-from octue_dagster.paths import asset_object_path, validate_prefix
-from octue_dagster.resource import DatafileResource
+from octue_dagster.core.metadata import crc32c_base64
+from octue_dagster.dagster.addresses import asset_object_path, validate_prefix
+from octue_dagster.dagster.resources import DatafileResource
 from octue_dagster.exceptions import InvalidCloudPathError
 
 READINGS_TIME = datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)

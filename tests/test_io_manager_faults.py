@@ -24,12 +24,13 @@ import pytest
 from dagster import AssetKey, DagsterInstance, asset, materialize
 from dagster_gcp import GCSResource
 
-from octue_dagster import ConflictError, Datafile, OctueDagsterError, storage
-from octue_dagster import metadata as md
-from octue_dagster.cloud_path import GCSPath
-from octue_dagster.dagster_metadata import URI_KEY
-from octue_dagster.emulator import EMULATOR_VARIABLE
-from octue_dagster.io_manager import DatafileIOManager
+from octue_dagster import ConflictError, Datafile, OctueDagsterError
+from octue_dagster.core import store as storage
+from octue_dagster.core import metadata as md
+from octue_dagster.core.gcs_path import GCSPath
+from octue_dagster.dagster.ui_metadata import URI_KEY
+from octue_dagster.testing.emulator import EMULATOR_VARIABLE
+from octue_dagster.dagster.io_manager import DatafileIOManager
 
 from faultproxy import Fault, FaultProxy, standard_faults
 from reliability_summary import save_summary

@@ -15,9 +15,9 @@ from dagster import (
 from dagster_gcp import GCSResource
 
 from octue_dagster import Datafile
-from octue_dagster.observation import OBJECT_TAG, gcs_observable_source_asset, gcs_prefix_sensor, prefix_hash
-from octue_dagster import storage
-from octue_dagster.cloud_path import GCSPath
+from octue_dagster.dagster.observation import OBJECT_TAG, gcs_observable_source_asset, gcs_prefix_sensor, prefix_hash
+from octue_dagster.core import store as storage
+from octue_dagster.core.gcs_path import GCSPath
 
 
 def _put(client, bucket: str, name: str, content: bytes, **metadata) -> int:

@@ -9,8 +9,8 @@ from dagster import asset, build_init_resource_context, materialize
 from dagster_gcp import GCSResource
 
 from octue_dagster import CloudObjectNotFoundError, Datafile, InvalidLabelError
-from octue_dagster.io_manager import DatafileIOManager
-from octue_dagster.resource import DatafileResource
+from octue_dagster.dagster.io_manager import DatafileIOManager
+from octue_dagster.dagster.resources import DatafileResource
 
 
 def _put(client, bucket: str, name: str, content: bytes, **metadata) -> None:
@@ -45,7 +45,7 @@ def test_list_builds_datafiles_from_paged_listings_without_a_request_per_object(
     request_log.clear()
     with pytest.MonkeyPatch.context() as patch:
         # Three objects a page: 7 objects need 3 pages, so a request per object would show up as more requests.
-        from octue_dagster import storage
+        from octue_dagster.core import store as storage
 
         original = storage.list_objects
         patch.setattr(storage, "list_objects", lambda client, prefix, **kw: original(client, prefix, page_size=3))

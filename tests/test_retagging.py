@@ -8,8 +8,8 @@ from dagster import DagsterInstance, Definitions, build_schedule_context
 from dagster_gcp import GCSResource
 
 from octue_dagster import Datafile, InvalidTagError
-from octue_dagster.resource import DatafileResource
-from octue_dagster.retagging import build_retag_job, build_retag_schedule
+from octue_dagster.dagster.resources import DatafileResource
+from octue_dagster.dagster.retag_job import build_retag_job, build_retag_schedule
 
 
 def _put(client, bucket: str, name: str, content: bytes, **metadata) -> None:

@@ -1,7 +1,7 @@
 """`DatafileIOManager`: assets return `Datafile`s, which are stored in GCS by content hash, never pickled.
 
 An asset returns a `Datafile` (local, or already in GCS). The I/O manager puts it at
-`gs://{bucket}/{prefix}/{asset key}/{partition}/{datafile name}` (see `octue_dagster.paths`):
+`gs://{bucket}/{prefix}/{asset key}/{partition}/{datafile name}` (see `octue_dagster.dagster.addresses`):
 
 - a local file is uploaded with its metadata in one request, unless the object already holds the same crc32c, in which
   case nothing is uploaded, the object's generation and Octue id stay the same, and only changed labels, tags or
@@ -44,17 +44,18 @@ from dagster_gcp import GCSResource
 from google.cloud import storage as gcs_client
 from pydantic import Field, PrivateAttr
 
-from octue_dagster import paths, storage
-from octue_dagster.cloud_path import GCSPath, make_gcs_path, validate_bucket_name
-from octue_dagster.dagster_metadata import datafile_data_version, datafile_metadata
-from octue_dagster.datafile import Datafile
+from octue_dagster.dagster import addresses as paths
+from octue_dagster.core import store as storage
+from octue_dagster.core.gcs_path import GCSPath, make_gcs_path, validate_bucket_name
+from octue_dagster.dagster.ui_metadata import datafile_data_version, datafile_metadata
+from octue_dagster.core.datafile import Datafile
 from octue_dagster.exceptions import (
     BucketNotFoundError,
     CloudObjectNotFoundError,
     InvalidCloudPathError,
     InvalidMetadataError,
 )
-from octue_dagster.resource import client_from
+from octue_dagster.dagster.resources import client_from
 
 #: Input metadata key: skip missing upstream partitions instead of failing (as with Dagster's UPathIOManager).
 ALLOW_MISSING_PARTITIONS = "allow_missing_partitions"

@@ -23,7 +23,7 @@ from google.cloud import storage
 from google.cloud.storage.exceptions import InvalidResponse
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from octue_dagster.cloud_path import GCSPath
+from octue_dagster.core.gcs_path import GCSPath
 from octue_dagster.exceptions import (
     BucketNotFoundError,
     ChecksumMismatchError,

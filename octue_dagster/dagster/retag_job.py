@@ -21,9 +21,9 @@ from dagster import (
     op,
 )
 
-from octue_dagster import metadata as md
-from octue_dagster.cloud_path import parse_gcs_path
-from octue_dagster.resource import DatafileResource
+from octue_dagster.core import metadata as md
+from octue_dagster.core.gcs_path import parse_gcs_path
+from octue_dagster.dagster.resources import DatafileResource
 
 
 class RetagConfig(Config):

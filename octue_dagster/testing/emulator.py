@@ -4,7 +4,7 @@ The binary is started directly (not through the wrapper's `FakeGCSServer`, which
 reading it, so the server blocks once the pipe fills), with the in-memory backend (the filesystem backend writes
 object names as paths) and its output going to a log file.
 
-Command line: `python -m octue_dagster.emulator [--bucket NAME ...] -- COMMAND ...` runs COMMAND with
+Command line: `python -m octue_dagster.testing.emulator [--bucket NAME ...] -- COMMAND ...` runs COMMAND with
 `STORAGE_EMULATOR_HOST` pointing at a fresh emulator, and stops the emulator afterwards. If `STORAGE_EMULATOR_HOST` is
 already set, or `OCTUE_DAGSTER_REAL_GCS=1`, COMMAND runs against that instead.
 """
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         if not use_existing:
             emulator = stack.enter_context(running_emulator(arguments.log))
             print(f"GCS emulator (fake-gcs-server) at {emulator.url}; log in {emulator.log_path}", file=sys.stderr)
-            from octue_dagster.storage import ensure_bucket, make_client
+            from octue_dagster.core.store import ensure_bucket, make_client
 
             client = make_client()
             for bucket in arguments.bucket:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from urllib.parse import quote
 
-from octue_dagster.cloud_path import GCSPath, make_gcs_path, validate_bucket_name
+from octue_dagster.core.gcs_path import GCSPath, make_gcs_path, validate_bucket_name
 from octue_dagster.exceptions import InvalidCloudPathError
 
 #: Characters left as they are in a path component; everything else is percent-encoded.

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import platformdirs
 
-from octue_dagster.cloud_path import GCSPath
+from octue_dagster.core.gcs_path import GCSPath
 
 CACHE_DIR_VARIABLE = "OCTUE_DAGSTER_CACHE_DIR"
 _RECORD_NAME = ".generation.json"

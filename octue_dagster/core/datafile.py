@@ -20,11 +20,11 @@ from typing import IO, Any
 import filelock
 from google.cloud import storage
 
-from octue_dagster import cache, hashing, local_metadata
-from octue_dagster import metadata as md
-from octue_dagster import storage as gcs
-from octue_dagster.atomic import atomic_replace, sweep_stale_temporaries, temporary_path_for
-from octue_dagster.cloud_path import GCSPath, is_gcs_path, parse_gcs_path
+from octue_dagster.core import cache, hashing, octue_files as local_metadata
+from octue_dagster.core import metadata as md
+from octue_dagster.core import store as gcs
+from octue_dagster.core.atomic import atomic_replace, sweep_stale_temporaries, temporary_path_for
+from octue_dagster.core.gcs_path import GCSPath, is_gcs_path, parse_gcs_path
 from octue_dagster.exceptions import (
     CloudObjectNotFoundError,
     ConflictError,

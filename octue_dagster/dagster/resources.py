@@ -21,10 +21,10 @@ from dagster_gcp import GCSResource
 from google.cloud import storage as gcs_client
 from pydantic import Field, PrivateAttr
 
-from octue_dagster import metadata as md
-from octue_dagster import storage
-from octue_dagster.cloud_path import GCSPath, parse_gcs_path
-from octue_dagster.datafile import Datafile
+from octue_dagster.core import metadata as md
+from octue_dagster.core import store as storage
+from octue_dagster.core.gcs_path import GCSPath, parse_gcs_path
+from octue_dagster.core.datafile import Datafile
 from octue_dagster.exceptions import InvalidInputError, InvalidMetadataError, MissingCredentialsError
 
 

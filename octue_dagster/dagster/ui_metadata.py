@@ -7,8 +7,8 @@ from typing import Any
 
 from dagster import DataVersion, MetadataValue
 
-from octue_dagster.datafile import Datafile
-from octue_dagster.metadata import OctueJSONEncoder
+from octue_dagster.core.datafile import Datafile
+from octue_dagster.core.metadata import OctueJSONEncoder
 
 #: The standard Dagster metadata key for where an asset's data is stored.
 URI_KEY = "dagster/uri"

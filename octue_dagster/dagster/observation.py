@@ -26,11 +26,11 @@ from dagster import (
 from dagster._core.definitions.asset_key import CoercibleToAssetKey
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from octue_dagster import storage
-from octue_dagster.cloud_path import GCSPath, parse_gcs_path
-from octue_dagster.dagster_metadata import URI_KEY
+from octue_dagster.core import store as storage
+from octue_dagster.core.gcs_path import GCSPath, parse_gcs_path
+from octue_dagster.dagster.ui_metadata import URI_KEY
 from octue_dagster.exceptions import CloudObjectNotFoundError
-from octue_dagster.resource import client_from
+from octue_dagster.dagster.resources import client_from
 
 #: Run tags set on each run a prefix sensor requests.
 OBJECT_TAG = "octue/object"

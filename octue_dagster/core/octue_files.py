@@ -15,10 +15,10 @@ from typing import Any
 
 import filelock
 
-from octue_dagster import cache
-from octue_dagster.atomic import atomic_replace
+from octue_dagster.core import cache
+from octue_dagster.core.atomic import atomic_replace
 from octue_dagster.exceptions import CorruptMetadataFileError
-from octue_dagster.metadata import decode_json, encode_json
+from octue_dagster.core.metadata import decode_json, encode_json
 
 METADATA_FILENAME = ".octue"
 LOCK_TIMEOUT_SECONDS = 60

@@ -60,9 +60,9 @@ def run(arguments: argparse.Namespace, workdir: Path) -> list[Row]:
     hash_file.unlink()
 
     with running_emulator(workdir / "fake-gcs-server.log"):
-        client = gcs.default_client()
+        client = gcs.Store.default().client
         bucket = f"benchmark-{uuid.uuid4().hex[:8]}"
-        gcs.ensure_bucket(client, bucket)
+        gcs.Store(client).ensure_bucket(bucket)
 
         _step(f"3. metadata reads of {arguments.datafiles} cloud datafiles (creating the objects first)")
         names = metadata_bench.create_small_objects(client, bucket, arguments.datafiles)

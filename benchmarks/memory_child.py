@@ -61,7 +61,7 @@ def prepare(operation: str, side: str, arguments: list[str], client: storage.Cli
 
 def main(argv: list[str]) -> None:
     operation, side, *arguments = argv
-    client = gcs.default_client()
+    client = gcs.Store.default().client
     if operation != "hash":
         bucket = arguments[1] if operation == "upload" else arguments[0]
         # Open the HTTP connection before measuring, as a long-running process would have.

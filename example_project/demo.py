@@ -25,9 +25,9 @@ from pathlib import Path
 from example_project import config
 from example_project.partitions import daily_partitions
 from octue_dagster import Datafile
-from octue_dagster.core import store as storage
 from octue_dagster.core.gcs_path import parse_gcs_path
-from octue_dagster.dagster.resources import list_datafiles
+from octue_dagster.core.selection import list_datafiles
+from octue_dagster.core.store import Store
 
 DEFINITIONS_MODULE = "example_project.definitions"
 
@@ -48,8 +48,7 @@ def seed(bucket: str) -> str:
 
     Uploading identical content again is skipped (same crc32c), so re-running the demo does not make a new version.
     """
-    client = storage.default_client()
-    storage.ensure_bucket(client, bucket)
+    Store.default().ensure_bucket(bucket)
     uri = config.site_metadata_path(bucket)
     with tempfile.TemporaryDirectory() as folder:
         local = Path(folder) / "site-metadata.json"
@@ -97,7 +96,7 @@ def run_pipeline() -> None:
 
 def show_datafiles(bucket: str) -> int:
     """Print every datafile in the bucket with its Octue metadata, from listings only; return how many."""
-    datafiles = list_datafiles(storage.default_client(), parse_gcs_path(f"gs://{bucket}/", allow_empty_name=True))
+    datafiles = list_datafiles(Store.default(), parse_gcs_path(f"gs://{bucket}/", allow_empty_name=True))
     print(f"\n{len(datafiles)} datafiles in gs://{bucket}/ (metadata from listings; nothing downloaded):")
     for datafile in datafiles:
         timestamp = datafile.timestamp.isoformat() if datafile.timestamp else "-"

@@ -24,6 +24,8 @@ from octue_dagster.exceptions import (
     StorageUnavailableError,
 )
 from octue_dagster.core.metadata import LabelSet, TagDict
+from octue_dagster.core.selection import RetagCounts, RetagSpec, list_datafiles, retag_objects
+from octue_dagster.core.store import Store, StoreSettings
 
 # The Dagster layer is imported on first use, so that scripts and worker processes that only handle Datafiles do not
 # pay for importing dagster (seconds per process).
@@ -37,7 +39,7 @@ _DAGSTER_NAMES = {
     "gcs_observable_source_asset": "octue_dagster.dagster.observation",
     "gcs_prefix_sensor": "octue_dagster.dagster.observation",
     "DatafileResource": "octue_dagster.dagster.resources",
-    "RetagCounts": "octue_dagster.dagster.resources",
+    "StoreConfig": "octue_dagster.dagster.resources",
     "build_retag_job": "octue_dagster.dagster.retag_job",
     "build_retag_schedule": "octue_dagster.dagster.retag_job",
 }
@@ -51,7 +53,7 @@ if TYPE_CHECKING:
         on_upstream_data_version_change,
     )
     from octue_dagster.dagster.observation import gcs_observable_source_asset, gcs_prefix_sensor
-    from octue_dagster.dagster.resources import DatafileResource, RetagCounts
+    from octue_dagster.dagster.resources import DatafileResource, StoreConfig
     from octue_dagster.dagster.retag_job import build_retag_job, build_retag_schedule
 
 
@@ -69,7 +71,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DatafileIOManager",
     "DatafileResource",
-    "RetagCounts",
+    "StoreConfig",
     "build_retag_job",
     "build_retag_schedule",
     "datafile_data_version",
@@ -93,11 +95,17 @@ __all__ = [
     "InvalidTagError",
     "InvalidTimestampError",
     "LabelSet",
+    "RetagCounts",
+    "RetagSpec",
+    "Store",
+    "StoreSettings",
     "MissingCredentialsError",
     "MissingDependencyError",
     "OctueDagsterError",
     "StoragePermissionError",
     "StorageUnavailableError",
     "TagDict",
+    "list_datafiles",
     "parse_gcs_path",
+    "retag_objects",
 ]

@@ -1,17 +1,17 @@
-"""Errors raised by octue_dagster.
+"""Errors raised by octue_dagster: one root, `OctueDagsterError`, and each error also the matching builtin.
 
-Input errors subclass `ValueError` so that callers validating user input can catch one type; storage errors
-subclass `OctueDagsterError` and say what to do next.
+`except OctueDagsterError` catches everything the library raises on purpose; `except ValueError` still catches bad
+input, `except FileNotFoundError` a missing object, and so on, so code written for builtin errors keeps working.
 """
 
 from __future__ import annotations
 
 
 class OctueDagsterError(Exception):
-    """Base class for the library's own non-input errors."""
+    """The root of every error this library raises on purpose."""
 
 
-class InvalidInputError(ValueError):
+class InvalidInputError(OctueDagsterError, ValueError):
     """Base class for every rejected input: labels, tags, timestamps, paths and metadata."""
 
 

@@ -9,8 +9,20 @@ from collections.abc import Iterator
 import pytest
 
 from octue_dagster.core import store as storage
+from octue_dagster.core.store import Store, StoreSettings
 from octue_dagster.core.cache import CACHE_DIR_VARIABLE
 from octue_dagster.testing.emulator import EMULATOR_VARIABLE, Emulator
+
+
+#: Store settings for tests that inject faults: the library's retry rules with short pauses, and a short per-request
+#: timeout, so that a stalled answer counts as a timeout within a second and a fault matrix runs in seconds.
+QUICK_SETTINGS = StoreSettings(
+    retry_deadline_seconds=2,
+    initial_retry_delay_seconds=0.02,
+    maximum_retry_delay_seconds=0.2,
+    connect_timeout_seconds=0.5,
+    read_timeout_seconds=0.5,
+)
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +67,7 @@ def client(emulator: Emulator):
 def bucket(client) -> str:
     """A new, empty bucket for one test."""
     name = f"test-{uuid.uuid4().hex[:12]}"
-    storage.ensure_bucket(client, name)
+    Store(client).ensure_bucket(name)
     return name
 
 

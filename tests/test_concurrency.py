@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from octue_dagster import ConflictError, Datafile
+from octue_dagster.core.store import Store
 from octue_dagster.core import store as storage
 from octue_dagster.core import metadata as md
 from octue_dagster.core.gcs_path import GCSPath
@@ -134,7 +135,7 @@ def test_patch_retried_after_412_keeps_both_writers_labels(client, bucket, emula
 
     def other_writer_patches_first() -> None:
         # Another machine adds its label between our read and our patch; a real GCS then fails our patch with 412.
-        info = storage.get_object(client, path)
+        info = Store(client).get_object(path)
         stored = md.from_cloud_metadata(info.custom_metadata, uri)
         blob = client.bucket(bucket).blob(path.name)
         blob.metadata = md.to_cloud_metadata(stored.id, stored.timestamp, {*stored.labels, "other"}, stored.tags)

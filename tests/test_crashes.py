@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from octue_dagster import Datafile
-from octue_dagster.core import cache, hashing, store as storage
+from octue_dagster.core.store import Store
+from octue_dagster.core import cache, hashing
 from octue_dagster.core.atomic import is_temporary, sweep_stale_temporaries
 from octue_dagster.core.gcs_path import GCSPath
 from octue_dagster.testing.emulator import EMULATOR_VARIABLE
@@ -149,7 +150,7 @@ def test_kill_mid_upload_of_64_mib_keeps_old_object_and_next_run_uploads(tmp_pat
         )
         assert fault.reached.wait(60), "the upload never started"
         kill(child)
-    assert storage.get_object(client, GCSPath(bucket, "big.bin")) is None
+    assert Store(client).get_object(GCSPath(bucket, "big.bin")) is None
     assert not (folder / "big.bin").exists()
     assert len(temporaries(folder)) == 1
 
@@ -158,7 +159,7 @@ def test_kill_mid_upload_of_64_mib_keeps_old_object_and_next_run_uploads(tmp_pat
         while block := original.read(8 * 1024 * 1024):
             file.write(block)
     assert temporaries(folder) == []
-    info = storage.get_object(client, GCSPath(bucket, "big.bin"))
+    info = Store(client).get_object(GCSPath(bucket, "big.bin"))
     assert info.size == BIG and info.crc32c == hashing.hash_file(source)
     _summary["recovered"] += 1
 

@@ -17,9 +17,9 @@ from example_project import demo, readings
 from example_project.definitions import RETAG_JOB_NAME, build_definitions
 from example_project.partitions import daily_partitions
 from octue_dagster import Datafile
-from octue_dagster.core import store as storage
 from octue_dagster.core.gcs_path import parse_gcs_path
-from octue_dagster.dagster.resources import list_datafiles
+from octue_dagster.core.selection import list_datafiles
+from octue_dagster.core.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 DAYS = daily_partitions.get_partition_keys()
@@ -50,7 +50,7 @@ def _rows(datafile: Datafile) -> list[dict[str, str]]:
 
 
 def _by_path(bucket: str) -> dict[str, Datafile]:
-    listed = list_datafiles(storage.default_client(), parse_gcs_path(f"gs://{bucket}/", allow_empty_name=True))
+    listed = list_datafiles(Store.default(), parse_gcs_path(f"gs://{bucket}/", allow_empty_name=True))
     return {datafile.cloud_path: datafile for datafile in listed}
 
 

@@ -2,7 +2,7 @@
 each store (object content and metadata, local file and `.octue`, download cache) in its old or its new state.
 
 The faults come from `faultproxy.FaultProxy`, between a storage client made for each test and the emulator. The
-client keeps the library's own retry rules (`storage.DEFAULT_RETRY`'s predicate), with shorter back-off so that the
+store keeps the library's own retry rules (google-cloud-storage's predicate), with shorter back-off so that the
 matrix runs in seconds, and a short per-request timeout so that a stalled response counts as a timeout quickly.
 """
 
@@ -22,12 +22,13 @@ from octue_dagster.core import metadata as md
 from octue_dagster.core import store as storage
 from octue_dagster.core.atomic import is_temporary
 from octue_dagster.core.gcs_path import GCSPath
+from octue_dagster.core.store import Store
 from octue_dagster.testing.emulator import EMULATOR_VARIABLE
 
+from conftest import QUICK_SETTINGS
 from faultproxy import FaultProxy, standard_faults
 from reliability_summary import save_summary
 
-CLIENT_TIMEOUT_SECONDS = 0.5
 STALL_SECONDS = 1.5
 OLD = bytes(range(256)) * 400  # 100 KiB: big enough that a cut in the body lands mid-content, small enough for multipart
 NEW = b"new content " * 9000
@@ -49,17 +50,7 @@ def faulty_client(proxy: FaultProxy, emulator, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv(EMULATOR_VARIABLE, proxy.url)
     client = storage.make_client()
     monkeypatch.setenv(EMULATOR_VARIABLE, emulator.url)
-    session = client._http
-    original = session.request
-
-    def request(method, url, *args, **kwargs):
-        kwargs["timeout"] = CLIENT_TIMEOUT_SECONDS  # why: a stall must look like a timeout without a 60 s wait
-        return original(method, url, *args, **kwargs)
-
-    monkeypatch.setattr(session, "request", request)
-    quick = storage.DEFAULT_RETRY.with_delay(initial=0.02, maximum=0.2, multiplier=2).with_timeout(2)
-    monkeypatch.setattr(storage, "DEFAULT_RETRY", quick)
-    return client
+    return Store(client, settings=QUICK_SETTINGS)
 
 
 # --- the state of every store, to compare before and after -----------------------------------------------------------
@@ -67,7 +58,7 @@ def faulty_client(proxy: FaultProxy, emulator, monkeypatch: pytest.MonkeyPatch):
 
 def object_state(client, path: GCSPath) -> tuple | None:
     """(content, labels, tags, generation) of an object, read past the proxy; `None` if absent."""
-    info = storage.get_object(client, path)
+    info = Store(client).get_object(path)
     if info is None:
         return None
     content = client.bucket(path.bucket).blob(path.name).download_as_bytes()
@@ -136,46 +127,46 @@ def _prepare_local(world: World) -> None:
     local.update_metadata()
 
 
-def _instantiate(world: World, client) -> None:
-    datafile = Datafile(str(world.source), storage_client=client)
+def _instantiate(world: World, store) -> None:
+    datafile = Datafile(str(world.source), store=store)
     assert datafile.labels == {"old"}
 
 
-def _read(world: World, client) -> None:
-    with Datafile(str(world.source), storage_client=client).open("rb") as file:
+def _read(world: World, store) -> None:
+    with Datafile(str(world.source), store=store).open("rb") as file:
         assert file.read() == OLD
 
 
-def _write(world: World, client) -> None:
-    datafile = Datafile(str(world.source), storage_client=client)
+def _write(world: World, store) -> None:
+    datafile = Datafile(str(world.source), store=store)
     datafile.labels.add("new")
     with datafile.open("wb") as file:
         file.write(NEW)
 
 
-def _append(world: World, client) -> None:
-    datafile = Datafile(str(world.source), storage_client=client)
+def _append(world: World, store) -> None:
+    datafile = Datafile(str(world.source), store=store)
     datafile.labels.add("new")
     with datafile.open("ab") as file:
         file.write(NEW)
 
 
-def _update_metadata(world: World, client) -> None:
-    datafile = Datafile(str(world.source), storage_client=client)
+def _update_metadata(world: World, store) -> None:
+    datafile = Datafile(str(world.source), store=store)
     datafile.labels.add("new")
     datafile.update_metadata()
 
 
-def _upload(world: World, client) -> None:
-    Datafile(world.local, storage_client=client).upload(str(world.other))
+def _upload(world: World, store) -> None:
+    Datafile(world.local, store=store).upload(str(world.other))
 
 
-def _download(world: World, client) -> None:
-    Datafile(str(world.source), storage_client=client).download(world.local)
+def _download(world: World, store) -> None:
+    Datafile(str(world.source), store=store).download(world.local)
 
 
-def _copy(world: World, client) -> None:
-    Datafile(str(world.source), storage_client=client).upload(str(world.other))
+def _copy(world: World, store) -> None:
+    Datafile(str(world.source), store=store).upload(str(world.other))
 
 
 OPERATIONS = [

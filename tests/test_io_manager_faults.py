@@ -28,14 +28,16 @@ from octue_dagster import ConflictError, Datafile, OctueDagsterError
 from octue_dagster.core import store as storage
 from octue_dagster.core import metadata as md
 from octue_dagster.core.gcs_path import GCSPath
+from octue_dagster.core.store import Store
+from octue_dagster.dagster.resources import StoreConfig
 from octue_dagster.dagster.ui_metadata import URI_KEY
 from octue_dagster.testing.emulator import EMULATOR_VARIABLE
 from octue_dagster.dagster.io_manager import DatafileIOManager
 
+from conftest import QUICK_SETTINGS
 from faultproxy import Fault, FaultProxy, standard_faults
 from reliability_summary import save_summary
 
-CLIENT_TIMEOUT_SECONDS = 0.5
 STALL_SECONDS = 1.5
 OLD = bytes(range(256)) * 400  # 100 KiB: a cut at 1,000 bytes lands mid-upload
 NEW = b"new content " * 9000
@@ -65,21 +67,7 @@ class ProxiedGCSResource(GCSResource):
             client = super().get_client()
         finally:
             os.environ[EMULATOR_VARIABLE] = previous or ""
-        session = client._http
-        original = session.request
-
-        def request(method, url, *args, **kwargs):
-            kwargs["timeout"] = CLIENT_TIMEOUT_SECONDS  # why: a stall must look like a timeout without a 60 s wait
-            return original(method, url, *args, **kwargs)
-
-        session.request = request
         return client
-
-
-@pytest.fixture
-def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    quick = storage.DEFAULT_RETRY.with_delay(initial=0.02, maximum=0.2, multiplier=2).with_timeout(2)
-    monkeypatch.setattr(storage, "DEFAULT_RETRY", quick)
 
 
 # --- the assets: what each run returns comes from PLAN ----------------------------------------------------------------
@@ -109,7 +97,8 @@ def reader(stored: Datafile) -> None:
 
 
 def _resources(bucket: str, gcs: GCSResource) -> dict:
-    return {"io_manager": DatafileIOManager(bucket=bucket, gcs=gcs)}
+    quick = StoreConfig(**dataclasses.asdict(QUICK_SETTINGS))
+    return {"io_manager": DatafileIOManager(bucket=bucket, gcs=gcs, store_settings=quick)}
 
 
 # --- operations ------------------------------------------------------------------------------------------------------
@@ -189,7 +178,7 @@ def _library_error_names() -> set[str]:
 
 @pytest.mark.parametrize("fault_name", list(FAULTS))
 @pytest.mark.parametrize("operation", OPERATIONS, ids=[operation.name for operation in OPERATIONS])
-def test_io_manager_under_fault(operation, fault_name, proxy, quick_retries, client, bucket, tmp_path):
+def test_io_manager_under_fault(operation, fault_name, proxy, client, bucket, tmp_path):
     proxy.clear()
     instance = DagsterInstance.ephemeral()
     # The previous materialization, past the proxy: OLD with label "old".
@@ -263,22 +252,22 @@ def test_io_manager_under_fault(operation, fault_name, proxy, quick_retries, cli
 
 
 @pytest.fixture
-def proxied_client(proxy: FaultProxy, emulator, quick_retries, monkeypatch: pytest.MonkeyPatch):
+def proxied_store(proxy: FaultProxy, emulator, monkeypatch: pytest.MonkeyPatch):
     proxy.clear()
     monkeypatch.setenv(EMULATOR_VARIABLE, proxy.url)
     proxied = storage.make_client()
     monkeypatch.setenv(EMULATOR_VARIABLE, emulator.url)
-    return proxied
+    return Store(proxied, settings=QUICK_SETTINGS)
 
 
 def _put(client, bucket: str, name: str, content: bytes, labels: set[str]) -> storage.ObjectInfo:
     blob = client.bucket(bucket).blob(name)
     blob.metadata = md.to_cloud_metadata("1c4b0b36-6a49-4b6a-9d55-1b0f5f4a0a11", None, labels, {})
     blob.upload_from_string(content)
-    return storage.get_object(client, GCSPath(bucket, name))
+    return Store(client).get_object(GCSPath(bucket, name))
 
 
-def test_copy_whose_answer_was_lost_and_retry_got_412_is_its_own_copy(proxy, proxied_client, client, bucket):
+def test_copy_whose_answer_was_lost_and_retry_got_412_is_its_own_copy(proxy, proxied_store, client, bucket):
     source = _put(client, bucket, "source.bin", OLD, {"source"})
     destination = GCSPath(bucket, "copy.bin")
     metadata = md.to_cloud_metadata("0f0e0d0c-0b0a-4909-8807-060504030201", None, {"copied"}, {})
@@ -286,7 +275,7 @@ def test_copy_whose_answer_was_lost_and_retry_got_412_is_its_own_copy(proxy, pro
     # because the destination no longer has generation 0.
     lost = proxy.add(Fault("cut_response", "POST", r"rewriteTo", after_bytes=20))
     refused = proxy.add(Fault("status", "POST", r"rewriteTo", status=412))
-    info = storage.copy_object(proxied_client, source, destination, custom_metadata=metadata, if_generation_match=0)
+    info = proxied_store.copy_object(source, destination, custom_metadata=metadata, if_generation_match=0)
     assert (lost.fired, refused.fired) == (1, 1)
     assert [exchange.fault for exchange in proxy.exchanges if "rewriteTo" in exchange.target] == [
         "cut_response",
@@ -301,7 +290,7 @@ def test_copy_whose_answer_was_lost_and_retry_got_412_is_its_own_copy(proxy, pro
 
 @pytest.mark.parametrize("other_content", [NEW, OLD], ids=["other content", "same content, other metadata"])
 def test_copy_refused_with_412_because_another_writer_is_there_raises_conflict(
-    proxy, proxied_client, client, bucket, other_content
+    proxy, proxied_store, client, bucket, other_content
 ):
     source = _put(client, bucket, "source.bin", OLD, {"source"})
     destination = GCSPath(bucket, "copy.bin")
@@ -312,7 +301,7 @@ def test_copy_refused_with_412_because_another_writer_is_there_raises_conflict(
 
     refused = proxy.add(Fault("status", "POST", r"rewriteTo", status=412, before=other_writer_first))
     with pytest.raises(ConflictError, match="another writer"):
-        storage.copy_object(proxied_client, source, destination, custom_metadata=metadata, if_generation_match=0)
+        proxied_store.copy_object(source, destination, custom_metadata=metadata, if_generation_match=0)
     assert refused.fired == 1
     stored = client.bucket(bucket).get_blob("copy.bin")
     assert stored.download_as_bytes() == other_content

@@ -16,7 +16,7 @@ from dagster_gcp import GCSResource
 
 from octue_dagster import Datafile
 from octue_dagster.dagster.observation import OBJECT_TAG, gcs_observable_source_asset, gcs_prefix_sensor, prefix_hash
-from octue_dagster.core import store as storage
+from octue_dagster.core.store import Store
 from octue_dagster.core.gcs_path import GCSPath
 
 
@@ -60,7 +60,7 @@ def test_prefix_source_asset_hashes_names_and_crc32c(client, bucket):
     source = gcs_observable_source_asset(AssetKey(["gcs", "p"]), f"gs://{bucket}/p/")
     instance = DagsterInstance.ephemeral()
     first = _observed_version(source, instance)
-    assert first == prefix_hash(list(storage.list_objects(client, GCSPath(bucket, "p/"))))
+    assert first == prefix_hash(list(Store(client).list_objects(GCSPath(bucket, "p/"))))
 
     _put(client, bucket, "p/c.csv", b"c")
     second = _observed_version(source, instance)

@@ -10,7 +10,7 @@ from dagster_gcp import GCSResource
 
 from octue_dagster import CloudObjectNotFoundError, Datafile, InvalidLabelError
 from octue_dagster.dagster.io_manager import DatafileIOManager
-from octue_dagster.dagster.resources import DatafileResource
+from octue_dagster.dagster.resources import StoreConfig, DatafileResource
 
 
 def _put(client, bucket: str, name: str, content: bytes, **metadata) -> None:
@@ -43,13 +43,9 @@ def test_list_builds_datafiles_from_paged_listings_without_a_request_per_object(
              tags={"turbine": f"t{index % 3}"})
     _put(client, bucket, "solar/x.csv", b"x", labels={"raw"})
     request_log.clear()
-    with pytest.MonkeyPatch.context() as patch:
-        # Three objects a page: 7 objects need 3 pages, so a request per object would show up as more requests.
-        from octue_dagster.core import store as storage
-
-        original = storage.list_objects
-        patch.setattr(storage, "list_objects", lambda client, prefix, **kw: original(client, prefix, page_size=3))
-        everything = resource.list(f"gs://{bucket}/wind/")
+    # Three objects a page: 7 objects need 3 pages, so a request per object would show up as more requests.
+    paged = DatafileResource(gcs=GCSResource(), store_settings=StoreConfig(list_page_size=3))
+    everything = paged.list(f"gs://{bucket}/wind/")
     assert request_log.count == 3 and request_log.downloads() == []
     assert sorted(d.name for d in everything) == [f"{i}.csv" for i in range(7)]
     assert all(d.cloud_path.startswith(f"gs://{bucket}/wind/") and not d.exists_locally for d in everything)

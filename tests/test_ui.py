@@ -30,7 +30,7 @@ from example_project import demo
 from example_project.definitions import build_definitions
 from example_project.partitions import daily_partitions
 from octue_dagster import Datafile
-from octue_dagster.core import store as storage
+from octue_dagster.core.store import Store
 from octue_dagster.core.gcs_path import parse_gcs_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -241,7 +241,7 @@ def test_asset_page_shows_datafile_metadata(
         assert summary_run.success
 
     uri = f"gs://{bucket}/dagster/turbine_summary/turbine-summary.h5"
-    stored = Datafile.from_object_info(storage.require_object(storage.default_client(), parse_gcs_path(uri)))
+    stored = Datafile.from_object_info(Store.default().require_object(parse_gcs_path(uri)))
     _wait_until_loaded(url, process, log)
 
     # The latest materialization as the UI fetches it: every value with its own metadata type.

@@ -22,11 +22,14 @@ from google.cloud import storage
 
 from octue_dagster.core import cache, hashing, octue_files as local_metadata
 from octue_dagster.core import metadata as md
-from octue_dagster.core import store as gcs
+from octue_dagster.core.store import ObjectInfo, Store
 from octue_dagster.core.atomic import atomic_replace, sweep_stale_temporaries, temporary_path_for
 from octue_dagster.core.gcs_path import GCSPath, is_gcs_path, parse_gcs_path
+from octue_dagster.core.merge import merge
+from octue_dagster.core.upload_plan import UploadAction, plan_upload
 from octue_dagster.exceptions import (
     CloudObjectNotFoundError,
+    ChecksumMismatchError,
     ConflictError,
     InvalidInputError,
     MissingDependencyError,
@@ -70,11 +73,12 @@ class Datafile:
         tags: Mapping[str, Any] | None = None,
         labels: Iterable[str] | str | None = None,
         ignore_stored_metadata: bool = False,
+        store: Store | None = None,
         storage_client: storage.Client | None = None,
-        _object: gcs.ObjectInfo | None = None,
+        _object: ObjectInfo | None = None,
     ) -> None:
-        self._client = storage_client
-        self._object: gcs.ObjectInfo | None = None
+        self._store = store if store is not None else (Store(storage_client) if storage_client is not None else None)
+        self._object: ObjectInfo | None = None
         self._local: Path | None = None
         self._cloud: GCSPath | None = None
 
@@ -97,7 +101,7 @@ class Datafile:
         if _object is not None:
             self._object = _object
         elif self._cloud is not None:
-            self._object = gcs.get_object(self.client, self._cloud)
+            self._object = self.store.get_object(self._cloud)
 
         stored = md.StoredMetadata() if ignore_stored_metadata else self._read_stored_metadata()
         if id is not None and stored.id is not None and md.validate_id(id) != stored.id:
@@ -115,16 +119,16 @@ class Datafile:
     # --- construction helpers --------------------------------------------------------------------------------------
 
     @classmethod
-    def from_object_info(cls, info: gcs.ObjectInfo, storage_client: storage.Client | None = None) -> Datafile:
+    def from_object_info(cls, info: ObjectInfo, store: Store | None = None) -> Datafile:
         """A cloud datafile from metadata already fetched (for example by a listing): no request is made."""
-        return cls(str(info.path), storage_client=storage_client, _object=info)
+        return cls(str(info.path), store=store, _object=info)
 
     @property
-    def client(self) -> storage.Client:
-        """The storage client this datafile uses (the process-wide default unless one was given)."""
-        if self._client is None:
-            self._client = gcs.default_client()
-        return self._client
+    def store(self) -> Store:
+        """The store this datafile reaches GCS through (the process-wide `Store.default()` unless one was given)."""
+        if self._store is None:
+            self._store = Store.default()
+        return self._store
 
     def _read_stored_metadata(self) -> md.StoredMetadata:
         if self._object is not None:
@@ -146,7 +150,7 @@ class Datafile:
         return self._cloud
 
     @property
-    def object_info(self) -> gcs.ObjectInfo | None:
+    def object_info(self) -> ObjectInfo | None:
         """What GCS said about the object when this datafile last read or wrote it (`None` if it did not exist)."""
         return self._object
 
@@ -210,7 +214,7 @@ class Datafile:
         """Whether the object exists in GCS now (one metadata request)."""
         if self._cloud is None:
             return False
-        return gcs.get_object(self.client, self._cloud) is not None
+        return self.store.get_object(self._cloud) is not None
 
     @property
     def size_bytes(self) -> int | None:
@@ -299,28 +303,12 @@ class Datafile:
     def _cloud_metadata(self) -> dict[str, str]:
         return md.to_cloud_metadata(self._id, self._timestamp, self._labels, self._tags)
 
-    def _merge_onto(self, remote: md.StoredMetadata) -> md.StoredMetadata:
-        """Apply this datafile's own changes (since it last read the store) onto what another writer stored since."""
-        base = self._persisted or md.StoredMetadata()
-        base_labels, remote_labels = base.labels or frozenset(), remote.labels or frozenset()
-        current_labels = frozenset(self._labels)
-        labels = (remote_labels - (base_labels - current_labels)) | (current_labels - base_labels)
-
-        base_tags, current_tags, tags = base.tags or {}, dict(self._tags), dict(remote.tags or {})
-        for name in base_tags.keys() - current_tags.keys():
-            tags.pop(name, None)
-        for name, value in current_tags.items():
-            if name not in base_tags or base_tags[name] != value:
-                tags[name] = value
-
-        timestamp = self._timestamp if self._timestamp != base.timestamp else remote.timestamp
-        return md.StoredMetadata(remote.id or self._id, timestamp, labels, tags)
-
-    def _adopt(self, merged: md.StoredMetadata) -> None:
-        self._id = merged.id or self._id
-        self._timestamp = merged.timestamp
-        self._labels = md.LabelSet(merged.labels)
-        self._tags = md.TagDict(merged.tags)
+    def _adopt(self, stored: md.StoredMetadata) -> None:
+        """Make `stored` (just written to or read from the store) both the in-memory and the persisted metadata."""
+        self._id = stored.id or self._id
+        self._timestamp = stored.timestamp
+        self._labels = md.LabelSet(stored.labels)
+        self._tags = md.TagDict(stored.tags)
         self._persisted = self._current()
 
     def update_metadata(self) -> None:
@@ -337,19 +325,18 @@ class Datafile:
 
     def _patch_cloud_metadata(self) -> None:
         assert self._cloud is not None
-        merged: list[md.StoredMetadata] = []
+        where = str(self._cloud)
+        base, ours = self._persisted or md.StoredMetadata(), self._current()
 
-        def change(info: gcs.ObjectInfo) -> dict[str, str]:
-            remote = md.from_cloud_metadata(info.custom_metadata, str(self._cloud))
-            result = self._merge_onto(remote)
-            merged[:] = [result]
-            return md.to_cloud_metadata(result.id or self._id, result.timestamp, result.labels or (), result.tags or {})
+        def change(info: ObjectInfo) -> dict[str, str]:
+            merged = merge(base, ours, md.from_cloud_metadata(info.custom_metadata, where))
+            return md.to_cloud_metadata(merged.id or self._id, merged.timestamp, merged.labels or (), merged.tags or {})
 
         # fake-gcs-server ignores metageneration preconditions, so a cross-process lock also serialises
         # read-modify-patch cycles on one machine; across machines the metageneration precondition does.
         with filelock.FileLock(cache.lock_path(f"patch:{self._cloud}"), timeout=LOCK_TIMEOUT_SECONDS):
-            self._object = gcs.patch_metadata(self.client, self._cloud, change)
-        self._adopt(merged[0])
+            self._object = self.store.patch_metadata(self._cloud, change)
+        self._adopt(md.from_cloud_metadata(self._object.custom_metadata, where))
 
     def _write_local_metadata(self) -> None:
         assert self._local is not None
@@ -371,7 +358,7 @@ class Datafile:
         if local_path is not None:
             self._local = Path(local_path).absolute()
         if self._object is None:
-            self._object = gcs.require_object(self.client, self._cloud)
+            self._object = self.store.require_object(self._cloud)
         target = self._local_target()
         if self._uses_cache():
             with filelock.FileLock(cache.lock_path(f"download:{self._cloud}"), timeout=LOCK_TIMEOUT_SECONDS):
@@ -387,14 +374,14 @@ class Datafile:
         with atomic_replace(target) as temporary:
             try:
                 with open(temporary, "wb") as file:
-                    gcs.download_file(self.client, self._object, file)
+                    self.store.download_file(self._object, file)
             except ConflictError:
                 raise ConflictError(
                     f"{self._cloud} was replaced by another writer after this datafile read it; nothing was downloaded. "
                     f"Instantiate the datafile again to read the new content."
                 ) from None
             if temporary.stat().st_size != self._object.size:
-                raise gcs.ChecksumMismatchError(
+                raise ChecksumMismatchError(
                     f"Downloaded {temporary.stat().st_size} bytes of {self._cloud}, expected {self._object.size}."
                 )
         if self._object.crc32c:
@@ -411,67 +398,77 @@ class Datafile:
         if destination is None:
             raise InvalidInputError(f"{self} has no cloud path: call upload('gs://bucket/name').")
         own_path = destination == self._cloud
-        existing = self._object if own_path else gcs.get_object(self.client, destination)
-        if own_path and self._object is not None:
-            # Check that nobody replaced the object since we read it, before deciding anything from its hash.
-            latest = gcs.get_object(self.client, destination)
-            if latest is None or latest.generation != self._object.generation:
-                raise ConflictError(
-                    f"Could not upload to {destination}: another writer replaced or deleted it since this datafile "
-                    f"read it, so nothing was overwritten. Re-read the datafile and repeat the change."
-                )
-            existing = latest
-        # A user's own local file is uploaded whatever it holds; a cache copy only if it is of the current generation.
-        has_local = self._local_target().is_file() if self._local is not None else self._has_valid_local_copy()
+        existing = self._existing_at(destination, own_path)
+        local_crc32c = self._local_content_crc32c()
+        if local_crc32c is None and self._object is None:
+            raise CloudObjectNotFoundError(f"Cannot upload {self}: it has neither a local file nor a cloud object.")
         metadata = self._cloud_metadata() if update_metadata else {}
-        # A pristine local copy of a cloud object adds nothing: copy server side instead of sending its bytes.
-        pristine_copy = (
-            has_local and self._object is not None and hashing.hash_file(self._local_target()) == self._object.crc32c
-        )
-
-        if not has_local or pristine_copy:
-            if self._object is None:
-                raise CloudObjectNotFoundError(f"Cannot upload {self}: it has neither a local file nor a cloud object.")
-            if own_path:
-                info = self._object
-                if update_metadata and self._metadata_changed():
-                    self._patch_cloud_metadata()
-                    info = self._object
-                return str(info.path)
-            if existing is not None and existing.crc32c == self._object.crc32c:
-                info = existing
-                if update_metadata:
-                    info = gcs.patch_metadata(self.client, destination, lambda _: metadata)
-            else:
-                info = gcs.copy_object(
-                    self.client,
-                    self._object,
-                    destination,
-                    custom_metadata=metadata or dict(self._object.custom_metadata),
-                    if_generation_match=existing.generation if existing else 0,
-                )
-            self._switch_to(destination, info)
-            return str(destination)
-
-        local = self._local_target()
-        local_hash = hashing.hash_file(local)
-        if existing is not None and existing.crc32c == local_hash:
-            info = existing
-            if update_metadata and dict(existing.custom_metadata) != {**existing.custom_metadata, **metadata}:
-                info = gcs.patch_metadata(self.client, destination, lambda _: metadata)
+        if own_path:
+            metadata_differs = update_metadata and self._metadata_changed()
         else:
-            info = gcs.upload_file(
-                self.client,
-                str(local),
+            stored = dict(existing.custom_metadata) if existing is not None else {}
+            metadata_differs = update_metadata and {**stored, **metadata} != stored
+        action = plan_upload(
+            content_crc32c=local_crc32c or self._object.crc32c,  # type: ignore[union-attr]
+            has_local_bytes=local_crc32c is not None,
+            existing=existing,
+            metadata_differs=metadata_differs,
+        )
+        if action is UploadAction.PATCH and own_path:
+            self._patch_cloud_metadata()
+            return str(destination)
+        if action is UploadAction.NOTHING and own_path:
+            return str(destination)
+        if action is UploadAction.PATCH:
+            info = self.store.patch_metadata(destination, lambda _: metadata)
+        elif action is UploadAction.NOTHING:
+            info = existing
+        elif action is UploadAction.COPY:
+            info = self.store.copy_object(
+                self._object,
                 destination,
-                crc32c=local_hash,
+                custom_metadata=metadata or dict(self._object.custom_metadata),
+                if_generation_match=existing.generation if existing else 0,
+            )
+        else:
+            info = self.store.upload_file(
+                str(self._local_target()),
+                destination,
+                crc32c=local_crc32c,
                 custom_metadata=metadata,
                 if_generation_match=existing.generation if existing else 0,
             )
         self._switch_to(destination, info)
         return str(destination)
 
-    def _switch_to(self, destination: GCSPath, info: gcs.ObjectInfo) -> None:
+    def _existing_at(self, destination: GCSPath, own_path: bool) -> ObjectInfo | None:
+        """What `destination` holds now; for this datafile's own object, checked to be the generation it last saw."""
+        if not own_path or self._object is None:
+            return self._object if own_path else self.store.get_object(destination)
+        # Check that nobody replaced the object since we read it, before deciding anything from its hash.
+        latest = self.store.get_object(destination)
+        if latest is None or latest.generation != self._object.generation:
+            raise ConflictError(
+                f"Could not upload to {destination}: another writer replaced or deleted it since this datafile "
+                f"read it, so nothing was overwritten. Re-read the datafile and repeat the change."
+            )
+        return latest
+
+    def _local_content_crc32c(self) -> str | None:
+        """The crc32c of local bytes that would have to be sent, or `None` if there are none.
+
+        A user's own local file counts whatever it holds; a cached copy only if it is of the current generation; a
+        local copy identical to this datafile's object adds nothing, as the object can be copied server side.
+        """
+        has_local = self._local_target().is_file() if self._local is not None else self._has_valid_local_copy()
+        if not has_local:
+            return None
+        local_crc32c = hashing.hash_file(self._local_target())
+        if self._object is not None and local_crc32c == self._object.crc32c:
+            return None
+        return local_crc32c
+
+    def _switch_to(self, destination: GCSPath, info: ObjectInfo) -> None:
         """After writing `info` at `destination`, make that this datafile's cloud location."""
         self._cloud, self._object = destination, info
         if info.custom_metadata:
@@ -495,8 +492,7 @@ class Datafile:
         """Make a fully written temporary file this datafile's content: upload first (if cloud), then rename."""
         target = self._local_target()
         if self._cloud is not None:
-            info = gcs.upload_file(
-                self.client,
+            info = self.store.upload_file(
                 str(temporary),
                 self._cloud,
                 crc32c=hashing.hash_file(temporary),

@@ -1,8 +1,10 @@
-"""The one place that talks to Google Cloud Storage, through the official client.
+"""`Store`: the one object that talks to Google Cloud Storage, through the official client.
 
-Every call here uses the client's own retries, generation and metageneration preconditions and checksums, and turns
-the client's errors into this library's, which say what went wrong and what to do. Nothing here knows about
-Datafiles: it moves bytes and metadata between paths.
+A `Store` holds a client, the retry policy and the per-request timeout, and is passed explicitly (as cloudpathlib
+passes its `GSClient`), so that tests and users configure it instead of patching module globals. Every call uses the
+client's own retries, generation and metageneration preconditions and checksums, and turns the client's errors into
+this library's, which say what went wrong and what to do. Nothing here knows about Datafiles: it moves bytes and
+metadata between paths.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import requests
 from google.api_core import exceptions as api_exceptions
 from google.cloud import storage
 from google.cloud.storage.exceptions import InvalidResponse
+from google.api_core.retry import Retry
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from octue_dagster.core.gcs_path import GCSPath
@@ -30,7 +33,6 @@ from octue_dagster.exceptions import (
     CloudObjectNotFoundError,
     ConflictError,
     MissingCredentialsError,
-    OctueDagsterError,
     StoragePermissionError,
     StorageUnavailableError,
 )
@@ -56,8 +58,8 @@ MULTIPART_LIMIT_BYTES = 8 * 1024 * 1024
 #: How many times a metadata patch is re-read and re-applied after losing a race with another writer.
 PATCH_ATTEMPTS = 20
 
-_client_lock = threading.Lock()
-_default_clients: dict[tuple[int, str | None], storage.Client] = {}
+_default_lock = threading.Lock()
+_default_stores: dict[tuple[int, str | None], "Store"] = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,17 +89,6 @@ class ObjectInfo:
             updated=blob.updated,
             custom_metadata=dict(blob.metadata or {}),
         )
-
-
-def default_client(project: str | None = None) -> storage.Client:
-    """A process-wide storage client: the emulator's when `STORAGE_EMULATOR_HOST` is set, else default credentials."""
-    key = (os.getpid(), os.environ.get("STORAGE_EMULATOR_HOST"), project)
-    with _client_lock:
-        client = _default_clients.get(key)  # type: ignore[arg-type]
-        if client is None:
-            client = make_client(project)
-            _default_clients[key] = client  # type: ignore[index]
-        return client
 
 
 def make_client(project: str | None = None) -> storage.Client:
@@ -177,35 +168,6 @@ def translate_errors(path: GCSPath | str, action: str) -> Iterator[None]:
         ) from error
 
 
-def _bucket(client: storage.Client, path: GCSPath) -> storage.Bucket:
-    return client.bucket(path.bucket)
-
-
-def raise_if_bucket_missing(client: storage.Client, path: GCSPath) -> None:
-    """Raise `BucketNotFoundError` if `path`'s bucket does not exist (used only on error paths)."""
-    with translate_errors(path, "find the bucket of"):
-        if client.lookup_bucket(path.bucket) is None:
-            raise BucketNotFoundError(
-                f"The bucket {path.bucket!r} of {path} does not exist. Create it, or check the bucket name."
-            )
-
-
-def get_object(client: storage.Client, path: GCSPath) -> ObjectInfo | None:
-    """Read an object's metadata in one request; `None` if there is no such object."""
-    with translate_errors(path, "read the metadata of"):
-        blob = _bucket(client, path).get_blob(path.name, retry=DEFAULT_RETRY)
-    return None if blob is None else ObjectInfo.from_blob(blob)
-
-
-def require_object(client: storage.Client, path: GCSPath) -> ObjectInfo:
-    """Like `get_object`, but a missing object or bucket raises a `FileNotFoundError` that says which."""
-    info = get_object(client, path)
-    if info is None:
-        raise_if_bucket_missing(client, path)
-        raise CloudObjectNotFoundError(f"There is no object at {path}.")
-    return info
-
-
 class _ChunkReader:
     """A read-only view of a binary file whose `read` fills and returns one reused buffer.
 
@@ -238,214 +200,309 @@ class _ChunkReader:
         return True
 
 
-def upload_file(
-    client: storage.Client,
-    local_path: str,
-    path: GCSPath,
-    *,
-    crc32c: str,
-    custom_metadata: Mapping[str, str],
-    if_generation_match: int,
-    content_type: str | None = None,
-) -> ObjectInfo:
-    """Upload a local file with its custom metadata, only if the object's generation is still `if_generation_match`.
+@dataclasses.dataclass(frozen=True)
+class StoreSettings:
+    """How a `Store` waits and retries, as data: one value to configure, compare and pass between processes.
 
-    `if_generation_match=0` means "only if the object does not exist". GCS checks `crc32c` before committing the
-    object, so a file that changed while being sent is rejected and the old object stays as it was.
+    Retries follow google-cloud-storage's own rules (which failures are transient); these numbers say how long.
     """
-    blob = _bucket(client, path).blob(path.name, chunk_size=UPLOAD_CHUNK_BYTES)
-    blob.metadata = dict(custom_metadata)
-    size = os.path.getsize(local_path)
-    with translate_errors(path, "upload to"), open(local_path, "rb") as file:
-        try:
-            resumable = size > MULTIPART_LIMIT_BYTES
-            # Multipart uploads carry the client's crc32c in the request, which GCS checks before committing.
-            # Resumable uploads send ours in the initiation request for the same check (the client's own running
-            # checksum would need a copy of every chunk), and the result is compared below as well.
-            blob.upload_from_file(
-                _ChunkReader(file) if resumable else file,
-                size=size,
-                content_type=content_type,
-                if_generation_match=if_generation_match,
-                checksum=None if resumable else "crc32c",
-                crc32c_checksum_value=crc32c,
-                retry=DEFAULT_RETRY,
-            )
-        except api_exceptions.BadRequest as error:
-            if "crc32c" in str(error).lower() or "checksum" in str(error).lower():
-                raise ChecksumMismatchError(
-                    f"GCS rejected the upload to {path}: the file {local_path!r} changed while it was being uploaded "
-                    f"({error.message}). The object was not changed; try again."
-                ) from None
-            raise
-        except api_exceptions.PreconditionFailed:
-            # A retry of an upload whose answer was lost finds its own object there: that is success, not a conflict.
-            own = _own_write(client, path, if_generation_match, crc32c, custom_metadata)
-            if own is None:
-                raise
-            return own
-    info = ObjectInfo.from_blob(blob)
-    if info.crc32c is not None and info.crc32c != crc32c:
-        raise ChecksumMismatchError(
-            f"The object stored at {path} (generation {info.generation}) has crc32c {info.crc32c}, but {local_path!r} "
-            f"hashed to {crc32c}: the file changed while it was being uploaded. Upload it again."
-        )
-    return info
+
+    #: How long one operation keeps retrying transient failures before it raises `StorageUnavailableError`.
+    retry_deadline_seconds: float = 120.0
+    #: The first pause between retries; each later pause doubles, up to `maximum_retry_delay_seconds`.
+    initial_retry_delay_seconds: float = 1.0
+    maximum_retry_delay_seconds: float = 60.0
+    #: How long to wait for a connection, and then for each answer.
+    connect_timeout_seconds: float = 10.0
+    read_timeout_seconds: float = 60.0
+    #: Objects per list request (GCS allows up to 1000): each page is one request carrying every object's metadata.
+    list_page_size: int = 1000
+
+    @property
+    def retry(self) -> Retry:
+        """The client's default retry rules with these pauses and deadline."""
+        return DEFAULT_RETRY.with_delay(
+            initial=self.initial_retry_delay_seconds, maximum=self.maximum_retry_delay_seconds, multiplier=2.0
+        ).with_timeout(self.retry_deadline_seconds)
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        """(connect, read) seconds, as `requests` takes them."""
+        return (self.connect_timeout_seconds, self.read_timeout_seconds)
 
 
-def download_file(client: storage.Client, info: ObjectInfo, file: IO[bytes]) -> None:
-    """Stream the object's content, at exactly `info.generation`, into an open binary file, verifying its crc32c."""
-    blob = _bucket(client, info.path).blob(info.path.name)
-    with translate_errors(info.path, "download"):
-        try:
-            blob.download_to_file(
-                file, if_generation_match=info.generation, checksum="crc32c", retry=DEFAULT_RETRY
-            )
-        except Exception as error:
-            if type(error).__name__ == "DataCorruption":
-                raise ChecksumMismatchError(
-                    f"The content downloaded from {info.path} does not match its crc32c {info.crc32c}; the copy was "
-                    f"discarded. Try again."
-                ) from None
-            raise
+class Store:
+    """A GCS client with the settings every call uses: the library's only way to reach GCS.
 
+    Reads are retried on transient failures; writes are retried by the client because each carries a generation or
+    metageneration precondition, which makes a repeat safe (a repeat that finds its own write is recognised as
+    success). Give a `Store` to `Datafile(..., store=...)` and the listing functions; without one, the process-wide
+    `Store.default()` is used.
 
-def patch_metadata(
-    client: storage.Client,
-    path: GCSPath,
-    change: Callable[[ObjectInfo], Mapping[str, str | None]],
-    *,
-    if_generation_match: int | None = None,
-) -> ObjectInfo:
-    """Apply a metadata change without touching content (the generation stays), safe against concurrent patchers.
+    Example::
 
-    `change` gets the object's current state and returns the custom metadata keys to set (`None` deletes a key). The
-    patch is conditional on the metageneration it was computed from; if another writer patched in between, the
-    object is re-read and `change` is applied again, so neither writer's change is lost.
+        store = Store(settings=StoreSettings(retry_deadline_seconds=30))
+        datafile = Datafile("gs://my-bucket/readings.csv", store=store)
     """
-    info = require_object(client, path)
-    for _ in range(PATCH_ATTEMPTS):
-        if if_generation_match is not None and info.generation != if_generation_match:
-            raise ConflictError(
-                f"Could not update the metadata of {path}: its content was replaced by another writer (generation "
-                f"{info.generation}, expected {if_generation_match}). Re-read the datafile and repeat the change."
-            )
-        blob = _bucket(client, path).blob(path.name)
-        blob.metadata = dict(change(info))
-        try:
-            with translate_errors(path, "update the metadata of"):
-                blob.patch(
-                    if_generation_match=info.generation,
-                    if_metageneration_match=info.metageneration,
-                    retry=DEFAULT_RETRY,
+
+    def __init__(
+        self,
+        client: storage.Client | None = None,
+        *,
+        settings: StoreSettings = StoreSettings(),
+        project: str | None = None,
+    ) -> None:
+        self._client = guard_client(client) if client is not None else None
+        self._project = project
+        self.settings = settings
+        self.retry = settings.retry
+        self.timeout = settings.timeout
+
+    @classmethod
+    def default(cls) -> Store:
+        """The process-wide store: the emulator's when `STORAGE_EMULATOR_HOST` is set, else default credentials."""
+        key = (os.getpid(), os.environ.get("STORAGE_EMULATOR_HOST"))
+        with _default_lock:
+            store = _default_stores.get(key)
+            if store is None:
+                store = _default_stores[key] = cls(make_client())
+            return store
+
+    @property
+    def client(self) -> storage.Client:
+        """The google-cloud-storage client (made on first use, so that a store can be built before credentials)."""
+        if self._client is None:
+            self._client = make_client(self._project)
+        return self._client
+
+    def with_settings(self, settings: StoreSettings) -> Store:
+        """A store sharing this one's client, with other settings."""
+        return Store(self._client, settings=settings, project=self._project)
+
+    def __repr__(self) -> str:
+        return f"Store({self.settings!r})"
+
+    def _bucket(self, path: GCSPath) -> storage.Bucket:
+        return self.client.bucket(path.bucket)
+
+    def raise_if_bucket_missing(self, path: GCSPath) -> None:
+        """Raise `BucketNotFoundError` if `path`'s bucket does not exist (used only on error paths)."""
+        with translate_errors(path, "find the bucket of"):
+            if self.client.lookup_bucket(path.bucket) is None:
+                raise BucketNotFoundError(
+                    f"The bucket {path.bucket!r} of {path} does not exist. Create it, or check the bucket name."
                 )
-            return ObjectInfo.from_blob(blob)
-        except ConflictError:
-            info = require_object(client, path)
-    raise ConflictError(
-        f"Could not update the metadata of {path}: it kept changing under {PATCH_ATTEMPTS} attempts by other writers."
-    )
 
+    def get_object(self, path: GCSPath) -> ObjectInfo | None:
+        """Read an object's metadata in one request; `None` if there is no such object."""
+        with translate_errors(path, "read the metadata of"):
+            blob = self._bucket(path).get_blob(path.name, retry=self.retry, timeout=self.timeout)
+        return None if blob is None else ObjectInfo.from_blob(blob)
 
-def copy_object(
-    client: storage.Client,
-    source: ObjectInfo,
-    destination: GCSPath,
-    *,
-    custom_metadata: Mapping[str, str],
-    if_generation_match: int,
-) -> ObjectInfo:
-    """Copy an object server side (no bytes pass through this process), replacing the copy's custom metadata."""
-    source_bucket = _bucket(client, source.path)
-    source_blob = source_bucket.blob(source.path.name)
-    destination_blob = _bucket(client, destination).blob(destination.name)
-    destination_blob.metadata = dict(custom_metadata)
-    if source.content_type:
-        destination_blob.content_type = source.content_type
-    rewrite_token = None
-    with translate_errors(destination, f"copy {source.path} to"):
-        try:
-            while True:
-                rewrite_token, _, _ = destination_blob.rewrite(
-                    source_blob,
-                    token=rewrite_token,
+    def require_object(self, path: GCSPath) -> ObjectInfo:
+        """Like `get_object`, but a missing object or bucket raises a `FileNotFoundError` that says which."""
+        info = self.get_object(path)
+        if info is None:
+            self.raise_if_bucket_missing(path)
+            raise CloudObjectNotFoundError(f"There is no object at {path}.")
+        return info
+
+    def upload_file(
+        self,
+        local_path: str,
+        path: GCSPath,
+        *,
+        crc32c: str,
+        custom_metadata: Mapping[str, str],
+        if_generation_match: int,
+        content_type: str | None = None,
+    ) -> ObjectInfo:
+        """Upload a local file with its custom metadata, only if the object's generation is still `if_generation_match`.
+
+        `if_generation_match=0` means "only if the object does not exist". GCS checks `crc32c` before committing the
+        object, so a file that changed while being sent is rejected and the old object stays as it was.
+        """
+        blob = self._bucket(path).blob(path.name, chunk_size=UPLOAD_CHUNK_BYTES)
+        blob.metadata = dict(custom_metadata)
+        size = os.path.getsize(local_path)
+        with translate_errors(path, "upload to"), open(local_path, "rb") as file:
+            try:
+                resumable = size > MULTIPART_LIMIT_BYTES
+                # Multipart uploads carry the client's crc32c in the request, which GCS checks before committing.
+                # Resumable uploads send ours in the initiation request for the same check (the client's own running
+                # checksum would need a copy of every chunk), and the result is compared below as well.
+                blob.upload_from_file(
+                    _ChunkReader(file) if resumable else file,
+                    size=size,
+                    content_type=content_type,
                     if_generation_match=if_generation_match,
-                    if_source_generation_match=source.generation,
-                    retry=DEFAULT_RETRY,
+                    checksum=None if resumable else "crc32c",
+                    crc32c_checksum_value=crc32c,
+                    retry=self.retry,
+                    timeout=self.timeout,
                 )
-                if rewrite_token is None:
-                    break
-        except api_exceptions.PreconditionFailed:
-            # A retried copy whose first answer was lost finds its own copy there: success, not a conflict.
-            own = _own_write(client, destination, if_generation_match, source.crc32c, custom_metadata)
-            if own is None:
+            except api_exceptions.BadRequest as error:
+                if "crc32c" in str(error).lower() or "checksum" in str(error).lower():
+                    raise ChecksumMismatchError(
+                        f"GCS rejected the upload to {path}: the file {local_path!r} changed while it was being uploaded "
+                        f"({error.message}). The object was not changed; try again."
+                    ) from None
                 raise
-            return own
-    return ObjectInfo.from_blob(destination_blob)
+            except api_exceptions.PreconditionFailed:
+                # A retry of an upload whose answer was lost finds its own object there: that is success, not a conflict.
+                own = self._own_write(path, if_generation_match, crc32c, custom_metadata)
+                if own is None:
+                    raise
+                return own
+        info = ObjectInfo.from_blob(blob)
+        if info.crc32c is not None and info.crc32c != crc32c:
+            raise ChecksumMismatchError(
+                f"The object stored at {path} (generation {info.generation}) has crc32c {info.crc32c}, but {local_path!r} "
+                f"hashed to {crc32c}: the file changed while it was being uploaded. Upload it again."
+            )
+        return info
 
+    def download_file(self, info: ObjectInfo, file: IO[bytes]) -> None:
+        """Stream the object's content, at exactly `info.generation`, into an open binary file, verifying its crc32c."""
+        blob = self._bucket(info.path).blob(info.path.name)
+        with translate_errors(info.path, "download"):
+            try:
+                blob.download_to_file(
+                    file, if_generation_match=info.generation, checksum="crc32c", retry=self.retry, timeout=self.timeout
+                )
+            except Exception as error:
+                if type(error).__name__ == "DataCorruption":
+                    raise ChecksumMismatchError(
+                        f"The content downloaded from {info.path} does not match its crc32c {info.crc32c}; the copy was "
+                        f"discarded. Try again."
+                    ) from None
+                raise
 
-def _own_write(
-    client: storage.Client,
-    path: GCSPath,
-    if_generation_match: int,
-    crc32c: str | None,
-    custom_metadata: Mapping[str, str],
-) -> ObjectInfo | None:
-    """After a 412, the object at `path` if it is exactly what this writer was writing (content and metadata)."""
-    current = get_object(client, path)
-    if (
-        current is None
-        or current.generation == if_generation_match
-        or current.crc32c != crc32c
-        or any(current.custom_metadata.get(key) != value for key, value in custom_metadata.items())
-    ):
-        return None
-    return current
+    def patch_metadata(
+        self,
+        path: GCSPath,
+        change: Callable[[ObjectInfo], Mapping[str, str | None]],
+        *,
+        if_generation_match: int | None = None,
+    ) -> ObjectInfo:
+        """Apply a metadata change without touching content (the generation stays), safe against concurrent patchers.
 
-
-def list_objects(
-    client: storage.Client, prefix: GCSPath, *, page_size: int = 1000, delimiter: str | None = None
-) -> Iterator[ObjectInfo]:
-    """Every object under a prefix, with its metadata, from paged list requests (no request per object).
-
-    With `delimiter="/"`, only the objects directly in the prefix's folder, not those in its sub-folders.
-    """
-    with translate_errors(prefix, "list"):
-        blobs = client.list_blobs(
-            prefix.bucket, prefix=prefix.name or None, page_size=page_size, delimiter=delimiter, retry=DEFAULT_RETRY
+        `change` gets the object's current state and returns the custom metadata keys to set (`None` deletes a key). The
+        patch is conditional on the metageneration it was computed from; if another writer patched in between, the
+        object is re-read and `change` is applied again, so neither writer's change is lost.
+        """
+        info = self.require_object(path)
+        for _ in range(PATCH_ATTEMPTS):
+            if if_generation_match is not None and info.generation != if_generation_match:
+                raise ConflictError(
+                    f"Could not update the metadata of {path}: its content was replaced by another writer (generation "
+                    f"{info.generation}, expected {if_generation_match}). Re-read the datafile and repeat the change."
+                )
+            blob = self._bucket(path).blob(path.name)
+            blob.metadata = dict(change(info))
+            try:
+                with translate_errors(path, "update the metadata of"):
+                    blob.patch(
+                        if_generation_match=info.generation,
+                        if_metageneration_match=info.metageneration,
+                        retry=self.retry,
+                        timeout=self.timeout,
+                    )
+                return ObjectInfo.from_blob(blob)
+            except ConflictError:
+                info = self.require_object(path)
+        raise ConflictError(
+            f"Could not update the metadata of {path}: it kept changing under {PATCH_ATTEMPTS} attempts by other writers."
         )
-        for blob in blobs:
-            yield ObjectInfo.from_blob(blob)
+
+    def copy_object(
+        self,
+        source: ObjectInfo,
+        destination: GCSPath,
+        *,
+        custom_metadata: Mapping[str, str],
+        if_generation_match: int,
+    ) -> ObjectInfo:
+        """Copy an object server side (no bytes pass through this process), replacing the copy's custom metadata."""
+        source_bucket = self._bucket(source.path)
+        source_blob = source_bucket.blob(source.path.name)
+        destination_blob = self._bucket(destination).blob(destination.name)
+        destination_blob.metadata = dict(custom_metadata)
+        if source.content_type:
+            destination_blob.content_type = source.content_type
+        rewrite_token = None
+        with translate_errors(destination, f"copy {source.path} to"):
+            try:
+                while True:
+                    rewrite_token, _, _ = destination_blob.rewrite(
+                        source_blob,
+                        token=rewrite_token,
+                        if_generation_match=if_generation_match,
+                        if_source_generation_match=source.generation,
+                        retry=self.retry,
+                        timeout=self.timeout,
+                    )
+                    if rewrite_token is None:
+                        break
+            except api_exceptions.PreconditionFailed:
+                # A retried copy whose first answer was lost finds its own copy there: success, not a conflict.
+                own = self._own_write(destination, if_generation_match, source.crc32c, custom_metadata)
+                if own is None:
+                    raise
+                return own
+        return ObjectInfo.from_blob(destination_blob)
+
+    def _own_write(
+        self,
+        path: GCSPath,
+        if_generation_match: int,
+        crc32c: str | None,
+        custom_metadata: Mapping[str, str],
+    ) -> ObjectInfo | None:
+        """After a 412, the object at `path` if it is exactly what this writer was writing (content and metadata)."""
+        current = self.get_object(path)
+        if (
+            current is None
+            or current.generation == if_generation_match
+            or current.crc32c != crc32c
+            or any(current.custom_metadata.get(key) != value for key, value in custom_metadata.items())
+        ):
+            return None
+        return current
+
+    def list_objects(
+        self, prefix: GCSPath, *, delimiter: str | None = None
+    ) -> Iterator[ObjectInfo]:
+        """Every object under a prefix, with its metadata, from paged list requests (no request per object).
+
+        With `delimiter="/"`, only the objects directly in the prefix's folder, not those in its sub-folders.
+        """
+        with translate_errors(prefix, "list"):
+            blobs = self.client.list_blobs(
+                prefix.bucket,
+                prefix=prefix.name or None,
+                page_size=self.settings.list_page_size,
+                delimiter=delimiter,
+                retry=self.retry,
+                timeout=self.timeout,
+            )
+            for blob in blobs:
+                yield ObjectInfo.from_blob(blob)
+
+    def delete_object(self, path: GCSPath, *, if_generation_match: int | None = None) -> None:
+        """Delete an object (only at the given generation, if one is given)."""
+        with translate_errors(path, "delete"):
+            self._bucket(path).blob(path.name).delete(
+                if_generation_match=if_generation_match, retry=self.retry, timeout=self.timeout
+            )
+
+    def ensure_bucket(self, bucket: str) -> None:
+        """Create a bucket if it does not exist (for emulators, demos and tests)."""
+        with translate_errors(GCSPath(bucket, ""), "create the bucket"):
+            try:
+                self.client.create_bucket(bucket)
+            except api_exceptions.Conflict:
+                pass
 
 
-def delete_object(client: storage.Client, path: GCSPath, *, if_generation_match: int | None = None) -> None:
-    """Delete an object (only at the given generation, if one is given)."""
-    with translate_errors(path, "delete"):
-        _bucket(client, path).blob(path.name).delete(if_generation_match=if_generation_match, retry=DEFAULT_RETRY)
-
-
-def ensure_bucket(client: storage.Client, bucket: str) -> None:
-    """Create a bucket if it does not exist (for emulators, demos and tests)."""
-    with translate_errors(GCSPath(bucket, ""), "create the bucket"):
-        try:
-            client.create_bucket(bucket)
-        except api_exceptions.Conflict:
-            pass
-
-
-__all__ = [
-    "ObjectInfo",
-    "OctueDagsterError",
-    "copy_object",
-    "default_client",
-    "delete_object",
-    "download_file",
-    "ensure_bucket",
-    "get_object",
-    "guard_client",
-    "list_objects",
-    "make_client",
-    "patch_metadata",
-    "require_object",
-    "upload_file",
-]
+__all__ = ["ObjectInfo", "Store", "StoreSettings", "guard_client", "make_client", "translate_errors"]

@@ -41,21 +41,22 @@ from dagster import (
     ResourceDependency,
 )
 from dagster_gcp import GCSResource
-from google.cloud import storage as gcs_client
 from pydantic import Field, PrivateAttr
 
 from octue_dagster.dagster import addresses as paths
-from octue_dagster.core import store as storage
+from octue_dagster.core.selection import datafile_objects
+from octue_dagster.core.store import ObjectInfo, Store, translate_errors
 from octue_dagster.core.gcs_path import GCSPath, make_gcs_path, validate_bucket_name
 from octue_dagster.dagster.ui_metadata import datafile_data_version, datafile_metadata
 from octue_dagster.core.datafile import Datafile
 from octue_dagster.exceptions import (
     BucketNotFoundError,
     CloudObjectNotFoundError,
+    ConflictError,
     InvalidCloudPathError,
     InvalidMetadataError,
 )
-from octue_dagster.dagster.resources import client_from
+from octue_dagster.dagster.resources import StoreConfig, store_from
 
 #: Input metadata key: skip missing upstream partitions instead of failing (as with Dagster's UPathIOManager).
 ALLOW_MISSING_PARTITIONS = "allow_missing_partitions"
@@ -69,8 +70,9 @@ class DatafileIOManager(ConfigurableIOManager):
     bucket: str = Field(description="The GCS bucket to store asset files in (it must exist).")
     prefix: str = Field(default="dagster", description="Folder inside the bucket, e.g. 'dagster' or 'team/assets'.")
     gcs: ResourceDependency[GCSResource]
+    store_settings: StoreConfig = Field(default_factory=StoreConfig, description="GCS timeouts and retries.")
 
-    _client: Any = PrivateAttr(default=None)
+    _gcs_store: Store | None = PrivateAttr(default=None)
 
     # --- configuration -----------------------------------------------------------------------------------------------
 
@@ -84,9 +86,8 @@ class DatafileIOManager(ConfigurableIOManager):
             )
         validate_bucket_name(self.bucket)
         paths.validate_prefix(self.prefix)
-        client = self.client
-        with storage.translate_errors(GCSPath(self.bucket, ""), "find the bucket"):
-            found = client.lookup_bucket(self.bucket)
+        with translate_errors(GCSPath(self.bucket, ""), "find the bucket"):
+            found = self.store.client.lookup_bucket(self.bucket)
         if found is None:
             raise BucketNotFoundError(
                 f"DatafileIOManager's bucket {self.bucket!r} does not exist (or is not visible with these "
@@ -94,11 +95,11 @@ class DatafileIOManager(ConfigurableIOManager):
             )
 
     @property
-    def client(self) -> gcs_client.Client:
-        """The storage client of the `gcs` resource (made once per process)."""
-        if self._client is None:
-            self._client = client_from(self.gcs)
-        return self._client
+    def store(self) -> Store:
+        """The store over the `gcs` resource's client (made once per process)."""
+        if self._gcs_store is None:
+            self._gcs_store = store_from(self.gcs, self.store_settings)
+        return self._gcs_store
 
     # --- paths -------------------------------------------------------------------------------------------------------
 
@@ -164,7 +165,7 @@ class DatafileIOManager(ConfigurableIOManager):
             context, self._path_partition_key(context, partition_key) if partition_key is not None else None
         )
         destination = make_gcs_path(self.bucket, directory.name + datafile.name)
-        listing = list(storage.list_objects(self.client, directory, delimiter="/"))
+        listing = list(self.store.list_objects(directory, delimiter="/"))
         previous = [info for info in listing if info.path != destination]
         current = next((info for info in listing if info.path == destination), None)
         stored = self._bind(datafile, destination, current, context, partition_key)
@@ -175,8 +176,8 @@ class DatafileIOManager(ConfigurableIOManager):
             if not info.path.name.endswith("/"):
                 context.log.info(f"Removing {info.path}, replaced by {destination}.")
                 try:
-                    storage.delete_object(self.client, info.path, if_generation_match=info.generation)
-                except (CloudObjectNotFoundError, storage.ConflictError):
+                    self.store.delete_object(info.path, if_generation_match=info.generation)
+                except (CloudObjectNotFoundError, ConflictError):
                     pass
         return stored
 
@@ -184,7 +185,7 @@ class DatafileIOManager(ConfigurableIOManager):
         self,
         datafile: Datafile,
         destination: GCSPath,
-        current: storage.ObjectInfo | None,
+        current: ObjectInfo | None,
         context: OutputContext,
         partition_key: str | None,
     ) -> Datafile:
@@ -206,7 +207,7 @@ class DatafileIOManager(ConfigurableIOManager):
                         timestamp=datafile.timestamp,
                         labels=datafile.labels,
                         tags=datafile.tags,
-                        storage_client=self.client,
+                        store=self.store,
                     )
                 except InvalidMetadataError:
                     pass  # unreadable stored metadata: replace it, as for new content
@@ -219,7 +220,7 @@ class DatafileIOManager(ConfigurableIOManager):
                 labels=datafile.labels,
                 tags=datafile.tags,
                 ignore_stored_metadata=True,
-                storage_client=self.client,
+                store=self.store,
             )
         info = datafile.object_info
         if info is None:
@@ -228,7 +229,7 @@ class DatafileIOManager(ConfigurableIOManager):
             )
         # Uploading a cloud datafile to another path copies it server side (or only patches metadata if the
         # destination already holds the same content); to its own path, it only patches changed metadata.
-        source = Datafile.from_object_info(info, storage_client=self.client)
+        source = Datafile.from_object_info(info, store=self.store)
         source.labels, source.tags, source.timestamp = datafile.labels, datafile.tags, datafile.timestamp
         return source
 
@@ -257,10 +258,9 @@ class DatafileIOManager(ConfigurableIOManager):
         directory = self._directory(
             context, self._path_partition_key(context, partition_key) if partition_key is not None else None
         )
-        listing = storage.list_objects(self.client, directory, delimiter="/")
-        found = [info for info in listing if not info.path.name.endswith("/")]
+        found = list(datafile_objects(self.store, directory, delimiter="/"))
         if not found:
-            storage.raise_if_bucket_missing(self.client, directory)
+            self.store.raise_if_bucket_missing(directory)
             raise CloudObjectNotFoundError(
                 f"No stored file for {self._describe(context, partition_key)}: {directory} is empty. Materialize it "
                 f"first."
@@ -271,7 +271,7 @@ class DatafileIOManager(ConfigurableIOManager):
             context.log.warning(
                 f"{directory} holds {len(found)} objects; loading the most recently updated, {found[-1].path}."
             )
-        return Datafile.from_object_info(found[-1], storage_client=self.client)
+        return Datafile.from_object_info(found[-1], store=self.store)
 
 
 def _wants_dict(context: InputContext) -> bool:

@@ -26,11 +26,11 @@ from dagster import (
 from dagster._core.definitions.asset_key import CoercibleToAssetKey
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from octue_dagster.core import store as storage
+from octue_dagster.core.selection import datafile_objects
+from octue_dagster.core.store import ObjectInfo
 from octue_dagster.core.gcs_path import GCSPath, parse_gcs_path
 from octue_dagster.dagster.ui_metadata import URI_KEY
-from octue_dagster.exceptions import CloudObjectNotFoundError
-from octue_dagster.dagster.resources import client_from
+from octue_dagster.dagster.resources import store_from
 
 #: Run tags set on each run a prefix sensor requests.
 OBJECT_TAG = "octue/object"
@@ -39,7 +39,7 @@ GENERATION_TAG = "octue/generation"
 _CURSOR_VERSION = 1
 
 
-def prefix_hash(objects: Sequence[storage.ObjectInfo]) -> str:
+def prefix_hash(objects: Sequence[ObjectInfo]) -> str:
     """One hash for a set of objects, from their names and crc32c: it changes when any object is added, removed,
     renamed or changes content, and not when only metadata changes."""
     digest = hashlib.sha256()
@@ -50,10 +50,6 @@ def prefix_hash(objects: Sequence[storage.ObjectInfo]) -> str:
 
 def _is_prefix(path: GCSPath) -> bool:
     return path.name == "" or path.name.endswith("/")
-
-
-def _listed_objects(client: Any, prefix: GCSPath) -> list[storage.ObjectInfo]:
-    return [info for info in storage.list_objects(client, prefix) if not info.path.name.endswith("/")]
 
 
 def gcs_observable_source_asset(
@@ -73,9 +69,9 @@ def gcs_observable_source_asset(
 
     @observable_source_asset(key=key, required_resource_keys={gcs_resource_key}, **asset_kwargs)
     def _observe(context) -> ObserveResult:
-        client = client_from(getattr(context.resources, gcs_resource_key))
+        store = store_from(getattr(context.resources, gcs_resource_key))
         if _is_prefix(location):
-            objects = _listed_objects(client, location)
+            objects = list(datafile_objects(store, location))
             return ObserveResult(
                 data_version=DataVersion(prefix_hash(objects)),
                 metadata={
@@ -84,16 +80,13 @@ def gcs_observable_source_asset(
                     "total_size_bytes": MetadataValue.int(sum(info.size for info in objects)),
                 },
             )
-        info = storage.get_object(client, location)
-        if info is None:
-            storage.raise_if_bucket_missing(client, location)
-            raise CloudObjectNotFoundError(f"The observed object {location} does not exist.")
+        info = store.require_object(location)
         metadata: dict[str, Any] = {
             URI_KEY: MetadataValue.path(str(location)),
             "console_url": MetadataValue.url(location.console_url),
             "crc32c": MetadataValue.text(info.crc32c or ""),
             "size_bytes": MetadataValue.int(info.size),
-            "generation": MetadataValue.int(info.generation),
+            "generation": MetadataValue.text(str(info.generation)),  # 64-bit: text, as GraphQL Int is 32-bit
         }
         if info.updated is not None:
             metadata["updated"] = MetadataValue.timestamp(info.updated.timestamp())
@@ -125,7 +118,7 @@ def gcs_prefix_sensor(
     asset_selection: AssetSelection | Sequence[Any] | None = None,
     gcs_resource_key: str = "gcs",
     minimum_interval_seconds: int = 60,
-    run_config_fn: Callable[[storage.ObjectInfo], Mapping[str, Any]] | None = None,
+    run_config_fn: Callable[[ObjectInfo], Mapping[str, Any]] | None = None,
     process_existing: bool = True,
     max_runs_per_tick: int | None = None,
     default_status: DefaultSensorStatus = DefaultSensorStatus.STOPPED,
@@ -153,13 +146,13 @@ def gcs_prefix_sensor(
     def _sensor(context: SensorEvaluationContext, **resources: Any):
         # Direct invocation (`sensor(build_sensor_context(resources=...))`) passes required resources as keywords.
         gcs = resources.get(gcs_resource_key) or getattr(context.resources, gcs_resource_key)
-        client = client_from(gcs)
+        store = store_from(gcs)
         previous = _read_cursor(context.cursor)
         first = previous is None
         previous = previous or {}
         seen: dict[str, tuple[int, str]] = {}
         run_requests: list[RunRequest] = []
-        for info in sorted(_listed_objects(client, location), key=lambda item: item.path.name):
+        for info in sorted(datafile_objects(store, location), key=lambda item: item.path.name):
             state = (info.generation, info.crc32c or "")
             before = previous.get(info.path.name)
             is_change = before is None or before[1] != state[1]

@@ -1,12 +1,10 @@
 """`DatafileResource`: get, create, list and re-tag datafiles from inside Dagster assets, ops, sensors and jobs.
 
-Listing and re-tagging read each object's metadata from the paged listing itself, so they cost one request per
-page of up to 1000 objects, not one per object; re-tagging changes only metadata (a patch), never content.
+A configuration shell over the core: listing and re-tagging are `octue_dagster.core.selection`'s functions, run
+through a `Store` made from the `GCSResource`'s client.
 """
 
 
-import dataclasses
-import fnmatch
 import os
 import shutil
 import tempfile
@@ -16,141 +14,54 @@ from pathlib import Path
 from typing import Any
 
 import google.auth.exceptions
-from dagster import ConfigurableResource, InitResourceContext, ResourceDependency, get_dagster_logger
+from dagster import Config, ConfigurableResource, InitResourceContext, ResourceDependency
 from dagster_gcp import GCSResource
 from google.cloud import storage as gcs_client
 from pydantic import Field, PrivateAttr
 
-from octue_dagster.core import metadata as md
-from octue_dagster.core import store as storage
-from octue_dagster.core.gcs_path import GCSPath, parse_gcs_path
 from octue_dagster.core.datafile import Datafile
-from octue_dagster.exceptions import InvalidInputError, InvalidMetadataError, MissingCredentialsError
+from octue_dagster.core.gcs_path import parse_gcs_path
+from octue_dagster.core.selection import RetagCounts, RetagSpec, list_datafiles, retag_objects
+from octue_dagster.core.store import Store, StoreSettings, guard_client
+from octue_dagster.exceptions import InvalidInputError, MissingCredentialsError
+
+
+_DEFAULTS = StoreSettings()
+
+
+class StoreConfig(Config):
+    """How the library waits for and retries GCS requests (see `octue_dagster.core.store.StoreSettings`).
+
+    Example: `DatafileIOManager(bucket="b", gcs=gcs, store=StoreConfig(retry_deadline_seconds=30))`.
+    """
+
+    retry_deadline_seconds: float = Field(default=_DEFAULTS.retry_deadline_seconds, description="Retry for this long.")
+    initial_retry_delay_seconds: float = Field(default=_DEFAULTS.initial_retry_delay_seconds)
+    maximum_retry_delay_seconds: float = Field(default=_DEFAULTS.maximum_retry_delay_seconds)
+    connect_timeout_seconds: float = Field(default=_DEFAULTS.connect_timeout_seconds)
+    read_timeout_seconds: float = Field(default=_DEFAULTS.read_timeout_seconds)
+    list_page_size: int = Field(default=_DEFAULTS.list_page_size, description="Objects per list request (max 1000).")
+
+    def to_settings(self) -> StoreSettings:
+        return StoreSettings(**self.model_dump())
+
+
+def store_from(gcs: Any, config: StoreConfig | None = None) -> Store:
+    """A `Store` over the client of a `GCSResource` (or over a client Dagster attached for one)."""
+    return Store(client_from(gcs), settings=config.to_settings() if config is not None else _DEFAULTS)
 
 
 def client_from(gcs: Any) -> gcs_client.Client:
     """A storage client from a `GCSResource`, or the client Dagster attaches for one (sensors, `context.resources`)."""
     if isinstance(gcs, gcs_client.Client):
-        return storage.guard_client(gcs)
+        return guard_client(gcs)
     try:
-        return storage.guard_client(gcs.get_client())
+        return guard_client(gcs.get_client())
     except google.auth.exceptions.DefaultCredentialsError:
         raise MissingCredentialsError(
             "No Google Cloud credentials were found for the GCS resource. Run `gcloud auth application-default "
             "login`, set GOOGLE_APPLICATION_CREDENTIALS, or set STORAGE_EMULATOR_HOST to use a GCS emulator."
         ) from None
-
-
-_MISSING = object()
-
-
-def matches(datafile: Datafile, labels: Iterable[str] | None = None, tags: Mapping[str, Any] | None = None) -> bool:
-    """Whether a datafile has every one of `labels` and every tag in `tags` with the same value."""
-    if labels is not None and not set(labels) <= set(datafile.labels):
-        return False
-    if tags is not None and any(datafile.tags.get(name, _MISSING) != value for name, value in tags.items()):
-        return False
-    return True
-
-
-@dataclasses.dataclass
-class RetagCounts:
-    """What a re-tagging pass did: objects seen, matching the filter, changed, already right, and unreadable."""
-
-    scanned: int = 0
-    matched: int = 0
-    changed: int = 0
-    unchanged: int = 0
-    skipped: int = 0
-    skipped_paths: list[str] = dataclasses.field(default_factory=list)
-
-    def as_dict(self) -> dict[str, int]:
-        return {
-            "scanned": self.scanned,
-            "matched": self.matched,
-            "changed": self.changed,
-            "unchanged": self.unchanged,
-            "skipped": self.skipped,
-        }
-
-
-def _parse_prefix(prefix: str | GCSPath) -> GCSPath:
-    return prefix if isinstance(prefix, GCSPath) else parse_gcs_path(prefix, allow_empty_name=True)
-
-
-def list_datafiles(
-    client: gcs_client.Client,
-    prefix: str | GCSPath,
-    labels: Iterable[str] | None = None,
-    tags: Mapping[str, Any] | None = None,
-) -> list[Datafile]:
-    """The datafiles under a `gs://bucket/prefix`, built from the listing's own metadata, filtered by labels/tags."""
-    result = []
-    for info in storage.list_objects(client, _parse_prefix(prefix)):
-        if info.path.name.endswith("/"):  # folder placeholder objects made by the console
-            continue
-        datafile = Datafile.from_object_info(info, storage_client=client)
-        if matches(datafile, labels, tags):
-            result.append(datafile)
-    return result
-
-
-def retag_objects(
-    client: gcs_client.Client,
-    prefix: str | GCSPath,
-    *,
-    add_labels: Iterable[str] = (),
-    remove_labels: Iterable[str] = (),
-    set_tags: Mapping[str, Any] | None = None,
-    remove_tags: Iterable[str] = (),
-    labels: Iterable[str] | None = None,
-    tags: Mapping[str, Any] | None = None,
-    name_glob: str | None = None,
-    dry_run: bool = False,
-) -> RetagCounts:
-    """Change labels/tags on every object under `prefix` that matches the filter, without touching content.
-
-    The filter is `labels` (must have all), `tags` (must have these values) and `name_glob` (an `fnmatch` pattern
-    for the file name). Each change is a metadata patch merged with concurrent writers' changes (see
-    `Datafile.update_metadata`), so two re-taggers running at once both take effect. Objects whose stored metadata
-    cannot be read are skipped and counted, not rewritten. With `dry_run`, `changed` counts the objects that would
-    change and nothing is written.
-    """
-    # Validate the change before touching any object, so a bad label or tag changes nothing.
-    add, remove = md.LabelSet(add_labels), md.LabelSet(remove_labels)
-    new_tags, drop_tags = md.TagDict(set_tags or {}), list(remove_tags)
-    counts = RetagCounts()
-    logger = get_dagster_logger()
-    for info in storage.list_objects(client, _parse_prefix(prefix)):
-        if info.path.name.endswith("/"):
-            continue
-        counts.scanned += 1
-        try:
-            datafile = Datafile.from_object_info(info, storage_client=client)
-        except InvalidMetadataError as error:
-            counts.skipped += 1
-            counts.skipped_paths.append(str(info.path))
-            logger.warning(f"Skipping {info.path}: {error}")
-            continue
-        if name_glob is not None and not fnmatch.fnmatchcase(datafile.name, name_glob):
-            continue
-        if not matches(datafile, labels, tags):
-            continue
-        counts.matched += 1
-        before = (set(datafile.labels), dict(datafile.tags))
-        datafile.labels.update(add)
-        datafile.labels.difference_update(remove)
-        for name, value in new_tags.items():
-            datafile.tags[name] = value
-        for name in drop_tags:
-            datafile.tags.pop(name, None)
-        if (set(datafile.labels), dict(datafile.tags)) == before:
-            counts.unchanged += 1
-            continue
-        if not dry_run:
-            datafile.update_metadata()
-        counts.changed += 1
-    return counts
 
 
 class DatafileResource(ConfigurableResource):
@@ -159,19 +70,42 @@ class DatafileResource(ConfigurableResource):
     `new` files live in a working directory for the run (`working_dir/<run id>`, by default under the system
     temporary directory); the default one is removed when the run's resources are torn down, after the I/O manager
     has uploaded whatever was returned.
+
+    Example::
+
+        from dagster import Definitions, asset
+        from dagster_gcp import GCSResource
+        from octue_dagster import DatafileIOManager, DatafileResource
+
+        @asset
+        def readings(datafiles: DatafileResource):
+            datafile = datafiles.new("readings.csv", labels=["raw"])
+            with datafile.open("w") as file:
+                file.write("time,speed\n")
+            return datafile
+
+        gcs = GCSResource(project="my-project")
+        defs = Definitions(
+            assets=[readings],
+            resources={
+                "datafiles": DatafileResource(gcs=gcs),
+                "io_manager": DatafileIOManager(bucket="my-bucket", gcs=gcs),
+            },
+        )
     """
 
     gcs: ResourceDependency[GCSResource]
+    store_settings: StoreConfig = Field(default_factory=StoreConfig, description="GCS timeouts and retries.")
     working_dir: str | None = Field(
         default=None, description="Folder for new local datafiles (a sub-folder per run); default: a temporary folder."
     )
 
-    _client: Any = PrivateAttr(default=None)
+    _gcs_store: Store | None = PrivateAttr(default=None)
     _run_dir: Path | None = PrivateAttr(default=None)
     _owns_run_dir: bool = PrivateAttr(default=False)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
-        self._client = client_from(self.gcs)
+        self._gcs_store = store_from(self.gcs, self.store_settings)
         run_id = context.run.run_id if context.run is not None else f"no-run-{uuid.uuid4().hex[:12]}"
         base = Path(self.working_dir) if self.working_dir else Path(tempfile.gettempdir()) / "octue-dagster"
         self._run_dir = base / run_id
@@ -182,11 +116,11 @@ class DatafileResource(ConfigurableResource):
             shutil.rmtree(self._run_dir, ignore_errors=True)
 
     @property
-    def client(self) -> gcs_client.Client:
-        """The storage client of the `gcs` resource (made once per process)."""
-        if self._client is None:
-            self._client = client_from(self.gcs)
-        return self._client
+    def store(self) -> Store:
+        """The store over the `gcs` resource's client (made once per process)."""
+        if self._gcs_store is None:
+            self._gcs_store = store_from(self.gcs, self.store_settings)
+        return self._gcs_store
 
     @property
     def run_dir(self) -> Path:
@@ -201,8 +135,8 @@ class DatafileResource(ConfigurableResource):
 
         A missing object raises `CloudObjectNotFoundError` (a `FileNotFoundError`).
         """
-        info = storage.require_object(self.client, parse_gcs_path(path))
-        return Datafile.from_object_info(info, storage_client=self.client)
+        info = self.store.require_object(parse_gcs_path(path))
+        return Datafile.from_object_info(info, store=self.store)
 
     def new(
         self,
@@ -220,7 +154,7 @@ class DatafileResource(ConfigurableResource):
             raise FileExistsError(f"{path} already exists in this run's working directory; choose another name.")
         path.parent.mkdir(parents=True, exist_ok=True)
         return Datafile(
-            path, labels=labels, tags=tags, timestamp=timestamp, ignore_stored_metadata=True, storage_client=self.client
+            path, labels=labels, tags=tags, timestamp=timestamp, ignore_stored_metadata=True, store=self.store
         )
 
     def list(
@@ -230,34 +164,17 @@ class DatafileResource(ConfigurableResource):
 
         Built from paged list requests that carry each object's metadata: no request per object, no download.
         """
-        return list_datafiles(self.client, prefix, labels, tags)
+        return list_datafiles(self.store, prefix, labels, tags)
 
-    def retag(
-        self,
-        prefix: str,
-        *,
-        add_labels: Iterable[str] = (),
-        remove_labels: Iterable[str] = (),
-        set_tags: Mapping[str, Any] | None = None,
-        remove_tags: Iterable[str] = (),
-        labels: Iterable[str] | None = None,
-        tags: Mapping[str, Any] | None = None,
-        name_glob: str | None = None,
-        dry_run: bool = False,
-    ) -> RetagCounts:
-        """Add/remove labels and set/remove tags on matching objects under `prefix` (see `retag_objects`)."""
-        return retag_objects(
-            self.client,
-            prefix,
-            add_labels=add_labels,
-            remove_labels=remove_labels,
-            set_tags=set_tags,
-            remove_tags=remove_tags,
-            labels=labels,
-            tags=tags,
-            name_glob=name_glob,
-            dry_run=dry_run,
-        )
+    def retag(self, prefix: str, spec: RetagSpec | None = None, *, dry_run: bool = False, **fields: Any) -> RetagCounts:
+        """Re-tag matching objects under `prefix`: give a `RetagSpec`, or its fields as keywords.
+
+        `datafiles.retag("gs://b/readings/", labels=["raw"], add_labels=["validated"])` adds the label `validated`
+        to every datafile labelled `raw`; see `RetagSpec` and `octue_dagster.core.selection.retag_objects`.
+        """
+        if spec is not None and fields:
+            raise InvalidInputError("Give either a RetagSpec or its fields as keywords, not both.")
+        return retag_objects(self.store, prefix, spec if spec is not None else RetagSpec(**fields), dry_run=dry_run)
 
 
-__all__ = ["DatafileResource", "RetagCounts", "client_from", "list_datafiles", "matches", "retag_objects"]
+__all__ = ["DatafileResource", "StoreConfig", "client_from", "store_from"]

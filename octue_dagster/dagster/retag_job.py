@@ -4,7 +4,6 @@ Only metadata changes: each object gets a metadata patch, merged with concurrent
 downloaded or re-uploaded and generations stay the same. The counts are reported as the op's output metadata.
 """
 
-from collections.abc import Iterable, Mapping
 from typing import Any
 
 from dagster import (
@@ -21,9 +20,10 @@ from dagster import (
     op,
 )
 
-from octue_dagster.core import metadata as md
 from octue_dagster.core.gcs_path import parse_gcs_path
+from octue_dagster.core.selection import RetagSpec
 from octue_dagster.dagster.resources import DatafileResource
+from octue_dagster.exceptions import InvalidInputError
 
 
 class RetagConfig(Config):
@@ -35,32 +35,30 @@ class RetagConfig(Config):
 def build_retag_job(
     name: str,
     prefix: str,
+    spec: RetagSpec | None = None,
     *,
-    add_labels: Iterable[str] = (),
-    remove_labels: Iterable[str] = (),
-    set_tags: Mapping[str, Any] | None = None,
-    remove_tags: Iterable[str] = (),
-    labels: Iterable[str] | None = None,
-    tags: Mapping[str, Any] | None = None,
-    name_glob: str | None = None,
     resource_key: str = "datafiles",
     description: str | None = None,
+    **fields: Any,
 ) -> JobDefinition:
-    """A job with one op that re-tags every object under `gs://bucket/prefix` matching the filter.
+    """A job with one op that re-tags every datafile under `gs://bucket/prefix` that `spec` selects.
 
-    The filter is `labels` (objects must have all), `tags` (must have these values) and `name_glob` (an `fnmatch`
-    pattern for the file name). The change is `add_labels`, `remove_labels`, `set_tags` and `remove_tags`. Labels and
-    tags are validated here, when the job is defined. It needs a `DatafileResource` under `resource_key`. Run config
-    `{"ops": {"<name>_op": {"config": {"dry_run": true}}}}` counts what would change without changing anything.
+    Give a `RetagSpec`, or its fields as keywords (`labels`, `tags`, `name_glob` filter; `add_labels`,
+    `remove_labels`, `set_tags`, `remove_tags` change). The spec is validated here, when the job is defined. The job
+    needs a `DatafileResource` under `resource_key`. Run config `{"ops": {"<name>_op": {"config": {"dry_run": true}}}}`
+    counts what would change without changing anything.
+
+    Example::
+
+        nightly = build_retag_job(
+            "mark_validated", "gs://my-bucket/readings/", labels=["cleaned"], add_labels=["validated"]
+        )
+        schedule = build_retag_schedule(nightly, "0 3 * * *")
     """
     location = parse_gcs_path(prefix, allow_empty_name=True)
-    change = dict(
-        add_labels=sorted(md.LabelSet(add_labels)),
-        remove_labels=sorted(md.LabelSet(remove_labels)),
-        set_tags=dict(md.TagDict(set_tags or {})),
-        remove_tags=list(remove_tags),
-    )
-    where = dict(labels=sorted(md.LabelSet(labels)) if labels is not None else None, tags=tags, name_glob=name_glob)
+    if spec is not None and fields:
+        raise InvalidInputError("Give build_retag_job either a RetagSpec or its fields as keywords, not both.")
+    spec = spec if spec is not None else RetagSpec(**fields)
 
     @op(
         name=f"{name}_op",
@@ -70,8 +68,10 @@ def build_retag_job(
     )
     def _retag(context: OpExecutionContext, config: RetagConfig):
         datafiles: DatafileResource = getattr(context.resources, resource_key)
-        counts = datafiles.retag(str(location), **change, **where, dry_run=config.dry_run)
+        counts = datafiles.retag(str(location), spec, dry_run=config.dry_run)
         context.log.info(f"Re-tagging {location}: {counts.as_dict()}")
+        for path in counts.skipped_paths[:100]:
+            context.log.warning(f"Skipped {path}: its stored metadata cannot be read.")
         metadata: dict[str, Any] = {key: MetadataValue.int(value) for key, value in counts.as_dict().items()}
         metadata["prefix"] = MetadataValue.path(str(location))
         metadata["dry_run"] = MetadataValue.bool(config.dry_run)

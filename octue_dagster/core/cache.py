@@ -21,6 +21,9 @@ import platformdirs
 from octue_dagster.core.gcs_path import GCSPath
 
 CACHE_DIR_VARIABLE = "OCTUE_DAGSTER_CACHE_DIR"
+#: How long any of the library's file locks is waited for before `filelock.Timeout` is raised: long enough for a
+#: multi-GB download by another process to finish, short enough that a lock held by a hung process is reported.
+LOCK_TIMEOUT_SECONDS = 600
 _RECORD_NAME = ".generation.json"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")
 _MAX_BASENAME = 120

@@ -36,9 +36,8 @@ from octue_dagster.exceptions import (
 )
 
 HDF5_EXTENSIONS = (".hdf5", ".h5")
-EMPTY_HASH = md.crc32c_base64(b"")
+EMPTY_HASH = hashing.crc32c_base64(b"")
 _VALID_MODES = {"r", "w", "a", "x", "r+", "w+", "a+", "x+"}
-LOCK_TIMEOUT_SECONDS = 600
 
 
 def _parse_mode(mode: str) -> tuple[str, bool]:
@@ -334,7 +333,7 @@ class Datafile:
 
         # fake-gcs-server ignores metageneration preconditions, so a cross-process lock also serialises
         # read-modify-patch cycles on one machine; across machines the metageneration precondition does.
-        with filelock.FileLock(cache.lock_path(f"patch:{self._cloud}"), timeout=LOCK_TIMEOUT_SECONDS):
+        with filelock.FileLock(cache.lock_path(f"patch:{self._cloud}"), timeout=cache.LOCK_TIMEOUT_SECONDS):
             self._object = self.store.patch_metadata(self._cloud, change)
         self._adopt(md.from_cloud_metadata(self._object.custom_metadata, where))
 
@@ -361,7 +360,7 @@ class Datafile:
             self._object = self.store.require_object(self._cloud)
         target = self._local_target()
         if self._uses_cache():
-            with filelock.FileLock(cache.lock_path(f"download:{self._cloud}"), timeout=LOCK_TIMEOUT_SECONDS):
+            with filelock.FileLock(cache.lock_path(f"download:{self._cloud}"), timeout=cache.LOCK_TIMEOUT_SECONDS):
                 if cache.read_cached_generation(self._cloud) != self._object.generation:
                     self._download_to(target)
                     cache.write_cached_generation(self._cloud, self._object.generation)

@@ -32,6 +32,11 @@ def encode_crc32c(value: int) -> str:
     return base64.b64encode(value.to_bytes(4, "big")).decode("ascii")
 
 
+def crc32c_base64(data: bytes) -> str:
+    """Base64 of the big-endian crc32c of `data`: the form GCS reports for an object's `crc32c`."""
+    return encode_crc32c(crc32c.crc32c(data))
+
+
 def hash_file(path: str | os.PathLike[str]) -> str:
     """The base64 crc32c of a file's content, read in blocks so that memory use does not grow with the file.
 

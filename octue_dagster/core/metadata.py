@@ -12,7 +12,6 @@ In both, sets are written as `{"_type": "set", "items": [...]}` and datetimes as
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime
 import json
@@ -21,8 +20,8 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import crc32c
 
+from octue_dagster.core.hashing import crc32c_base64
 from octue_dagster.exceptions import (
     InvalidLabelError,
     InvalidMetadataError,
@@ -313,11 +312,6 @@ def from_local_metadata(entry: Any, where: str) -> StoredMetadata:
     if not isinstance(entry, Mapping):
         raise InvalidMetadataError(f"The metadata entry for {where} should be a JSON object; got {entry!r}.")
     return _parse_fields(entry, where)
-
-
-def crc32c_base64(data: bytes) -> str:
-    """Base64 of the big-endian crc32c of `data`: the form GCS reports for an object's `crc32c`."""
-    return base64.b64encode(crc32c.crc32c(data).to_bytes(4, "big")).decode("ascii")
 
 
 def metadata_hash(timestamp: datetime.datetime | None, labels: Iterable[str], tags: Mapping[str, Any]) -> str:

@@ -21,7 +21,6 @@ from octue_dagster.exceptions import CorruptMetadataFileError
 from octue_dagster.core.metadata import decode_json, encode_json
 
 METADATA_FILENAME = ".octue"
-LOCK_TIMEOUT_SECONDS = 60
 
 
 def metadata_path_for(local_path: str | os.PathLike[str]) -> Path:
@@ -59,7 +58,7 @@ def read_entry(local_path: str | os.PathLike[str]) -> Any:
 
 
 def _lock_for(path: Path) -> filelock.FileLock:
-    return filelock.FileLock(cache.lock_path(f"octue-file:{path.resolve()}"), timeout=LOCK_TIMEOUT_SECONDS)
+    return filelock.FileLock(cache.lock_path(f"octue-file:{path.resolve()}"), timeout=cache.LOCK_TIMEOUT_SECONDS)
 
 
 def update_metadata_file(path: str | os.PathLike[str], change: Callable[[dict[str, Any]], None]) -> None:

@@ -285,13 +285,17 @@ class Store:
     def _bucket(self, path: GCSPath) -> storage.Bucket:
         return self.client.bucket(path.bucket)
 
+    def bucket_exists(self, bucket: str) -> bool:
+        """Whether a bucket exists and is visible with these credentials (one request)."""
+        with translate_errors(GCSPath(bucket, ""), "find the bucket"):
+            return self.client.lookup_bucket(bucket) is not None
+
     def raise_if_bucket_missing(self, path: GCSPath) -> None:
         """Raise `BucketNotFoundError` if `path`'s bucket does not exist (used only on error paths)."""
-        with translate_errors(path, "find the bucket of"):
-            if self.client.lookup_bucket(path.bucket) is None:
-                raise BucketNotFoundError(
-                    f"The bucket {path.bucket!r} of {path} does not exist. Create it, or check the bucket name."
-                )
+        if not self.bucket_exists(path.bucket):
+            raise BucketNotFoundError(
+                f"The bucket {path.bucket!r} of {path} does not exist. Create it, or check the bucket name."
+            )
 
     def get_object(self, path: GCSPath) -> ObjectInfo | None:
         """Read an object's metadata in one request; `None` if there is no such object."""

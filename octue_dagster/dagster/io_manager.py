@@ -45,7 +45,7 @@ from pydantic import Field, PrivateAttr
 
 from octue_dagster.dagster import addresses as paths
 from octue_dagster.core.selection import datafile_objects
-from octue_dagster.core.store import ObjectInfo, Store, translate_errors
+from octue_dagster.core.store import ObjectInfo, Store
 from octue_dagster.core.gcs_path import GCSPath, make_gcs_path, validate_bucket_name
 from octue_dagster.dagster.ui_metadata import datafile_data_version, datafile_metadata
 from octue_dagster.core.datafile import Datafile
@@ -86,9 +86,7 @@ class DatafileIOManager(ConfigurableIOManager):
             )
         validate_bucket_name(self.bucket)
         paths.validate_prefix(self.prefix)
-        with translate_errors(GCSPath(self.bucket, ""), "find the bucket"):
-            found = self.store.client.lookup_bucket(self.bucket)
-        if found is None:
+        if not self.store.bucket_exists(self.bucket):
             raise BucketNotFoundError(
                 f"DatafileIOManager's bucket {self.bucket!r} does not exist (or is not visible with these "
                 f"credentials). Create it or fix the `bucket` setting."

@@ -54,7 +54,15 @@ class ChecksumMismatchError(OctueDagsterError):
     """Downloaded or uploaded bytes do not match the object's crc32c; the bad copy was discarded."""
 
 
-class CloudObjectNotFoundError(OctueDagsterError, FileNotFoundError):
+class DatafileNotFoundError(OctueDagsterError, FileNotFoundError):
+    """A datafile (a local file or a `gs://` object) does not exist."""
+
+
+class DatafileExistsError(OctueDagsterError, FileExistsError):
+    """A datafile already exists where a new one was to be created (for example with mode `x`)."""
+
+
+class CloudObjectNotFoundError(DatafileNotFoundError):
     """A `gs://` object does not exist."""
 
 

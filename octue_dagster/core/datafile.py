@@ -8,52 +8,34 @@ replaced atomically, so a failure leaves the previous state on disk and in the b
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import os
-import shutil
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import filelock
 from google.cloud import storage
 
-from octue_dagster.core import cache, hashing, octue_files as local_metadata
+from octue_dagster.core import cache, hashing, local_copy, octue_files as local_metadata
 from octue_dagster.core import metadata as md
 from octue_dagster.core.store import ObjectInfo, Store
-from octue_dagster.core.atomic import atomic_replace, sweep_stale_temporaries, temporary_path_for
 from octue_dagster.core.gcs_path import GCSPath, is_gcs_path, parse_gcs_path
-from octue_dagster.core.merge import merge
+from octue_dagster.core.datafile_metadata import OctueMetadata
+from octue_dagster.core.opener import DatafileOpener
 from octue_dagster.core.upload_plan import UploadAction, plan_upload
 from octue_dagster.exceptions import (
     CloudObjectNotFoundError,
-    ChecksumMismatchError,
     ConflictError,
     InvalidInputError,
-    MissingDependencyError,
 )
 
 HDF5_EXTENSIONS = (".hdf5", ".h5")
 EMPTY_HASH = hashing.crc32c_base64(b"")
-_VALID_MODES = {"r", "w", "a", "x", "r+", "w+", "a+", "x+"}
 
 
-def _parse_mode(mode: str) -> tuple[str, bool]:
-    """Split an `open` mode into its base (`r`, `w+`, ...) and whether it is binary; reject anything else."""
-    if not isinstance(mode, str):
-        raise InvalidInputError(f"The file mode must be a string such as 'r' or 'wb'; got {mode!r}.")
-    binary = "b" in mode
-    base = mode.replace("b", "").replace("t", "")
-    if base not in _VALID_MODES or mode.count("b") + mode.count("t") > 1 or ("b" in mode and "t" in mode):
-        raise InvalidInputError(
-            f"Invalid file mode {mode!r}: use one of r, w, a, x, optionally with '+' and 'b' or 't' (as with open())."
-        )
-    return base, binary
 
-
-class Datafile:
+class Datafile(OctueMetadata):
     """One file with Octue metadata (id, timestamp, labels, tags), local, in GCS (`gs://bucket/name`) or both.
 
     `path` is a local path or a `gs://` URI. For a cloud path, `local_path` says where to keep a downloaded copy
@@ -108,12 +90,8 @@ class Datafile:
                 f"The id {id!r} given for {self} differs from its stored id {stored.id!r}; ids cannot be reassigned. "
                 f"Leave id out, or pass ignore_stored_metadata=True to replace the stored metadata."
             )
-        self._id = md.validate_id(id) if id is not None else (stored.id or str(uuid.uuid4()))
-        self._timestamp = md.normalise_timestamp(timestamp) if timestamp is not None else stored.timestamp
-        self._labels = md.LabelSet(labels if labels is not None else stored.labels)
-        self._tags = md.TagDict(tags if tags is not None else stored.tags)
-        # What the store holds now; a difference from the in-memory metadata is what update_metadata() persists.
-        self._persisted = stored if stored.id is not None else None
+        new_id = md.validate_id(id) if id is not None else (stored.id or str(uuid.uuid4()))
+        self._init_metadata(stored, new_id, timestamp, labels, tags)
 
     # --- construction helpers --------------------------------------------------------------------------------------
 
@@ -175,11 +153,9 @@ class Datafile:
             return False
         if self._cloud is None or self._object is None:
             return True
-        if self._uses_cache():
-            return cache.read_cached_generation(self._cloud) == self._object.generation
-        if self._cloud_is_source:
+        if self._uses_cache() or self._cloud_is_source:
             # A download target chosen by the user may hold an older version: only the object's content counts.
-            return hashing.hash_file(target) == self._object.crc32c
+            return local_copy.holds(target, self._object, cached=self._uses_cache())
         return True
 
     @property
@@ -238,112 +214,6 @@ class Datafile:
             return self._object.crc32c
         return EMPTY_HASH
 
-    @property
-    def metadata_hash_value(self) -> str:
-        """A hash of the metadata (timestamp, labels, tags; not the id), the same in every process."""
-        return md.metadata_hash(self._timestamp, self._labels, self._tags)
-
-    # --- metadata ----------------------------------------------------------------------------------------------------
-
-    @property
-    def id(self) -> str:
-        """The datafile's UUID. It cannot be reassigned."""
-        return self._id
-
-    @property
-    def timestamp(self) -> datetime.datetime | None:
-        """A timezone-aware UTC datetime, or `None`."""
-        return self._timestamp
-
-    @timestamp.setter
-    def timestamp(self, value: datetime.datetime | float | None) -> None:
-        self._timestamp = md.normalise_timestamp(value)
-
-    @property
-    def posix_timestamp(self) -> float | None:
-        """The timestamp as POSIX seconds, or `None`."""
-        return self._timestamp.timestamp() if self._timestamp is not None else None
-
-    @property
-    def labels(self) -> md.LabelSet:
-        """The labels: a set of lowercase strings, checked as they are added."""
-        return self._labels
-
-    @labels.setter
-    def labels(self, value: Iterable[str] | str | None) -> None:
-        self._labels = md.LabelSet(value)
-
-    @property
-    def tags(self) -> md.TagDict:
-        """The tags: a dict of tag names to JSON-serialisable values, checked as they are set."""
-        return self._tags
-
-    @tags.setter
-    def tags(self, value: Mapping[str, Any] | None) -> None:
-        self._tags = md.TagDict(value)
-
-    def metadata(self, include_id: bool = True, include_sdk_version: bool = True) -> dict[str, Any]:
-        """The metadata as a dict: `id`, `timestamp`, `tags`, `labels` (a set) and `sdk_version`."""
-        record = md.metadata_record(self._id, self._timestamp, self._labels, self._tags)
-        if not include_id:
-            del record["id"]
-        if not include_sdk_version:
-            del record["sdk_version"]
-        return record
-
-    def _current(self) -> md.StoredMetadata:
-        return md.StoredMetadata(self._id, self._timestamp, frozenset(self._labels), dict(self._tags))
-
-    def _metadata_changed(self) -> bool:
-        """Whether the in-memory metadata differs from what is stored (nothing stored counts as empty metadata)."""
-        baseline = self._persisted or md.StoredMetadata(self._id, None, frozenset(), {})
-        return baseline != self._current()
-
-    def _cloud_metadata(self) -> dict[str, str]:
-        return md.to_cloud_metadata(self._id, self._timestamp, self._labels, self._tags)
-
-    def _adopt(self, stored: md.StoredMetadata) -> None:
-        """Make `stored` (just written to or read from the store) both the in-memory and the persisted metadata."""
-        self._id = stored.id or self._id
-        self._timestamp = stored.timestamp
-        self._labels = md.LabelSet(stored.labels)
-        self._tags = md.TagDict(stored.tags)
-        self._persisted = self._current()
-
-    def update_metadata(self) -> None:
-        """Persist the in-memory metadata: a metadata patch on the object (content and generation untouched) and/or
-        the `.octue` entry beside a local file. Concurrent patches by other writers are merged, not lost."""
-        if self._object is None and self._local is None:
-            raise CloudObjectNotFoundError(
-                f"Cannot update the metadata of {self._cloud}: the object does not exist yet. Write or upload it first."
-            )
-        if self._object is not None:
-            self._patch_cloud_metadata()
-        if self._local is not None:
-            self._write_local_metadata()
-
-    def _patch_cloud_metadata(self) -> None:
-        assert self._cloud is not None
-        where = str(self._cloud)
-        base, ours = self._persisted or md.StoredMetadata(), self._current()
-
-        def change(info: ObjectInfo) -> dict[str, str]:
-            merged = merge(base, ours, md.from_cloud_metadata(info.custom_metadata, where))
-            return md.to_cloud_metadata(merged.id or self._id, merged.timestamp, merged.labels or (), merged.tags or {})
-
-        # fake-gcs-server ignores metageneration preconditions, so a cross-process lock also serialises
-        # read-modify-patch cycles on one machine; across machines the metageneration precondition does.
-        with filelock.FileLock(cache.lock_path(f"patch:{self._cloud}"), timeout=cache.LOCK_TIMEOUT_SECONDS):
-            self._object = self.store.patch_metadata(self._cloud, change)
-        self._adopt(md.from_cloud_metadata(self._object.custom_metadata, where))
-
-    def _write_local_metadata(self) -> None:
-        assert self._local is not None
-        local_metadata.write_entry(
-            self._local, md.to_local_metadata(self._id, self._timestamp, self._labels, self._tags)
-        )
-        self._persisted = self._current()
-
     # --- moving content ----------------------------------------------------------------------------------------------
 
     def download(self, local_path: str | os.PathLike[str] | None = None) -> str:
@@ -359,32 +229,8 @@ class Datafile:
         if self._object is None:
             self._object = self.store.require_object(self._cloud)
         target = self._local_target()
-        if self._uses_cache():
-            with filelock.FileLock(cache.lock_path(f"download:{self._cloud}"), timeout=cache.LOCK_TIMEOUT_SECONDS):
-                if cache.read_cached_generation(self._cloud) != self._object.generation:
-                    self._download_to(target)
-                    cache.write_cached_generation(self._cloud, self._object.generation)
-        elif not (target.is_file() and hashing.hash_file(target) == self._object.crc32c):
-            self._download_to(target)
+        local_copy.fetch(self.store, self._object, target, cached=self._uses_cache())
         return str(target)
-
-    def _download_to(self, target: Path) -> None:
-        assert self._object is not None
-        with atomic_replace(target) as temporary:
-            try:
-                with open(temporary, "wb") as file:
-                    self.store.download_file(self._object, file)
-            except ConflictError:
-                raise ConflictError(
-                    f"{self._cloud} was replaced by another writer after this datafile read it; nothing was downloaded. "
-                    f"Instantiate the datafile again to read the new content."
-                ) from None
-            if temporary.stat().st_size != self._object.size:
-                raise ChecksumMismatchError(
-                    f"Downloaded {temporary.stat().st_size} bytes of {self._cloud}, expected {self._object.size}."
-                )
-        if self._object.crc32c:
-            hashing.remember_hash(target, self._object.crc32c)
 
     def upload(self, cloud_path: str | None = None, update_metadata: bool = True) -> str:
         """Upload to `cloud_path` (default: this datafile's own) and return the `gs://` URI.
@@ -475,14 +321,25 @@ class Datafile:
 
     # --- open --------------------------------------------------------------------------------------------------------
 
-    def open(self, mode: str = "r", **kwargs: Any) -> _DatafileOpener:
+    def open(self, mode: str = "r", **kwargs: Any) -> DatafileOpener:
         """Open the content like the builtin `open` (`.h5`/`.hdf5` files as `h5py.File`), as a context manager.
 
         Reading modes download a cloud object first; `w` and `x` do not. When the block ends normally, changed
         content is uploaded with the metadata in one request and other metadata changes are persisted as a patch.
         If the block raises, nothing is uploaded and the local file is as it was.
         """
-        return _DatafileOpener(self, mode, kwargs)
+        exists = self._object is not None if self._cloud is not None else self._local_target().is_file()
+        return DatafileOpener(
+            mode,
+            kwargs,
+            name=str(self),
+            hdf5=self._is_hdf5(),
+            exists=exists,
+            read_path=lambda: Path(self.local_path),
+            target=self._local_target(),
+            commit=self._commit_written_file,
+            after_read=self._persist_metadata_changes,
+        )
 
     def _is_hdf5(self) -> bool:
         return Path(self.name).suffix.lower() in HDF5_EXTENSIONS
@@ -501,12 +358,9 @@ class Datafile:
             os.replace(temporary, target)
             self._object = info
             self._persisted = self._current()
-            if self._uses_cache():
-                cache.write_cached_generation(self._cloud, info.generation)
-            else:
+            local_copy.record_written(target, info, cached=self._uses_cache())
+            if not self._uses_cache():
                 self._write_local_metadata()
-            if info.crc32c:
-                hashing.remember_hash(target, info.crc32c)
         else:
             os.replace(temporary, target)
             self._write_local_metadata()
@@ -519,91 +373,3 @@ class Datafile:
 
     def __fspath__(self) -> str:
         return self.local_path
-
-
-class _DatafileOpener:
-    """The context manager returned by `Datafile.open`."""
-
-    def __init__(self, datafile: Datafile, mode: str, kwargs: dict[str, Any]) -> None:
-        self.datafile = datafile
-        self.mode = mode
-        self.base, self.binary = _parse_mode(mode)
-        self.kwargs = kwargs
-        self.file: Any = None
-        self.temporary: Path | None = None
-
-    def _open(self, path: Path, mode: str) -> Any:
-        if self.datafile._is_hdf5():
-            try:
-                import h5py
-            except ImportError:
-                raise MissingDependencyError(
-                    f"Opening {self.datafile.name} needs h5py: pip install 'octue-dagster[hdf5]'."
-                ) from None
-            hdf5_mode = {"r": "r", "r+": "r+", "w": "w", "w+": "w", "a": "a", "a+": "a", "x": "w-", "x+": "w-"}
-            return h5py.File(path, hdf5_mode[self.base], **self.kwargs)
-        return open(path, mode, **self.kwargs)
-
-    def __enter__(self) -> IO[Any]:
-        datafile = self.datafile
-        if self.base == "r":
-            self._require_existing()
-            self.file = self._open(Path(datafile.local_path), self.mode)
-            return self.file
-
-        if self.base.startswith("x") and self._exists_anywhere():
-            raise FileExistsError(f"{datafile} already exists; mode {self.mode!r} only creates new files.")
-        target = datafile._local_target()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        sweep_stale_temporaries(target.parent)
-        self.temporary = temporary_path_for(target)
-        try:
-            if self.base.startswith("a") or self.base == "r+":
-                if self.base == "r+":
-                    self._require_existing()
-                if self._exists_anywhere():
-                    shutil.copyfile(datafile.local_path, self.temporary)
-            mode = self.mode.replace("x", "w")
-            if self.base == "r+" and not self.temporary.exists():
-                mode = mode.replace("r", "w")
-            self.file = self._open(self.temporary, mode)
-        except BaseException:
-            self._discard()
-            raise
-        return self.file
-
-    def _exists_anywhere(self) -> bool:
-        datafile = self.datafile
-        if datafile._cloud is not None:
-            return datafile._object is not None
-        return datafile._local_target().is_file()
-
-    def _require_existing(self) -> None:
-        if not self._exists_anywhere():
-            raise FileNotFoundError(f"{self.datafile} does not exist, so it cannot be opened with mode {self.mode!r}.")
-
-    def _discard(self) -> None:
-        if self.temporary is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.temporary)
-
-    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
-        try:
-            if self.file is not None:
-                self.file.close()
-        except BaseException:
-            self._discard()
-            raise
-        if exc_type is not None:
-            self._discard()
-            return
-        try:
-            if self.temporary is not None:
-                self.datafile._commit_written_file(self.temporary)
-            elif self.datafile._metadata_changed():
-                self.datafile.update_metadata()
-        finally:
-            self._discard()
-
-    def __iter__(self) -> Iterator[Any]:  # pragma: no cover - guidance for a common mistake
-        raise TypeError("Use Datafile.open() in a `with` block: `with datafile.open() as f: ...`.")

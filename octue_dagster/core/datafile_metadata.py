@@ -1,0 +1,160 @@
+"""`OctueMetadata`: the metadata half of a `Datafile` (id, timestamp, labels, tags) and how it is persisted.
+
+It holds the metadata in memory, validates every change, and knows what was last persisted, so that it can tell
+what changed and write only that: a metadata patch on the cloud object, merged with other writers' changes (see
+`octue_dagster.core.merge`), and/or the entry in the `.octue` file beside a local file.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import filelock
+
+from octue_dagster.core import cache
+from octue_dagster.core import metadata as md
+from octue_dagster.core import octue_files as local_metadata
+from octue_dagster.core.gcs_path import GCSPath
+from octue_dagster.core.merge import merge
+from octue_dagster.core.store import ObjectInfo, Store
+from octue_dagster.exceptions import CloudObjectNotFoundError
+
+
+class OctueMetadata:
+    """Octue metadata in memory: an immutable UUID `id`, a `timestamp`, `labels` and `tags`.
+
+    `_persisted` is what the store held when this object last read or wrote it (`None`: nothing stored yet).
+    """
+
+    _id: str
+    _timestamp: datetime.datetime | None
+    _labels: md.LabelSet
+    _tags: md.TagDict
+    _persisted: md.StoredMetadata | None
+    # Where the datafile is, provided by `Datafile`.
+    _cloud: GCSPath | None
+    _local: Path | None
+    _object: ObjectInfo | None
+    store: Store
+
+    def _init_metadata(self, stored: md.StoredMetadata, id: str, timestamp: Any, labels: Any, tags: Any) -> None:
+        """Start from `stored`, overridden by whatever of `timestamp`, `labels` and `tags` was given (not `None`)."""
+        self._id = id
+        self._timestamp = md.normalise_timestamp(timestamp) if timestamp is not None else stored.timestamp
+        self._labels = md.LabelSet(labels if labels is not None else stored.labels)
+        self._tags = md.TagDict(tags if tags is not None else stored.tags)
+        self._persisted = stored if stored.id is not None else None
+
+    @property
+    def metadata_hash_value(self) -> str:
+        """A hash of the metadata (timestamp, labels, tags; not the id), the same in every process."""
+        return md.metadata_hash(self._timestamp, self._labels, self._tags)
+
+    @property
+    def id(self) -> str:
+        """The datafile's UUID. It cannot be reassigned."""
+        return self._id
+
+    @property
+    def timestamp(self) -> datetime.datetime | None:
+        """A timezone-aware UTC datetime, or `None`."""
+        return self._timestamp
+
+    @timestamp.setter
+    def timestamp(self, value: datetime.datetime | float | None) -> None:
+        self._timestamp = md.normalise_timestamp(value)
+
+    @property
+    def posix_timestamp(self) -> float | None:
+        """The timestamp as POSIX seconds, or `None`."""
+        return self._timestamp.timestamp() if self._timestamp is not None else None
+
+    @property
+    def labels(self) -> md.LabelSet:
+        """The labels: a set of lowercase strings, checked as they are added."""
+        return self._labels
+
+    @labels.setter
+    def labels(self, value: Iterable[str] | str | None) -> None:
+        self._labels = md.LabelSet(value)
+
+    @property
+    def tags(self) -> md.TagDict:
+        """The tags: a dict of tag names to JSON-serialisable values, checked as they are set."""
+        return self._tags
+
+    @tags.setter
+    def tags(self, value: Mapping[str, Any] | None) -> None:
+        self._tags = md.TagDict(value)
+
+    def metadata(self, include_id: bool = True, include_sdk_version: bool = True) -> dict[str, Any]:
+        """The metadata as a dict: `id`, `timestamp`, `tags`, `labels` (a set) and `sdk_version`."""
+        record = md.metadata_record(self._id, self._timestamp, self._labels, self._tags)
+        if not include_id:
+            del record["id"]
+        if not include_sdk_version:
+            del record["sdk_version"]
+        return record
+
+    def _current(self) -> md.StoredMetadata:
+        return md.StoredMetadata(self._id, self._timestamp, frozenset(self._labels), dict(self._tags))
+
+    def _metadata_changed(self) -> bool:
+        """Whether the in-memory metadata differs from what is stored (nothing stored counts as empty metadata)."""
+        baseline = self._persisted or md.StoredMetadata(self._id, None, frozenset(), {})
+        return baseline != self._current()
+
+    def _cloud_metadata(self) -> dict[str, str]:
+        return md.to_cloud_metadata(self._id, self._timestamp, self._labels, self._tags)
+
+    def _adopt(self, stored: md.StoredMetadata) -> None:
+        """Make `stored` (just written to or read from the store) both the in-memory and the persisted metadata."""
+        self._id = stored.id or self._id
+        self._timestamp = stored.timestamp
+        self._labels = md.LabelSet(stored.labels)
+        self._tags = md.TagDict(stored.tags)
+        self._persisted = self._current()
+
+    def update_metadata(self) -> None:
+        """Persist the in-memory metadata: a metadata patch on the object (content and generation untouched) and/or
+        the `.octue` entry beside a local file. Concurrent patches by other writers are merged, not lost."""
+        if self._object is None and self._local is None:
+            raise CloudObjectNotFoundError(
+                f"Cannot update the metadata of {self._cloud}: the object does not exist yet. Write or upload it first."
+            )
+        if self._object is not None:
+            self._patch_cloud_metadata()
+        if self._local is not None:
+            self._write_local_metadata()
+
+    def _patch_cloud_metadata(self) -> None:
+        assert self._cloud is not None
+        where = str(self._cloud)
+        base, ours = self._persisted or md.StoredMetadata(), self._current()
+
+        def change(info: ObjectInfo) -> dict[str, str]:
+            merged = merge(base, ours, md.from_cloud_metadata(info.custom_metadata, where))
+            return md.to_cloud_metadata(merged.id or self._id, merged.timestamp, merged.labels or (), merged.tags or {})
+
+        # fake-gcs-server ignores metageneration preconditions, so a cross-process lock also serialises
+        # read-modify-patch cycles on one machine; across machines the metageneration precondition does.
+        with filelock.FileLock(cache.lock_path(f"patch:{self._cloud}"), timeout=cache.LOCK_TIMEOUT_SECONDS):
+            self._object = self.store.patch_metadata(self._cloud, change)
+        self._adopt(md.from_cloud_metadata(self._object.custom_metadata, where))
+
+    def _write_local_metadata(self) -> None:
+        assert self._local is not None
+        local_metadata.write_entry(
+            self._local, md.to_local_metadata(self._id, self._timestamp, self._labels, self._tags)
+        )
+        self._persisted = self._current()
+
+    def _persist_metadata_changes(self) -> None:
+        if self._metadata_changed():
+            self.update_metadata()
+
+
+__all__ = ["OctueMetadata"]

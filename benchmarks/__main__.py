@@ -20,7 +20,7 @@ from pathlib import Path
 from benchmarks import hash_bench, memory_bench, metadata_bench, transfer_bench
 from benchmarks.measure import MIB, make_random_file
 from benchmarks.table import Row, render
-from octue_dagster.core import store as gcs
+from octue_dagster.core import store
 from octue_dagster.core.cache import CACHE_DIR_VARIABLE
 from octue_dagster.testing.emulator import running_emulator
 
@@ -60,9 +60,9 @@ def run(arguments: argparse.Namespace, workdir: Path) -> list[Row]:
     hash_file.unlink()
 
     with running_emulator(workdir / "fake-gcs-server.log"):
-        client = gcs.Store.default().client
+        client = store.Store.default().client
         bucket = f"benchmark-{uuid.uuid4().hex[:8]}"
-        gcs.Store(client).ensure_bucket(bucket)
+        store.Store(client).ensure_bucket(bucket)
 
         _step(f"3. metadata reads of {arguments.datafiles} cloud datafiles (creating the objects first)")
         names = metadata_bench.create_small_objects(client, bucket, arguments.datafiles)

@@ -16,7 +16,8 @@ from pathlib import Path
 from google.cloud import storage
 
 from benchmarks.hash_bench import plain_file_crc32c
-from octue_dagster.core import hashing, store as gcs
+from octue_dagster.core import hashing
+from octue_dagster.core import store
 from octue_dagster.core.datafile import Datafile
 
 
@@ -61,7 +62,7 @@ def prepare(operation: str, side: str, arguments: list[str], client: storage.Cli
 
 def main(argv: list[str]) -> None:
     operation, side, *arguments = argv
-    client = gcs.Store.default().client
+    client = store.Store.default().client
     if operation != "hash":
         bucket = arguments[1] if operation == "upload" else arguments[0]
         # Open the HTTP connection before measuring, as a long-running process would have.

@@ -14,7 +14,7 @@ from google.cloud import storage
 from benchmarks.measure import timed
 from benchmarks.table import Row
 from octue_dagster.core import cache, hashing
-from octue_dagster.core import store as gcs
+from octue_dagster.core import store
 from octue_dagster.core.datafile import Datafile
 
 #: "No slower" allows this much for run-to-run noise (both sides share two cores with the emulator).
@@ -34,7 +34,7 @@ def upload_baseline(client: storage.Client, path: Path, bucket: str, name: str) 
 
 def upload_baseline_same_chunks(client: storage.Client, path: Path, bucket: str, name: str) -> None:
     """The plain client sending the same chunk size as ours, to separate the library's overhead from chunking."""
-    client.bucket(bucket).blob(name, chunk_size=gcs.UPLOAD_CHUNK_BYTES).upload_from_filename(str(path))
+    client.bucket(bucket).blob(name, chunk_size=store.UPLOAD_CHUNK_BYTES).upload_from_filename(str(path))
 
 
 def download_ours(client: storage.Client, bucket: str, name: str, cache_dir: Path) -> Path:
@@ -91,7 +91,7 @@ def transfer_rows(client: storage.Client, path: Path, bucket: str, workdir: Path
             os.environ[cache.CACHE_DIR_VARIABLE] = previous_cache
 
     mib = size / 2**20
-    chunk_mib = gcs.UPLOAD_CHUNK_BYTES / 2**20
+    chunk_mib = store.UPLOAD_CHUNK_BYTES / 2**20
     comparisons = (
         (f"upload {mib:.0f} MiB time", "up-ours", "up-base"),
         (f"upload {mib:.0f} MiB time, baseline at our {chunk_mib:.0f} MiB chunks", "up-ours", "up-same"),

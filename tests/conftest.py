@@ -8,8 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from octue_dagster.core import store as storage
-from octue_dagster.core.store import Store, StoreSettings
+from octue_dagster.core.store import Store, StoreSettings, make_client
 from octue_dagster.core.cache import CACHE_DIR_VARIABLE
 from octue_dagster.testing.emulator import EMULATOR_VARIABLE, Emulator
 
@@ -60,7 +59,7 @@ def proxy(emulator: Emulator):
 @pytest.fixture
 def client(emulator: Emulator):
     """A storage client for the emulator."""
-    return storage.make_client()
+    return make_client()
 
 
 @pytest.fixture

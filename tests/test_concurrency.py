@@ -1,6 +1,6 @@
 """Concurrent writers, in separate processes (spawned, as on macOS and Windows): nothing any of them wrote is lost.
 
-Also proves the metageneration retry in `storage.patch_metadata` against a server that enforces the precondition
+Also proves the metageneration retry in `Store.patch_metadata` against a server that enforces the precondition
 (the fault proxy answers 412 to the first PATCH after another writer has patched), which fake-gcs-server alone does
 not do.
 """
@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 
 from octue_dagster import ConflictError, Datafile
-from octue_dagster.core.store import Store
-from octue_dagster.core import store as storage
+from octue_dagster.core.store import Store, make_client
 from octue_dagster.core import metadata as md
 from octue_dagster.core.gcs_path import GCSPath
 from octue_dagster.testing.emulator import EMULATOR_VARIABLE
@@ -51,7 +50,7 @@ def _run(target, argument_lists: list[tuple]) -> list[Any]:
 
 
 def retag(uris: list[str], label: str, barrier, results) -> None:
-    client = storage.make_client()
+    client = make_client()
     datafiles = [Datafile(uri, storage_client=client) for uri in uris]
     barrier.wait()
     for datafile in datafiles:
@@ -71,7 +70,7 @@ def write_local(folder: str, worker: int, count: int, barrier, results) -> None:
 
 
 def write_object(uri: str, content: str, barrier, results) -> None:
-    datafile = Datafile(uri, storage_client=storage.make_client())
+    datafile = Datafile(uri, storage_client=make_client())
     barrier.wait()
     try:
         with datafile.open("w") as file:
@@ -144,7 +143,7 @@ def test_patch_retried_after_412_keeps_both_writers_labels(client, bucket, emula
     with FaultProxy(emulator.url) as proxy:
         fault = proxy.add(Fault("status", "PATCH", r"/o/enforced", status=412, before=other_writer_patches_first))
         monkeypatch.setenv(EMULATOR_VARIABLE, proxy.url)
-        proxied = storage.make_client()
+        proxied = make_client()
         monkeypatch.setenv(EMULATOR_VARIABLE, emulator.url)
         datafile = Datafile(uri, storage_client=proxied)
         datafile.labels.add("mine")

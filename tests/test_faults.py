@@ -19,10 +19,9 @@ import pytest
 from octue_dagster import Datafile, OctueDagsterError
 from octue_dagster.core import cache
 from octue_dagster.core import metadata as md
-from octue_dagster.core import store as storage
 from octue_dagster.core.atomic import is_temporary
 from octue_dagster.core.gcs_path import GCSPath
-from octue_dagster.core.store import Store
+from octue_dagster.core.store import Store, make_client
 from octue_dagster.testing.emulator import EMULATOR_VARIABLE
 
 from conftest import QUICK_SETTINGS
@@ -48,7 +47,7 @@ def faulty_client(proxy: FaultProxy, emulator, monkeypatch: pytest.MonkeyPatch):
     """A storage client whose requests go through the proxy, with short timeouts and quick retries."""
     proxy.clear()
     monkeypatch.setenv(EMULATOR_VARIABLE, proxy.url)
-    client = storage.make_client()
+    client = make_client()
     monkeypatch.setenv(EMULATOR_VARIABLE, emulator.url)
     return Store(client, settings=QUICK_SETTINGS)
 

@@ -3,10 +3,10 @@ either succeed or fail the run with the library's own error, and the stored obje
 previous materialization's or the new one, never a mix. A failed run leaves the previous object and materialization.
 
 The I/O manager gets its client the way users' code does, from a `GCSResource` (a plain google-cloud-storage client,
-not one made by `storage.make_client`), pointed at `faultproxy.FaultProxy`. As in `tests/test_faults.py`, the library's
+not one made by `make_client`), pointed at `faultproxy.FaultProxy`. As in `tests/test_faults.py`, the library's
 retry rules are kept with a shorter back-off, and each request times out after 0.5 s so that a stall is a timeout.
 
-Also here: `storage.copy_object` after a rewrite whose answer was lost and whose retry GCS answers with 412
+Also here: `Store.copy_object` after a rewrite whose answer was lost and whose retry GCS answers with 412
 (fake-gcs-server ignores `ifGenerationMatch` on rewrites, so the proxy gives the 412 as GCS would).
 """
 
@@ -25,10 +25,9 @@ from dagster import AssetKey, DagsterInstance, asset, materialize
 from dagster_gcp import GCSResource
 
 from octue_dagster import ConflictError, Datafile, OctueDagsterError
-from octue_dagster.core import store as storage
 from octue_dagster.core import metadata as md
 from octue_dagster.core.gcs_path import GCSPath
-from octue_dagster.core.store import Store
+from octue_dagster.core.store import ObjectInfo, Store, make_client
 from octue_dagster.dagster.resources import StoreConfig
 from octue_dagster.dagster.ui_metadata import URI_KEY
 from octue_dagster.testing.emulator import EMULATOR_VARIABLE
@@ -81,7 +80,7 @@ SEEN: dict[str, Any] = {}
 @asset
 def stored() -> Datafile:
     if PLAN["kind"] == "cloud":
-        return Datafile(PLAN["uri"], storage_client=storage.make_client())
+        return Datafile(PLAN["uri"], storage_client=make_client())
     datafile = Datafile(
         Path(PLAN["folder"]) / "data.bin", labels=PLAN["labels"], tags=PLAN["tags"], timestamp=TIMESTAMP
     )
@@ -255,12 +254,12 @@ def test_io_manager_under_fault(operation, fault_name, proxy, client, bucket, tm
 def proxied_store(proxy: FaultProxy, emulator, monkeypatch: pytest.MonkeyPatch):
     proxy.clear()
     monkeypatch.setenv(EMULATOR_VARIABLE, proxy.url)
-    proxied = storage.make_client()
+    proxied = make_client()
     monkeypatch.setenv(EMULATOR_VARIABLE, emulator.url)
     return Store(proxied, settings=QUICK_SETTINGS)
 
 
-def _put(client, bucket: str, name: str, content: bytes, labels: set[str]) -> storage.ObjectInfo:
+def _put(client, bucket: str, name: str, content: bytes, labels: set[str]) -> ObjectInfo:
     blob = client.bucket(bucket).blob(name)
     blob.metadata = md.to_cloud_metadata("1c4b0b36-6a49-4b6a-9d55-1b0f5f4a0a11", None, labels, {})
     blob.upload_from_string(content)

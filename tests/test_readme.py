@@ -31,3 +31,17 @@ def test_readme_dagster_example_materializes(bucket, client):
     retag = defs.get_job_def("mark_checked")
     assert retag.execute_in_process(resources=defs.resources).success
     assert "quality-checked" in Datafile(stored.cloud_path, storage_client=client).labels
+
+
+def test_readme_store_and_selection_example_runs(bucket, client):
+    block = next(code for code in _python_blocks() if "retag_objects(store" in code)
+    raw = Datafile(f"gs://{bucket}/raw/2024-05-01.csv", storage_client=client, labels={"raw"})
+    with raw.open("w") as file:
+        file.write("time,speed\n")
+    client.bucket(bucket).blob("raw/.octue").upload_from_string('{"dataset": {}}')  # Octue's dataset metadata object
+    namespace: dict = {}
+    exec(compile(block.replace("my-bucket", bucket), "README.md", "exec", dont_inherit=True), namespace)
+    assert [datafile.name for datafile in namespace["raw"]] == ["2024-05-01.csv"]
+    assert namespace["counts"].as_dict() == {"scanned": 1, "matched": 1, "changed": 1, "unchanged": 0, "skipped": 0}
+    assert Datafile(raw.cloud_path, storage_client=client).labels == {"raw", "validated"}
+    assert client.bucket(bucket).blob("raw/.octue").download_as_bytes() == b'{"dataset": {}}'

@@ -317,7 +317,7 @@ class Datafile(OctueMetadata):
         """After writing `info` at `destination`, make that this datafile's cloud location."""
         self._cloud, self._object = destination, info
         if info.custom_metadata:
-            self._persisted = md.from_cloud_metadata(info.custom_metadata, str(destination))
+            self._mark_persisted(md.from_cloud_metadata(info.custom_metadata, str(destination)))
 
     # --- open --------------------------------------------------------------------------------------------------------
 
@@ -357,7 +357,7 @@ class Datafile(OctueMetadata):
             )
             os.replace(temporary, target)
             self._object = info
-            self._persisted = self._current()
+            self._mark_persisted()
             local_copy.record_written(target, info, cached=self._uses_cache())
             if not self._uses_cache():
                 self._write_local_metadata()

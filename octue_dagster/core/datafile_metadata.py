@@ -46,7 +46,9 @@ class OctueMetadata:
         self._timestamp = md.normalise_timestamp(timestamp) if timestamp is not None else stored.timestamp
         self._labels = md.LabelSet(labels if labels is not None else stored.labels)
         self._tags = md.TagDict(tags if tags is not None else stored.tags)
-        self._persisted = stored if stored.id is not None else None
+        self._persisted = None
+        if stored.id is not None:
+            self._mark_persisted(stored)
 
     @property
     def metadata_hash_value(self) -> str:
@@ -110,13 +112,21 @@ class OctueMetadata:
     def _cloud_metadata(self) -> dict[str, str]:
         return md.to_cloud_metadata(self._id, self._timestamp, self._labels, self._tags)
 
+    def _mark_persisted(self, stored: md.StoredMetadata | None = None) -> None:
+        """Record what the store now holds (default: exactly the in-memory metadata, just written).
+
+        The one place `_persisted` changes after construction: a difference between it and the in-memory metadata
+        is what `update_metadata` writes, and it is the base of every three-way merge.
+        """
+        self._persisted = stored if stored is not None else self._current()
+
     def _adopt(self, stored: md.StoredMetadata) -> None:
         """Make `stored` (just written to or read from the store) both the in-memory and the persisted metadata."""
         self._id = stored.id or self._id
         self._timestamp = stored.timestamp
         self._labels = md.LabelSet(stored.labels)
         self._tags = md.TagDict(stored.tags)
-        self._persisted = self._current()
+        self._mark_persisted()
 
     def update_metadata(self) -> None:
         """Persist the in-memory metadata: a metadata patch on the object (content and generation untouched) and/or
@@ -150,7 +160,7 @@ class OctueMetadata:
         local_metadata.write_entry(
             self._local, md.to_local_metadata(self._id, self._timestamp, self._labels, self._tags)
         )
-        self._persisted = self._current()
+        self._mark_persisted()
 
     def _persist_metadata_changes(self) -> None:
         if self._metadata_changed():

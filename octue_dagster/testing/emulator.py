@@ -144,11 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         if not use_existing:
             emulator = stack.enter_context(running_emulator(arguments.log))
             print(f"GCS emulator (fake-gcs-server) at {emulator.url}; log in {emulator.log_path}", file=sys.stderr)
-            from octue_dagster.core.store import ensure_bucket, make_client
+            from octue_dagster.core.store import Store
 
-            client = make_client()
+            store = Store()
             for bucket in arguments.bucket:
-                ensure_bucket(client, bucket)
+                store.ensure_bucket(bucket)
         return subprocess.call(command)
 
 

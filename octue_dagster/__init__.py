@@ -5,7 +5,11 @@ from typing import TYPE_CHECKING, Any
 
 from octue_dagster.core.gcs_path import GCSPath, parse_gcs_path
 from octue_dagster.core.datafile import Datafile
+from octue_dagster.core.dataset import Dataset
+from octue_dagster.core.filters import FilterDict, FilterList, FilterSet
+from octue_dagster.core.manifest import Manifest
 from octue_dagster.exceptions import (
+    BrokenSequenceError,
     BucketNotFoundError,
     ChecksumMismatchError,
     CloudObjectNotFoundError,
@@ -14,6 +18,7 @@ from octue_dagster.exceptions import (
     DatafileExistsError,
     DatafileNotFoundError,
     InvalidCloudPathError,
+    InvalidFilterError,
     InvalidInputError,
     InvalidLabelError,
     InvalidMetadataError,
@@ -24,6 +29,7 @@ from octue_dagster.exceptions import (
     OctueDagsterError,
     StoragePermissionError,
     StorageUnavailableError,
+    UnexpectedNumberOfResultsError,
 )
 from octue_dagster.core.metadata import LabelSet, TagDict
 from octue_dagster.core.selection import RetagCounts, RetagSpec, list_datafiles, retag_objects
@@ -83,6 +89,7 @@ __all__ = [
     "gcs_prefix_sensor",
     "materialize_datafile",
     "on_upstream_data_version_change",
+    "BrokenSequenceError",
     "BucketNotFoundError",
     "ChecksumMismatchError",
     "CloudObjectNotFoundError",
@@ -91,8 +98,13 @@ __all__ = [
     "Datafile",
     "DatafileExistsError",
     "DatafileNotFoundError",
+    "Dataset",
+    "FilterDict",
+    "FilterList",
+    "FilterSet",
     "GCSPath",
     "InvalidCloudPathError",
+    "InvalidFilterError",
     "InvalidInputError",
     "InvalidLabelError",
     "InvalidMetadataError",
@@ -103,6 +115,7 @@ __all__ = [
     "RetagSpec",
     "Store",
     "StoreSettings",
+    "Manifest",
     "MissingCredentialsError",
     "MissingDependencyError",
     "OctueDagsterError",
@@ -110,6 +123,7 @@ __all__ = [
     "StorageUnavailableError",
     "TagDict",
     "list_datafiles",
+    "UnexpectedNumberOfResultsError",
     "parse_gcs_path",
     "retag_objects",
 ]

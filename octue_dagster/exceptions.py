@@ -84,3 +84,15 @@ class MissingCredentialsError(OctueDagsterError):
 
 class MissingDependencyError(OctueDagsterError, ImportError):
     """An optional dependency (such as h5py) is needed for this operation."""
+
+
+class InvalidFilterError(InvalidInputError):
+    """A filter such as `name__ends_with=".csv"` names no valid action, or cannot be applied to the items' values."""
+
+
+class UnexpectedNumberOfResultsError(OctueDagsterError, LookupError):
+    """`one(...)` found no item, or more than one, satisfying its filters."""
+
+
+class BrokenSequenceError(OctueDagsterError):
+    """`order_by(..., check_start_value=..., check_constant_increment=...)` found a gap or a wrong start."""

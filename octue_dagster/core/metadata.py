@@ -147,6 +147,18 @@ class LabelSet(set):
         self.symmetric_difference_update(other)
         return self
 
+    def any_label_starts_with(self, value: str) -> bool:
+        """Whether any label starts with `value` (as in Octue's SDK)."""
+        return any(label.startswith(value) for label in self)
+
+    def any_label_ends_with(self, value: str) -> bool:
+        """Whether any label ends with `value` (as in Octue's SDK)."""
+        return any(label.endswith(value) for label in self)
+
+    def any_label_contains(self, value: str) -> bool:
+        """Whether any label contains `value` (as in Octue's SDK)."""
+        return any(value in label for label in self)
+
 
 class TagDict(dict):
     """A dict of tags that checks every name and value set in it against Octue's tag rules."""

@@ -1,0 +1,630 @@
+"""`Dataset`: a folder of Datafiles (local, or a `gs://` prefix) with its own id, name, labels and tags, as in
+Octue's SDK 0.69, whose `Dataset` reads what this one writes and the other way round.
+
+A cloud dataset is built from one paged listing of its prefix, whose entries already carry each object's custom
+metadata (Octue's SDK makes one request per file), plus one read of the dataset's `.octue` object; no content is
+downloaded until a file is opened. Uploads send only files whose crc32c differs from the stored object's (copying
+server side when the file is already in GCS), downloads go through the checksum-verified cache, and both run on a
+bounded thread pool with bounded memory (see `transfers.py`).
+
+The dataset's own metadata lives where Octue keeps it: in the `"dataset"` entry of the folder's `.octue` file, or
+in a `<prefix>/.octue` object holding `{"dataset": {...}}`. Entries and keys this library does not own are kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from google.cloud import storage
+
+from octue_dagster.core import json_objects, metadata as md, octue_files
+from octue_dagster.core import store as gcs
+from octue_dagster.core.atomic import atomic_replace, is_temporary
+from octue_dagster.core.datafile import Datafile
+from octue_dagster.core.filters import FilterSet
+from octue_dagster.core.gcs_path import GCSPath, is_gcs_path, make_gcs_path, parse_gcs_path
+from octue_dagster.core.transfers import MemoryBudget, DEFAULT_MEMORY_BUDGET_BYTES, run_concurrently
+from octue_dagster.exceptions import (
+    ConflictError,
+    CorruptMetadataFileError,
+    InvalidInputError,
+    InvalidMetadataError,
+)
+
+METADATA_FILENAME = octue_files.METADATA_FILENAME
+#: Where Octue's SDK puts the metadata files behind a dataset's signed URLs; never part of the dataset.
+SIGNED_METADATA_DIRECTORY = ".signed_metadata_files"
+#: The keys of the `"dataset"` entry this library owns; other keys found there are kept as they are.
+_OWN_KEYS = ("id", "name", "tags", "labels", "path")
+_METADATA_WRITE_ATTEMPTS = 10
+
+
+def is_octue_metadata_object(name: str) -> bool:
+    """Whether an object name is one of Octue's metadata objects, which a cloud dataset never holds as a file."""
+    return name.endswith(METADATA_FILENAME) or SIGNED_METADATA_DIRECTORY in name
+
+
+def prefix_of(path: GCSPath) -> GCSPath:
+    """The listing prefix of a dataset folder: its name with exactly one trailing `/` (empty for a bucket root)."""
+    name = path.name.strip("/")
+    return make_gcs_path(path.bucket, f"{name}/" if name else "", allow_empty_name=True)
+
+
+def safe_relative_path(relative: str, where: str) -> PurePosixPath:
+    """A relative path inside a dataset, refusing absolute paths and `..` (an object name must not escape a folder)."""
+    parts = PurePosixPath(relative.replace(os.sep, "/")).parts
+    if not parts or relative.startswith("/") or any(part in ("..", ".", "") for part in parts):
+        raise InvalidInputError(
+            f"{relative!r} ({where}) is not a plain relative path inside the dataset: it is empty, absolute or "
+            f"contains '.' or '..'. Rename it, or give path_in_dataset."
+        )
+    return PurePosixPath(*parts)
+
+
+@dataclasses.dataclass
+class TransferReport:
+    """What a dataset upload or download did, file by file, counted."""
+
+    transferred: list[str] = dataclasses.field(default_factory=list)
+    copied: list[str] = dataclasses.field(default_factory=list)
+    patched: list[str] = dataclasses.field(default_factory=list)
+    unchanged: list[str] = dataclasses.field(default_factory=list)
+    #: Objects found under the destination before the upload that the dataset does not hold (never touched here).
+    others: list[gcs.ObjectInfo] = dataclasses.field(default_factory=list)
+
+
+class Dataset:
+    """A set of Datafiles in one folder (local or `gs://bucket/prefix`) with an id, name, labels and tags.
+
+    `Dataset(path)` holds every file under the folder (only its top level with `recursive=False`), skipping Octue's
+    `.octue` metadata files; `Dataset(path, files=[...])` holds exactly the given Datafiles (or paths, or Octue's
+    serialised datafile dicts). `files` is a `FilterSet`: `dataset.files.filter(labels__contains="raw")`,
+    `dataset.files.one(name__ends_with=".csv")`, `dataset.files.order_by("timestamp")`.
+
+    Stored metadata (the folder's `.octue` file or object) is read unless `ignore_stored_metadata=True`. Metadata
+    given here overrides what is stored, as it does for `Datafile` (Octue's SDK prefers the stored values); an id
+    that differs from the stored id is refused. `update_metadata()` (or leaving a `with dataset:` block) persists it.
+    `max_workers` bounds concurrent transfers (default 16, or `$OCTUE_DAGSTER_TRANSFER_WORKERS`).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        files: Iterable[Datafile | str | Mapping[str, Any]] | None = None,
+        recursive: bool = True,
+        ignore_stored_metadata: bool = False,
+        include_octue_metadata_files: bool = False,
+        id: str | None = None,
+        name: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        labels: Iterable[str] | str | None = None,
+        *,
+        storage_client: storage.Client | None = None,
+        max_workers: int | None = None,
+        _listing: Iterable[gcs.ObjectInfo] | None = None,
+    ) -> None:
+        self._client = storage_client
+        self._recursive = recursive
+        self._ignore_stored_metadata = ignore_stored_metadata
+        self._include_octue_metadata_files = include_octue_metadata_files
+        self.max_workers = max_workers
+        self._cloud: GCSPath | None = None
+        self._local: Path | None = None
+        self._metadata_object: gcs.ObjectInfo | None = None
+        self._stored_document: dict[str, Any] = {}
+        self._instantiated_from_files_argument = False
+        self.files: FilterSet = FilterSet()
+
+        path = os.getcwd() if path is None else path
+        if is_gcs_path(path):
+            self._cloud = prefix_of(parse_gcs_path(str(path), allow_empty_name=True))
+        elif isinstance(path, (str, os.PathLike)) and os.fspath(path):
+            self._local = Path(path).absolute()
+        else:
+            raise InvalidInputError(f"A dataset path must be a local folder or a gs:// prefix; got {path!r}.")
+
+        if files is not None:
+            if isinstance(files, (str, bytes, Mapping)) or not isinstance(files, Iterable):
+                raise InvalidInputError(
+                    f"`files` must be an iterable of Datafiles, paths or serialised datafiles; got {files!r}."
+                )
+            self.files = FilterSet(self._instantiate_datafile(file) for file in files)
+            self._instantiated_from_files_argument = True
+            # As in Octue's SDK, a dataset of given files does not read the folder's stored metadata.
+            stored: Mapping[str, Any] = {}
+        elif self._cloud is not None:
+            stored = self._instantiate_from_cloud(_listing)
+        else:
+            stored = self._instantiate_from_local_folder()
+
+        stored_id = stored.get("id")
+        if id is not None and stored_id is not None and md.validate_id(id) != md.validate_id(stored_id):
+            raise InvalidInputError(
+                f"The id {id!r} given for the dataset at {self.path} differs from its stored id {stored_id!r}; ids "
+                f"cannot be reassigned. Leave id out, or pass ignore_stored_metadata=True."
+            )
+        where = f"the dataset metadata at {self.metadata_path}"
+        try:
+            self._id = md.validate_id(id if id is not None else stored_id) if (id or stored_id) else str(uuid.uuid4())
+            self._name: str | None = name if name is not None else stored.get("name")
+            self.labels = labels if labels is not None else stored.get("labels")
+            self.tags = tags if tags is not None else stored.get("tags")
+        except InvalidInputError as error:
+            if id is None and labels is None and tags is None:
+                raise InvalidMetadataError(f"{where} cannot be read: {error}") from None
+            raise
+        self._persisted = self._own_metadata() if stored else None
+
+    # --- construction ------------------------------------------------------------------------------------------------
+
+    @property
+    def client(self) -> storage.Client:
+        """The storage client this dataset uses (the process-wide default unless one was given)."""
+        if self._client is None:
+            self._client = gcs.default_client()
+        return self._client
+
+    def _instantiate_datafile(self, file: Datafile | str | Mapping[str, Any]) -> Datafile:
+        if isinstance(file, Datafile):
+            return file
+        if isinstance(file, (str, os.PathLike)):
+            return Datafile(
+                file, ignore_stored_metadata=self._ignore_stored_metadata, storage_client=self._client
+            )
+        if isinstance(file, Mapping) and "path" in file:
+            # Octue's serialised datafile: {"path": ..., "id": ..., "timestamp": ..., "labels": ..., "tags": ...}.
+            fields = {key: file[key] for key in ("id", "timestamp", "labels", "tags") if file.get(key) is not None}
+            return Datafile(file["path"], storage_client=self._client, **fields)
+        raise InvalidInputError(f"Cannot make a Datafile of {file!r}: give a Datafile, a path or a dict with 'path'.")
+
+    def _instantiate_from_cloud(self, listing: Iterable[gcs.ObjectInfo] | None) -> Mapping[str, Any]:
+        assert self._cloud is not None
+        if listing is None:
+            listing = gcs.list_objects(self.client, self._cloud, delimiter=None if self._recursive else "/")
+        files = []
+        metadata_name = self._cloud.name + METADATA_FILENAME
+        for info in listing:
+            name = info.path.name
+            if name == metadata_name:
+                self._metadata_object = info
+            if name.endswith("/") or not name.startswith(self._cloud.name):
+                continue
+            if SIGNED_METADATA_DIRECTORY in name or (
+                name.endswith(METADATA_FILENAME) and not self._include_octue_metadata_files
+            ):
+                continue
+            if not self._recursive and "/" in name[len(self._cloud.name) :]:
+                continue
+            files.append(
+                Datafile(
+                    str(info.path),
+                    storage_client=self._client,
+                    ignore_stored_metadata=self._ignore_stored_metadata,
+                    _object=info,
+                )
+            )
+        self.files = FilterSet(files)
+        if self._ignore_stored_metadata:
+            return {}
+        stored = self._read_cloud_document()
+        if "files" in stored and not files:
+            # A dataset described by its metadata alone (as Octue's signed-URL metadata files are).
+            self.files = FilterSet(Datafile(path, storage_client=self._client) for path in stored["files"])
+            self._instantiated_from_files_argument = True
+        return stored
+
+    def _read_cloud_document(self) -> Mapping[str, Any]:
+        """The `"dataset"` entry of the dataset's `.octue` object (one download, if the listing found the object)."""
+        if self._metadata_object is None:
+            return {}
+        self._stored_document = json_objects.read_document(self.client, self._metadata_object)
+        return self._stored_document.get("dataset") or {}
+
+    def _read_local_document(self) -> Mapping[str, Any]:
+        assert self._local is not None
+        records = octue_files.read_metadata_file(self._local / METADATA_FILENAME)
+        entry = records.get("dataset") or {}
+        if not isinstance(entry, Mapping):
+            raise CorruptMetadataFileError(str(self._local / METADATA_FILENAME), "its 'dataset' entry is not an object")
+        return entry
+
+    def _instantiate_from_local_folder(self) -> Mapping[str, Any]:
+        assert self._local is not None
+        files = []
+        for level, (folder, folders, names) in enumerate(os.walk(self._local)):
+            folders.sort()
+            if not self._recursive and level > 0:
+                break
+            for name in sorted(names):
+                if (name == METADATA_FILENAME and not self._include_octue_metadata_files) or is_temporary(name):
+                    continue
+                files.append(
+                    Datafile(
+                        os.path.join(folder, name),
+                        ignore_stored_metadata=self._ignore_stored_metadata,
+                        storage_client=self._client,
+                    )
+                )
+        self.files = FilterSet(files)
+        return {} if self._ignore_stored_metadata else self._read_local_document()
+
+    # --- identity and metadata ---------------------------------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        """The dataset's folder: a `gs://bucket/prefix` URI (no trailing `/`) or an absolute local path."""
+        if self._cloud is not None:
+            return f"gs://{self._cloud.bucket}/{self._cloud.name.rstrip('/')}".rstrip("/")
+        return str(self._local)
+
+    @property
+    def cloud_path(self) -> str | None:
+        """The `gs://` URI of the dataset's folder, or `None` for a local dataset."""
+        return self.path if self._cloud is not None else None
+
+    @property
+    def gcs_prefix(self) -> GCSPath | None:
+        """The listing prefix of a cloud dataset (its folder name ending in `/`), or `None`."""
+        return self._cloud
+
+    @property
+    def id(self) -> str:
+        """The dataset's UUID."""
+        return self._id
+
+    @property
+    def name(self) -> str:
+        """The dataset's name: as given or stored, else the last part of its path."""
+        if self._name:
+            return self._name
+        return self.path.rstrip("/").rsplit("/", 1)[-1] if self._cloud is not None else Path(self.path).name
+
+    @name.setter
+    def name(self, value: str | None) -> None:
+        if value is not None and not isinstance(value, str):
+            raise InvalidInputError(f"A dataset name must be a string; got {value!r}.")
+        self._name = value
+
+    @property
+    def labels(self) -> md.LabelSet:
+        """The dataset's labels (a set of lowercase strings, checked as they are added)."""
+        return self._labels
+
+    @labels.setter
+    def labels(self, value: Iterable[str] | str | None) -> None:
+        self._labels = md.LabelSet(value)
+
+    @property
+    def tags(self) -> md.TagDict:
+        """The dataset's tags (tag names to JSON-serialisable values, checked as they are set)."""
+        return self._tags
+
+    @tags.setter
+    def tags(self, value: Mapping[str, Any] | None) -> None:
+        self._tags = md.TagDict(value)
+
+    @property
+    def exists_in_cloud(self) -> bool:
+        """Whether the dataset is a cloud dataset (its path is a `gs://` prefix)."""
+        return self._cloud is not None
+
+    @property
+    def exists_locally(self) -> bool:
+        """Whether the dataset is a local one (as in Octue's SDK: the opposite of `exists_in_cloud`)."""
+        return not self.exists_in_cloud
+
+    @property
+    def all_files_are_in_cloud(self) -> bool:
+        """Whether every file is known to be stored in GCS (from the listing or the last write: no requests)."""
+        return all(file.cloud_path is not None and file.object_info is not None for file in self.files)
+
+    @property
+    def metadata_path(self) -> str:
+        """Where the dataset's own metadata lives: its folder's `.octue` file or object."""
+        if self._cloud is not None:
+            return str(self._cloud.join(METADATA_FILENAME))
+        return os.path.join(self.path, METADATA_FILENAME)
+
+    @property
+    def hash_value(self) -> str:
+        """A crc32c over the sorted crc32c hashes of the files, computed exactly as Octue's SDK computes it."""
+        return md.crc32c_base64(str(sorted(file.hash_value for file in self.files)).encode())
+
+    @property
+    def size_bytes(self) -> int:
+        """The total size of the files (from the listing for cloud files: nothing is downloaded)."""
+        return sum(file.size_bytes or 0 for file in self.files)
+
+    def metadata(self) -> dict[str, Any]:
+        """The dataset's metadata: `id`, `name`, `tags` and `labels`."""
+        return {"id": self.id, "name": self.name, "tags": dict(self.tags), "labels": set(self.labels)}
+
+    def to_primitive(self, include_files: bool = True) -> dict[str, Any]:
+        """The dataset as JSON-ready primitives in Octue's shape (labels as a sorted list, files as sorted paths)."""
+        primitive: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "tags": dict(self.tags),
+            "labels": sorted(self.labels),
+            "path": self.path,
+        }
+        if include_files:
+            primitive["files"] = sorted(file.cloud_path or str(file) for file in self.files)
+        return primitive
+
+    def _own_metadata(self) -> dict[str, Any]:
+        return self.to_primitive(include_files=False)
+
+    def update_metadata(self) -> None:
+        """Persist the dataset's metadata: to its `.octue` object for a cloud dataset, else its folder's `.octue` file."""
+        if self._cloud is not None:
+            self.update_cloud_metadata()
+        else:
+            self.update_local_metadata()
+
+    def update_local_metadata(self) -> None:
+        """Write the `"dataset"` entry of the local folder's `.octue` file, keeping every other entry and key."""
+        if self._local is None:
+            raise InvalidInputError(f"{self} is a cloud dataset; use update_cloud_metadata().")
+        self._local.mkdir(parents=True, exist_ok=True)
+        own = self._own_metadata()
+
+        def change(records: dict[str, Any]) -> None:
+            existing = records.get("dataset") if isinstance(records.get("dataset"), dict) else {}
+            records["dataset"] = {**existing, **own}
+
+        octue_files.update_metadata_file(self._local / METADATA_FILENAME, change)
+        self._persisted = own
+
+    def update_cloud_metadata(self) -> None:
+        """Write the dataset's `.octue` object, conditional on the version this dataset read.
+
+        If another writer changed it since, their version is read again and this dataset's own changes (labels and
+        tags added or removed, a new name) are applied on top, so neither writer's change is lost.
+        """
+        if self._cloud is None:
+            raise InvalidInputError(f"{self} is a local dataset: upload it first, or use update_local_metadata().")
+        path = self._cloud.join(METADATA_FILENAME)
+        for _ in range(_METADATA_WRITE_ATTEMPTS):
+            entry = self._stored_document.get("dataset") if isinstance(self._stored_document.get("dataset"), dict) else {}
+            own = _merge_dataset_entry(self._persisted, self._own_metadata(), entry) if self._persisted else None
+            own = own or self._own_metadata()
+            document = {**self._stored_document, "dataset": {**entry, **own}}
+            try:
+                self._metadata_object = json_objects.write_document(
+                    self.client,
+                    path,
+                    document,
+                    if_generation_match=self._metadata_object.generation if self._metadata_object else 0,
+                )
+            except ConflictError:
+                self._metadata_object = gcs.get_object(self.client, path)
+                self._stored_document = {}
+                self._read_cloud_document()
+                continue
+            self._adopt(own)
+            self._stored_document = document
+            return
+        raise ConflictError(f"Could not update {path}: other writers kept changing it. Try again.")
+
+    def _adopt(self, own: Mapping[str, Any]) -> None:
+        self._name = own.get("name")
+        self._labels = md.LabelSet(own.get("labels"))
+        self._tags = md.TagDict(own.get("tags"))
+        self._persisted = self._own_metadata()
+
+    # --- the container -----------------------------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Datafile]:
+        yield from self.files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self.files
+
+    def __enter__(self) -> Dataset:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
+        if exc_type is None:
+            self.update_metadata()
+
+    def __repr__(self) -> str:
+        return f"<Dataset({self.name!r}: {len(self.files)} files at {self.path!r})>"
+
+    def get_file_by_label(self, label: str) -> Datafile:
+        """The only file with `label`; `UnexpectedNumberOfResultsError` if there is none or more than one."""
+        return self.files.one(labels__contains=label)
+
+    def relative_path(self, datafile: Datafile) -> PurePosixPath:
+        """Where a file sits inside the dataset's folder (its name alone if it is outside the folder)."""
+        if self._cloud is not None and datafile.gcs_path is not None:
+            if datafile.gcs_path.bucket == self._cloud.bucket and datafile.gcs_path.name.startswith(self._cloud.name):
+                return safe_relative_path(datafile.gcs_path.name[len(self._cloud.name) :], str(datafile))
+        local = datafile._local  # noqa: SLF001 - the dataset and its datafiles are one module family
+        if self._local is not None and local is not None:
+            try:
+                return safe_relative_path(local.relative_to(self._local).as_posix(), str(datafile))
+            except ValueError:
+                pass
+        return safe_relative_path(datafile.name, str(datafile))
+
+    def add(self, datafile: Datafile, path_in_dataset: str | None = None) -> Datafile:
+        """Add a datafile, putting it inside the dataset's folder (at `path_in_dataset`, else under its own name).
+
+        For a cloud dataset the file is uploaded (or copied server side) there unless it already is in the folder;
+        for a local dataset a cloud file is downloaded there and a local file outside the folder is copied in, with
+        its metadata. Returns the datafile the dataset now holds.
+        """
+        if not isinstance(datafile, Datafile):
+            raise InvalidInputError(f"Only Datafiles can be added to a dataset; got {datafile!r}.")
+        relative = safe_relative_path(path_in_dataset or datafile.name, "path_in_dataset")
+        if self._cloud is not None:
+            destination = self._cloud.join(str(relative))
+            inside = datafile.gcs_path is not None and datafile.gcs_path.name.startswith(self._cloud.name)
+            if not inside or (path_in_dataset is not None and datafile.gcs_path != destination):
+                datafile.upload(str(destination))
+            self.files.add(datafile)
+            return datafile
+        assert self._local is not None
+        target = self._local / Path(*relative.parts)
+        if datafile.gcs_path is not None and datafile._cloud_is_source:  # noqa: SLF001
+            datafile.download(local_path=target)
+        elif datafile._local is not None and not _is_within(datafile._local, self._local):  # noqa: SLF001
+            datafile = _copy_local_datafile(datafile, target)
+        self.files.add(datafile)
+        return datafile
+
+    # --- transfers ---------------------------------------------------------------------------------------------------
+
+    def upload(self, cloud_path: str | None = None, update_cloud_metadata: bool = True) -> str:
+        """Upload the dataset to `cloud_path` (default: its own cloud folder) and make that its path; return it.
+
+        One listing of the destination finds what is there: files whose crc32c and metadata match are not sent,
+        files whose content matches get a metadata patch, files already in GCS are copied server side, and only the
+        rest are uploaded, concurrently. Each write is conditional on the object version just listed.
+        """
+        self.upload_with_report(cloud_path, update_cloud_metadata=update_cloud_metadata)
+        return self.path
+
+    def upload_with_report(self, cloud_path: str | None = None, update_cloud_metadata: bool = True) -> TransferReport:
+        """Like `upload`, returning what was sent, copied, patched or left unchanged, and what else is there."""
+        if cloud_path is None and self._cloud is None:
+            raise InvalidInputError(f"{self} is local: give upload() a cloud path such as 'gs://bucket/folder'.")
+        destination = prefix_of(parse_gcs_path(cloud_path, allow_empty_name=True)) if cloud_path else self._cloud
+        assert destination is not None
+        plan = [(file, destination.join(str(self.relative_path(file)))) for file in self.files]
+        names = [target.name for _, target in plan]
+        duplicates = {name for name in names if names.count(name) > 1} if len(set(names)) != len(names) else set()
+        if duplicates:
+            raise InvalidInputError(
+                f"Several files of {self} would be uploaded to the same objects {sorted(duplicates)[:5]}: give them "
+                f"distinct paths inside the dataset folder (Dataset.add(..., path_in_dataset=...))."
+            )
+        existing = {info.path.name: info for info in gcs.list_objects(self.client, destination)}
+        report = TransferReport()
+        budget = MemoryBudget(DEFAULT_MEMORY_BUDGET_BYTES)
+
+        def send(item: tuple[Datafile, GCSPath]) -> tuple[str, str]:
+            datafile, target = item
+            return _upload_one(datafile, target, existing.get(target.name), budget), str(target)
+
+        for outcome, target in run_concurrently(
+            send, plan, max_workers=self.max_workers, description=f"Uploading {self.name}", total=len(plan)
+        ):
+            getattr(report, outcome).append(target)
+        metadata_name = destination.name + METADATA_FILENAME
+        report.others = [info for name, info in existing.items() if name not in set(names) | {metadata_name}]
+        if destination != self._cloud:
+            # Metadata read elsewhere is no base for merging with what is at the destination: this dataset's wins.
+            self._persisted = None
+            self._metadata_object = existing.get(metadata_name)
+            self._stored_document = {}
+            if update_cloud_metadata:
+                self._read_cloud_document()
+        self._cloud = destination
+        if update_cloud_metadata:
+            stored_entry = self._stored_document.get("dataset") or {}
+            if stored_entry != {**stored_entry, **self._own_metadata()}:
+                self.update_cloud_metadata()
+        return report
+
+    def download(self, local_directory: str | os.PathLike[str] | None = None) -> str | None:
+        """Download every file, concurrently and checksum-verified, and return the directory.
+
+        With `local_directory`, each file goes to its place under it (a copy already there with the right crc32c is
+        kept); without, files go to the shared download cache (each file's `local_path` says where) and `None` is
+        returned, where Octue's SDK would use a temporary directory.
+        """
+        if self._cloud is None:
+            raise InvalidInputError(f"Only cloud datasets can be downloaded; {self} is at {self.path!r}.")
+        root = Path(local_directory).absolute() if local_directory is not None else None
+        plan: list[tuple[Datafile, Path | None]] = []
+        for file in self.files:
+            if file.gcs_path is None:
+                continue
+            target = root.joinpath(*self.relative_path(file).parts) if root is not None else None
+            plan.append((file, target))
+
+        def fetch(item: tuple[Datafile, Path | None]) -> str:
+            file, target = item
+            return file.download(local_path=target)
+
+        for _ in run_concurrently(
+            fetch, plan, max_workers=self.max_workers, description=f"Downloading {self.name}", total=len(plan)
+        ):
+            pass
+        return str(root) if root is not None else None
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+    except ValueError:
+        return False
+    return True
+
+
+def _copy_local_datafile(datafile: Datafile, target: Path) -> Datafile:
+    """Copy a local datafile (content and metadata, same id) to `target`, which must not exist."""
+    if target.exists():
+        raise FileExistsError(f"Cannot add {datafile} to the dataset: {target} already exists.")
+    with atomic_replace(target) as temporary:
+        shutil.copyfile(datafile.local_path, temporary)
+    copy = Datafile(
+        target,
+        id=datafile.id,
+        timestamp=datafile.timestamp,
+        labels=datafile.labels,
+        tags=datafile.tags,
+        ignore_stored_metadata=True,
+    )
+    copy.update_metadata()
+    return copy
+
+
+def _upload_one(
+    datafile: Datafile, target: GCSPath, existing: gcs.ObjectInfo | None, budget: MemoryBudget
+) -> str:
+    """Put one file at `target`, doing nothing if the listed object already holds its content and metadata."""
+    metadata = md.to_cloud_metadata(datafile.id, datafile.timestamp, datafile.labels, datafile.tags)
+    if existing is not None and existing.crc32c == datafile.hash_value:
+        if all(existing.custom_metadata.get(key) == value for key, value in metadata.items() if key != f"{md.NAMESPACE}__sdk_version"):
+            datafile._switch_to(target, existing)  # noqa: SLF001
+            return "unchanged"
+        datafile.upload(str(target))
+        return "patched"
+    was_in_cloud = datafile.object_info is not None and not datafile.exists_locally
+    size = 0 if was_in_cloud else (datafile.size_bytes or 0)
+    with budget.hold(min(size, gcs.UPLOAD_CHUNK_BYTES)):
+        datafile.upload(str(target))
+    return "copied" if was_in_cloud else "transferred"
+
+
+def _merge_dataset_entry(
+    base: Mapping[str, Any], ours: Mapping[str, Any], theirs: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Apply our changes since `base` onto `theirs` (another writer's newer entry): labels and tags key by key."""
+    merged = dict(ours)
+    base_labels, our_labels = set(base.get("labels") or ()), set(ours.get("labels") or ())
+    their_labels = set(theirs.get("labels") or ())
+    merged["labels"] = sorted((their_labels - (base_labels - our_labels)) | (our_labels - base_labels))
+    base_tags, our_tags, tags = dict(base.get("tags") or {}), dict(ours.get("tags") or {}), dict(theirs.get("tags") or {})
+    for key in base_tags.keys() - our_tags.keys():
+        tags.pop(key, None)
+    tags.update({key: value for key, value in our_tags.items() if base_tags.get(key, object()) != value})
+    merged["tags"] = tags
+    if ours.get("name") == base.get("name") and theirs.get("name") is not None:
+        merged["name"] = theirs["name"]
+    return merged
+
+
+__all__ = ["Dataset", "TransferReport", "is_octue_metadata_object", "prefix_of"]

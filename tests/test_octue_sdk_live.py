@@ -1,0 +1,170 @@
+"""Datasets against the real Octue SDK (`octue==0.69.1`, in its own venv), both ways, on the test emulator.
+
+The venv is built once per machine under the temp directory and reused by path; if it cannot be built (no network,
+no venv module), these tests are skipped and the committed SDK fixtures (test_dataset.py) still prove compatibility.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import filelock
+import pytest
+
+from octue_dagster import Datafile
+from octue_dagster.core.dataset import Dataset
+
+OCTUE_VERSION = "0.69.1"
+VENV = Path(tempfile.gettempdir()) / f"octue-dagster-test-octue-sdk-{OCTUE_VERSION}"
+
+# Octue's storage client calls google.auth.default(); the emulator needs no credentials, so anonymous ones are given.
+PRELUDE = textwrap.dedent(
+    """
+    import json, os, sys
+    from unittest import mock
+    from google.auth.credentials import AnonymousCredentials
+    mock.patch("google.auth.default", lambda *a, **k: (AnonymousCredentials(), "test")).start()
+    from octue.resources import Datafile, Dataset
+    """
+)
+
+
+def _venv_python() -> Path:
+    return VENV / "bin" / "python"
+
+
+def _sdk_works() -> bool:
+    if not _venv_python().exists():
+        return False
+    check = [str(_venv_python()), "-c", f"import importlib.metadata as m; assert m.version('octue') == '{OCTUE_VERSION}'"]
+    return subprocess.run(check, capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def octue_python() -> Path:
+    """The Python of a venv holding the real Octue SDK, built once (under a lock) and reused across runs."""
+    with filelock.FileLock(str(VENV) + ".lock", timeout=900):
+        if not _sdk_works():
+            try:
+                subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True, capture_output=True)
+                subprocess.run(
+                    [str(_venv_python()), "-m", "pip", "install", "-q", f"octue=={OCTUE_VERSION}"],
+                    check=True,
+                    capture_output=True,
+                    timeout=840,
+                )
+            except (subprocess.SubprocessError, OSError) as error:
+                pytest.skip(f"Cannot build a venv with octue=={OCTUE_VERSION} (no network?): {error}")
+        if not _sdk_works():
+            pytest.skip(f"octue=={OCTUE_VERSION} is not importable in {VENV}.")
+    return _venv_python()
+
+
+def run_sdk(octue_python: Path, emulator, script: str, tmp_path: Path) -> dict:
+    """Run a script under the real SDK against the test emulator and return the JSON it prints last."""
+    environment = {
+        **{key: value for key, value in os.environ.items() if not key.startswith("PYTHON")},
+        "STORAGE_EMULATOR_HOST": emulator.url,
+        "GOOGLE_CLOUD_PROJECT": "test",
+    }
+    completed = subprocess.run(
+        [str(octue_python), "-c", PRELUDE + textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def test_octue_sdk_reads_a_dataset_we_uploaded(octue_python, emulator, client, bucket, tmp_path):
+    folder = tmp_path / "farm"
+    (folder / "met").mkdir(parents=True)
+    for relative, labels, tags, timestamp in [
+        ("t1.csv", {"raw"}, {"turbine": "T1", "cluster": 0}, datetime.datetime(2024, 5, 1, 12, tzinfo=datetime.UTC)),
+        ("t2.csv", {"raw", "suspect"}, {"turbine": "T2", "cluster": 1}, None),
+        ("met/mast.csv", {"met-mast"}, {"height_m": 80.5, "nested": {"a": [1, 2]}}, None),
+    ]:
+        (folder / relative).write_text(f"data of {relative}\n")
+        Datafile(folder / relative, labels=labels, tags=tags, timestamp=timestamp).update_metadata()
+    ours = Dataset(folder, name="farm-day", labels={"wind", "day"}, tags={"site": "north_sea"}, storage_client=client)
+    ours.upload(f"gs://{bucket}/farm")
+
+    seen = run_sdk(
+        octue_python,
+        emulator,
+        f"""
+        dataset = Dataset(path="gs://{bucket}/farm")
+        prefix = "gs://{bucket}/farm/"
+        print(json.dumps({{
+            "id": dataset.id, "name": dataset.name, "labels": sorted(map(str, dataset.labels)),
+            "tags": dict(dataset.tags), "hash_value": dataset.hash_value,
+            "files": {{
+                f.cloud_path[len(prefix):]: {{
+                    "id": f.id, "labels": sorted(map(str, f.labels)), "tags": dict(f.tags),
+                    "timestamp": f.timestamp.isoformat() if f.timestamp else None, "hash_value": f.hash_value,
+                }} for f in dataset.files
+            }},
+            "raw": sorted(f.name for f in dataset.files.filter(labels__contains="raw", tags__cluster__gt=0)),
+        }}))
+        """,
+        tmp_path,
+    )
+    assert (seen["id"], seen["name"], seen["labels"], seen["tags"]) == (
+        ours.id,
+        "farm-day",
+        ["day", "wind"],
+        {"site": "north_sea"},
+    )
+    assert seen["hash_value"] == ours.hash_value
+    expected_files = {
+        str(ours.relative_path(f)): {
+            "id": f.id,
+            "labels": sorted(f.labels),
+            "tags": dict(f.tags),
+            "timestamp": f.timestamp.isoformat() if f.timestamp else None,
+            "hash_value": f.hash_value,
+        }
+        for f in ours.files
+    }
+    assert seen["files"] == expected_files
+    assert seen["raw"] == ["t2.csv"]
+
+
+def test_we_read_a_dataset_the_octue_sdk_uploaded(octue_python, emulator, client, bucket, tmp_path, request_log):
+    written = run_sdk(
+        octue_python,
+        emulator,
+        f"""
+        import datetime
+        os.makedirs("sdk/deep")
+        for relative, labels, tags in [("a.csv", {{"raw"}}, {{"n": 1}}), ("deep/b.h5", {{"cleaned"}}, {{"n": 2}})]:
+            with Datafile(path="sdk/" + relative, labels=labels, tags=tags, mode="w",
+                          timestamp=datetime.datetime(2024, 1, 2, 3, 4, 5)) as (datafile, f):
+                f.write(relative)
+        dataset = Dataset(path="sdk", name="from-sdk", labels={{"sdk"}}, tags={{"tool": "octue"}})
+        dataset.upload("gs://{bucket}/from-sdk")
+        print(json.dumps({{"id": dataset.id, "files": {{f.name: f.id for f in dataset.files}},
+                          "hash_value": dataset.hash_value}}))
+        """,
+        tmp_path,
+    )
+    request_log.clear()
+    ours = Dataset(f"gs://{bucket}/from-sdk", storage_client=client)
+    assert request_log.count == 2  # one listing page and the .octue object
+    assert (ours.id, ours.name, set(ours.labels), dict(ours.tags)) == (written["id"], "from-sdk", {"sdk"}, {"tool": "octue"})
+    assert {f.name: f.id for f in ours.files} == written["files"]
+    assert ours.hash_value == written["hash_value"]
+    assert ours.files.one(labels__contains="cleaned", tags__n__gte=2).name == "b.h5"
+    assert ours.files.one(name="a.csv").timestamp == datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+    with ours.files.one(name="a.csv").open() as file:
+        assert file.read() == "a.csv"

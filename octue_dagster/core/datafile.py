@@ -365,6 +365,23 @@ class Datafile(OctueMetadata):
             os.replace(temporary, target)
             self._write_local_metadata()
 
+    def generate_signed_url(
+        self,
+        expiration: datetime.timedelta | datetime.datetime = datetime.timedelta(days=7),
+        *,
+        credentials: Any = None,
+    ) -> str:
+        """A V4 signed URL that lets anyone holding it read the object until `expiration` (at most 7 days).
+
+        Signed with a service-account key (`credentials`, the client's, or `GOOGLE_APPLICATION_CREDENTIALS`), with
+        no request; else through IAM as the service account the code runs as.
+        """
+        if self._cloud is None or self._object is None:
+            raise CloudObjectNotFoundError(f"{self} must exist in the cloud for a signed URL to be generated for it.")
+        from octue_dagster.core import signing
+
+        return signing.generate_signed_url(self.client, self._cloud, expiration, credentials=credentials)
+
     def __repr__(self) -> str:
         return f"<Datafile({self.cloud_path or str(self._local)!r})>"
 

@@ -14,6 +14,7 @@ in a `<prefix>/.octue` object holding `{"dataset": {...}}`. Entries and keys thi
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 import shutil
 import uuid
@@ -23,7 +24,7 @@ from typing import Any
 
 from google.cloud import storage
 
-from octue_dagster.core import json_objects, metadata as md, octue_files
+from octue_dagster.core import json_objects, metadata as md, octue_files, signing
 from octue_dagster.core import store as gcs
 from octue_dagster.core.atomic import atomic_replace, is_temporary
 from octue_dagster.core.datafile import Datafile
@@ -418,6 +419,24 @@ class Dataset:
         self._labels = md.LabelSet(own.get("labels"))
         self._tags = md.TagDict(own.get("tags"))
         self._persisted = self._own_metadata()
+
+    def generate_signed_url(
+        self,
+        expiration: datetime.timedelta | datetime.datetime = datetime.timedelta(days=7),
+        *,
+        credentials: Any = None,
+    ) -> str:
+        """A signed URL to a new metadata object describing the dataset with signed URLs to each of its files, as
+        Octue's SDK makes it (`<folder>/.signed_metadata_files/<name>`), so that the whole dataset can be read
+        without credentials until `expiration` (at most 7 days)."""
+        if self._cloud is None or not self.all_files_are_in_cloud:
+            raise InvalidInputError(f"{self} and all its files must be in the cloud to generate a signed URL for it.")
+        signing.expiration_seconds(expiration)
+        document = self.to_primitive()
+        document["files"] = [file.generate_signed_url(expiration, credentials=credentials) for file in self.files]
+        path = self._cloud.join(SIGNED_METADATA_DIRECTORY, uuid.uuid4().hex)
+        json_objects.write_document(self.client, path, document, if_generation_match=0)
+        return signing.generate_signed_url(self.client, path, expiration, credentials=credentials)
 
     # --- the container -----------------------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from octue_dagster import Datafile
-from octue_dagster.core import store
+from octue_dagster.core.store import Store, StoreSettings
 from octue_dagster.core.dataset import Dataset
 from octue_dagster.core.filters import FilterSet
 from octue_dagster.exceptions import (
@@ -291,7 +291,7 @@ def test_many_files_are_listed_in_pages_not_per_file(client, bucket, request_log
     for index in range(25):
         client.bucket(bucket).blob(f"many/{index:03}.txt").upload_from_string(str(index))
     request_log.clear()
-    listing = store.list_objects(client, store.GCSPath(bucket, "many/"), page_size=10)
-    dataset = Dataset(f"gs://{bucket}/many", storage_client=client, _listing=listing)
+    store = Store(client, settings=StoreSettings(list_page_size=10))
+    dataset = Dataset(f"gs://{bucket}/many", store=store)
     assert len(dataset) == 25
     assert request_log.count == 3  # three pages of ten; no .octue object, so no metadata read

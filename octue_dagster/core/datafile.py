@@ -380,7 +380,7 @@ class Datafile(OctueMetadata):
             raise CloudObjectNotFoundError(f"{self} must exist in the cloud for a signed URL to be generated for it.")
         from octue_dagster.core import signing
 
-        return signing.generate_signed_url(self.client, self._cloud, expiration, credentials=credentials)
+        return signing.generate_signed_url(self.store.client, self._cloud, expiration, credentials=credentials)
 
     def __repr__(self) -> str:
         return f"<Datafile({self.cloud_path or str(self._local)!r})>"

@@ -24,8 +24,8 @@ from typing import Any
 
 from google.cloud import storage
 
-from octue_dagster.core import json_objects, metadata as md, octue_files, signing
-from octue_dagster.core import store as gcs
+from octue_dagster.core import hashing, json_objects, metadata as md, octue_files, signing
+from octue_dagster.core.store import UPLOAD_CHUNK_BYTES, ObjectInfo, Store
 from octue_dagster.core.atomic import atomic_replace, is_temporary
 from octue_dagster.core.datafile import Datafile
 from octue_dagster.core.filters import FilterSet
@@ -77,7 +77,7 @@ class TransferReport:
     patched: list[str] = dataclasses.field(default_factory=list)
     unchanged: list[str] = dataclasses.field(default_factory=list)
     #: Objects found under the destination before the upload that the dataset does not hold (never touched here).
-    others: list[gcs.ObjectInfo] = dataclasses.field(default_factory=list)
+    others: list[ObjectInfo] = dataclasses.field(default_factory=list)
 
 
 class Dataset:
@@ -106,18 +106,19 @@ class Dataset:
         tags: Mapping[str, Any] | None = None,
         labels: Iterable[str] | str | None = None,
         *,
+        store: Store | None = None,
         storage_client: storage.Client | None = None,
         max_workers: int | None = None,
-        _listing: Iterable[gcs.ObjectInfo] | None = None,
+        _listing: Iterable[ObjectInfo] | None = None,
     ) -> None:
-        self._client = storage_client
+        self._store = store if store is not None else (Store(storage_client) if storage_client is not None else None)
         self._recursive = recursive
         self._ignore_stored_metadata = ignore_stored_metadata
         self._include_octue_metadata_files = include_octue_metadata_files
         self.max_workers = max_workers
         self._cloud: GCSPath | None = None
         self._local: Path | None = None
-        self._metadata_object: gcs.ObjectInfo | None = None
+        self._metadata_object: ObjectInfo | None = None
         self._stored_document: dict[str, Any] = {}
         self._instantiated_from_files_argument = False
         self.files: FilterSet = FilterSet()
@@ -165,29 +166,29 @@ class Dataset:
     # --- construction ------------------------------------------------------------------------------------------------
 
     @property
-    def client(self) -> storage.Client:
-        """The storage client this dataset uses (the process-wide default unless one was given)."""
-        if self._client is None:
-            self._client = gcs.default_client()
-        return self._client
+    def store(self) -> Store:
+        """The store this dataset reaches GCS through (the process-wide `Store.default()` unless one was given)."""
+        if self._store is None:
+            self._store = Store.default()
+        return self._store
 
     def _instantiate_datafile(self, file: Datafile | str | Mapping[str, Any]) -> Datafile:
         if isinstance(file, Datafile):
             return file
         if isinstance(file, (str, os.PathLike)):
             return Datafile(
-                file, ignore_stored_metadata=self._ignore_stored_metadata, storage_client=self._client
+                file, ignore_stored_metadata=self._ignore_stored_metadata, store=self._store
             )
         if isinstance(file, Mapping) and "path" in file:
             # Octue's serialised datafile: {"path": ..., "id": ..., "timestamp": ..., "labels": ..., "tags": ...}.
             fields = {key: file[key] for key in ("id", "timestamp", "labels", "tags") if file.get(key) is not None}
-            return Datafile(file["path"], storage_client=self._client, **fields)
+            return Datafile(file["path"], store=self._store, **fields)
         raise InvalidInputError(f"Cannot make a Datafile of {file!r}: give a Datafile, a path or a dict with 'path'.")
 
-    def _instantiate_from_cloud(self, listing: Iterable[gcs.ObjectInfo] | None) -> Mapping[str, Any]:
+    def _instantiate_from_cloud(self, listing: Iterable[ObjectInfo] | None) -> Mapping[str, Any]:
         assert self._cloud is not None
         if listing is None:
-            listing = gcs.list_objects(self.client, self._cloud, delimiter=None if self._recursive else "/")
+            listing = self.store.list_objects(self._cloud, delimiter=None if self._recursive else "/")
         files = []
         metadata_name = self._cloud.name + METADATA_FILENAME
         for info in listing:
@@ -205,7 +206,7 @@ class Dataset:
             files.append(
                 Datafile(
                     str(info.path),
-                    storage_client=self._client,
+                    store=self._store,
                     ignore_stored_metadata=self._ignore_stored_metadata,
                     _object=info,
                 )
@@ -216,7 +217,7 @@ class Dataset:
         stored = self._read_cloud_document()
         if "files" in stored and not files:
             # A dataset described by its metadata alone (as Octue's signed-URL metadata files are).
-            self.files = FilterSet(Datafile(path, storage_client=self._client) for path in stored["files"])
+            self.files = FilterSet(Datafile(path, store=self._store) for path in stored["files"])
             self._instantiated_from_files_argument = True
         return stored
 
@@ -224,7 +225,7 @@ class Dataset:
         """The `"dataset"` entry of the dataset's `.octue` object (one download, if the listing found the object)."""
         if self._metadata_object is None:
             return {}
-        self._stored_document = json_objects.read_document(self.client, self._metadata_object)
+        self._stored_document = json_objects.read_document(self.store, self._metadata_object)
         return self._stored_document.get("dataset") or {}
 
     def _read_local_document(self) -> Mapping[str, Any]:
@@ -249,7 +250,7 @@ class Dataset:
                     Datafile(
                         os.path.join(folder, name),
                         ignore_stored_metadata=self._ignore_stored_metadata,
-                        storage_client=self._client,
+                        store=self._store,
                     )
                 )
         self.files = FilterSet(files)
@@ -335,7 +336,7 @@ class Dataset:
     @property
     def hash_value(self) -> str:
         """A crc32c over the sorted crc32c hashes of the files, computed exactly as Octue's SDK computes it."""
-        return md.crc32c_base64(str(sorted(file.hash_value for file in self.files)).encode())
+        return hashing.crc32c_base64(str(sorted(file.hash_value for file in self.files)).encode())
 
     @property
     def size_bytes(self) -> int:
@@ -399,13 +400,13 @@ class Dataset:
             document = {**self._stored_document, "dataset": {**entry, **own}}
             try:
                 self._metadata_object = json_objects.write_document(
-                    self.client,
+                    self.store,
                     path,
                     document,
                     if_generation_match=self._metadata_object.generation if self._metadata_object else 0,
                 )
             except ConflictError:
-                self._metadata_object = gcs.get_object(self.client, path)
+                self._metadata_object = self.store.get_object(path)
                 self._stored_document = {}
                 self._read_cloud_document()
                 continue
@@ -435,8 +436,8 @@ class Dataset:
         document = self.to_primitive()
         document["files"] = [file.generate_signed_url(expiration, credentials=credentials) for file in self.files]
         path = self._cloud.join(SIGNED_METADATA_DIRECTORY, uuid.uuid4().hex)
-        json_objects.write_document(self.client, path, document, if_generation_match=0)
-        return signing.generate_signed_url(self.client, path, expiration, credentials=credentials)
+        json_objects.write_document(self.store, path, document, if_generation_match=0)
+        return signing.generate_signed_url(self.store.client, path, expiration, credentials=credentials)
 
     # --- the container -----------------------------------------------------------------------------------------------
 
@@ -528,7 +529,7 @@ class Dataset:
                 f"Several files of {self} would be uploaded to the same objects {sorted(duplicates)[:5]}: give them "
                 f"distinct paths inside the dataset folder (Dataset.add(..., path_in_dataset=...))."
             )
-        existing = {info.path.name: info for info in gcs.list_objects(self.client, destination)}
+        existing = {info.path.name: info for info in self.store.list_objects(destination)}
         report = TransferReport()
         budget = MemoryBudget(DEFAULT_MEMORY_BUDGET_BYTES)
 
@@ -611,7 +612,7 @@ def _copy_local_datafile(datafile: Datafile, target: Path) -> Datafile:
 
 
 def _upload_one(
-    datafile: Datafile, target: GCSPath, existing: gcs.ObjectInfo | None, budget: MemoryBudget
+    datafile: Datafile, target: GCSPath, existing: ObjectInfo | None, budget: MemoryBudget
 ) -> str:
     """Put one file at `target`, doing nothing if the listed object already holds its content and metadata."""
     metadata = md.to_cloud_metadata(datafile.id, datafile.timestamp, datafile.labels, datafile.tags)
@@ -623,7 +624,7 @@ def _upload_one(
         return "patched"
     was_in_cloud = datafile.object_info is not None and not datafile.exists_locally
     size = 0 if was_in_cloud else (datafile.size_bytes or 0)
-    with budget.hold(min(size, gcs.UPLOAD_CHUNK_BYTES)):
+    with budget.hold(min(size, UPLOAD_CHUNK_BYTES)):
         datafile.upload(str(target))
     return "copied" if was_in_cloud else "transferred"
 

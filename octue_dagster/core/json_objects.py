@@ -8,10 +8,8 @@ import tempfile
 from collections.abc import Mapping
 from typing import Any
 
-from google.cloud import storage
-
-from octue_dagster.core import metadata as md
-from octue_dagster.core import store as gcs
+from octue_dagster.core import hashing, metadata as md
+from octue_dagster.core.store import ObjectInfo, Store
 from octue_dagster.core.gcs_path import GCSPath
 from octue_dagster.exceptions import CorruptMetadataFileError
 
@@ -27,33 +25,32 @@ def parse_document(content: bytes, where: str) -> dict[str, Any]:
     return document
 
 
-def read_document(client: storage.Client, info: gcs.ObjectInfo) -> dict[str, Any]:
+def read_document(store: Store, info: ObjectInfo) -> dict[str, Any]:
     """Download and decode the JSON object described by `info` (exactly that generation: one request)."""
     buffer = io.BytesIO()
-    gcs.download_file(client, info, buffer)
+    store.download_file(info, buffer)
     return parse_document(buffer.getvalue(), str(info.path))
 
 
 def write_document(
-    client: storage.Client,
+    store: Store,
     path: GCSPath,
     document: Mapping[str, Any],
     *,
     if_generation_match: int,
     indent: int | None = None,
     sort_keys: bool = False,
-) -> gcs.ObjectInfo:
+) -> ObjectInfo:
     """Store `document` as JSON at `path`, only over the given generation (0: only if there is no object yet)."""
     content = md.encode_json(document, indent=indent, sort_keys=sort_keys).encode("utf-8")
     with tempfile.TemporaryDirectory(prefix="octue-dagster-json-") as folder:
         local = os.path.join(folder, "document.json")
         with open(local, "wb") as file:
             file.write(content)
-        return gcs.upload_file(
-            client,
+        return store.upload_file(
             local,
             path,
-            crc32c=md.crc32c_base64(content),
+            crc32c=hashing.crc32c_base64(content),
             custom_metadata={},
             if_generation_match=if_generation_match,
             content_type="text/plain",

@@ -16,7 +16,7 @@ from typing import Any
 from google.cloud import storage
 
 from octue_dagster.core import json_objects, metadata as md
-from octue_dagster.core import store as gcs
+from octue_dagster.core.store import Store
 from octue_dagster.core.dataset import Dataset
 from octue_dagster.core.gcs_path import parse_gcs_path
 from octue_dagster.core.transfers import default_workers
@@ -37,13 +37,14 @@ class Manifest:
         id: str | None = None,
         name: str | None = None,
         *,
+        store: Store | None = None,
         storage_client: storage.Client | None = None,
     ) -> None:
         if datasets is not None and not isinstance(datasets, Mapping):
             raise InvalidInputError(
                 f"A manifest's datasets must be a mapping of names to datasets or paths; got {datasets!r}."
             )
-        self._client = storage_client
+        self._store = store if store is not None else (Store(storage_client) if storage_client is not None else None)
         self._ignore_stored_metadata = ignore_stored_metadata
         self.id = md.validate_id(id) if id is not None else str(uuid.uuid4())
         self.name = name
@@ -59,7 +60,7 @@ class Manifest:
     def _instantiate_dataset(self, dataset: Dataset | str | Mapping[str, Any]) -> Dataset:
         if isinstance(dataset, Dataset):
             return dataset
-        common = {"ignore_stored_metadata": self._ignore_stored_metadata, "storage_client": self._client}
+        common = {"ignore_stored_metadata": self._ignore_stored_metadata, "store": self._store}
         if isinstance(dataset, (str, os.PathLike)):
             return Dataset(path=dataset, recursive=True, **common)
         if isinstance(dataset, Mapping):
@@ -70,13 +71,17 @@ class Manifest:
 
     @classmethod
     def from_cloud(
-        cls, cloud_path: str, ignore_stored_metadata: bool = False, *, storage_client: storage.Client | None = None
+        cls,
+        cloud_path: str,
+        ignore_stored_metadata: bool = False,
+        *,
+        store: Store | None = None,
+        storage_client: storage.Client | None = None,
     ) -> Manifest:
         """Read a manifest from its JSON object in GCS (`gs://bucket/path/manifest.json`)."""
-        client = storage_client or gcs.default_client()
-        info = gcs.require_object(client, parse_gcs_path(cloud_path))
-        document = json_objects.read_document(client, info)
-        return cls.from_primitive(document, ignore_stored_metadata=ignore_stored_metadata, storage_client=client)
+        store = store or (Store(storage_client) if storage_client is not None else Store.default())
+        document = json_objects.read_document(store, store.require_object(parse_gcs_path(cloud_path)))
+        return cls.from_primitive(document, ignore_stored_metadata=ignore_stored_metadata, store=store)
 
     @classmethod
     def from_primitive(
@@ -84,7 +89,7 @@ class Manifest:
         document: Mapping[str, Any],
         ignore_stored_metadata: bool = False,
         *,
-        storage_client: storage.Client | None = None,
+        store: Store | None = None,
     ) -> Manifest:
         """A manifest from its decoded JSON form (Octue's `Manifest.to_primitive()` or ours)."""
         datasets = document.get("datasets", {})
@@ -95,7 +100,7 @@ class Manifest:
             ignore_stored_metadata=ignore_stored_metadata,
             id=document.get("id"),
             name=document.get("name"),
-            storage_client=storage_client,
+            store=store,
         )
 
     def to_primitive(self) -> dict[str, Any]:
@@ -115,11 +120,11 @@ class Manifest:
 
     def to_cloud(self, cloud_path: str) -> str:
         """Write the manifest's JSON to `cloud_path` (replacing what is there, conditionally on the version seen)."""
-        client = self._client or gcs.default_client()
+        store = self._store or Store.default()
         path = parse_gcs_path(cloud_path)
-        existing = gcs.get_object(client, path)
+        existing = store.get_object(path)
         json_objects.write_document(
-            client,
+            store,
             path,
             self.to_primitive(),
             if_generation_match=existing.generation if existing else 0,

@@ -15,9 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from google.cloud import storage as gcs_client
-
-from octue_dagster.core import store as storage
+from octue_dagster.core.store import Store
 from octue_dagster.core.datafile import Datafile
 from octue_dagster.core.dataset import METADATA_FILENAME, Dataset, prefix_of
 from octue_dagster.core.gcs_path import GCSPath
@@ -30,7 +28,7 @@ OWNER_KEY = "octue_dagster"
 class DatasetHost(Protocol):
     """What storing a dataset needs from the I/O manager's worker."""
 
-    client: gcs_client.Client
+    store: Store
 
     def directory(self, slot: Any) -> GCSPath: ...
 
@@ -43,7 +41,7 @@ def _written_by_us(stored: Dataset) -> set[str]:
     return {name for name in files if isinstance(name, str)} if isinstance(files, list) else set()
 
 
-def _bind_files(dataset: Dataset, stored: Dataset, client: gcs_client.Client) -> Dataset:
+def _bind_files(dataset: Dataset, stored: Dataset, store: Store) -> Dataset:
     """The dataset to upload: the returned files, using the I/O manager's client, where a file whose content equals
     the stored file at the same place keeps that file's id (it is the same file), and the dataset keeps its stored id."""
     stored_by_path = {str(stored.relative_path(file)): file for file in stored.files}
@@ -51,10 +49,10 @@ def _bind_files(dataset: Dataset, stored: Dataset, client: gcs_client.Client) ->
     for file in dataset.files:
         relative = str(dataset.relative_path(file))
         previous = stored_by_path.get(relative)
-        if file._client is None:  # noqa: SLF001 - the datafile takes the I/O manager's (GCSResource's) client
-            file._client = client  # noqa: SLF001
+        if file._store is None:  # noqa: SLF001 - the datafile takes the I/O manager's store (its GCSResource)
+            file._store = store  # noqa: SLF001
         if previous is not None and previous.id != file.id and previous.hash_value == file.hash_value:
-            file = _with_id(file, previous.id, client)
+            file = _with_id(file, previous.id, store)
         files.append(file)
     return Dataset(
         dataset.cloud_path or dataset.path,
@@ -63,18 +61,18 @@ def _bind_files(dataset: Dataset, stored: Dataset, client: gcs_client.Client) ->
         name=dataset.name,
         labels=dataset.labels,
         tags=dataset.tags,
-        storage_client=client,
+        store=store,
         max_workers=dataset.max_workers,
     )
 
 
-def _with_id(file: Datafile, id: str, client: gcs_client.Client) -> Datafile:
+def _with_id(file: Datafile, id: str, store: Store) -> Datafile:
     """The same content and metadata as `file`, under the id of the stored file it is identical to."""
     if file.gcs_path is not None and file.object_info is not None and not file.exists_locally:
-        copy = Datafile.from_object_info(file.object_info, storage_client=client)
+        copy = Datafile.from_object_info(file.object_info, store=store)
         copy._id = id  # noqa: SLF001 - an in-memory rebinding; nothing stored under the source's id changes
     else:
-        copy = Datafile(file.local_path, id=id, ignore_stored_metadata=True, storage_client=client)
+        copy = Datafile(file.local_path, id=id, ignore_stored_metadata=True, store=store)
     copy.timestamp, copy.labels, copy.tags = file.timestamp, file.labels, file.tags
     return copy
 
@@ -82,9 +80,9 @@ def _with_id(file: Datafile, id: str, client: gcs_client.Client) -> Datafile:
 def store_dataset(host: DatasetHost, slot: Any, dataset: Dataset, log: Any) -> Dataset:
     """Store `dataset` as the Octue dataset at the slot's folder and return the stored (cloud) dataset."""
     folder = prefix_of(host.directory(slot))
-    stored = Dataset(str(folder), storage_client=host.client)
+    stored = Dataset(str(folder), store=host.store)
     owned_before = _written_by_us(stored)
-    to_upload = _bind_files(dataset, stored, host.client)
+    to_upload = _bind_files(dataset, stored, host.store)
     report = to_upload.upload_with_report(str(folder), update_cloud_metadata=False)
     current = {str(to_upload.relative_path(file)) for file in to_upload.files}
     for info in report.others:
@@ -93,7 +91,7 @@ def store_dataset(host: DatasetHost, slot: Any, dataset: Dataset, log: Any) -> D
             continue
         log.info(f"Removing {info.path}: {host.describe(slot)} no longer returns it.")
         try:
-            storage.delete_object(host.client, info.path, if_generation_match=info.generation)
+            host.store.delete_object(info.path, if_generation_match=info.generation)
         except (CloudObjectNotFoundError, ConflictError):
             pass  # gone already, or replaced by another writer since the listing: not ours to delete now
     entry = to_upload._stored_document.get("dataset") or {}  # noqa: SLF001
@@ -110,9 +108,9 @@ def store_dataset(host: DatasetHost, slot: Any, dataset: Dataset, log: Any) -> D
 def load_dataset(host: DatasetHost, slot: Any) -> Dataset:
     """The dataset stored at the slot's folder, from one listing and one read of its `.octue` object."""
     folder = prefix_of(host.directory(slot))
-    dataset = Dataset(str(folder), storage_client=host.client)
+    dataset = Dataset(str(folder), store=host.store)
     if len(dataset) == 0 and dataset._metadata_object is None:  # noqa: SLF001
-        storage.raise_if_bucket_missing(host.client, folder)
+        host.store.raise_if_bucket_missing(folder)
         raise CloudObjectNotFoundError(
             f"No stored dataset for {host.describe(slot)}: {folder} is empty. Materialize it first."
         )

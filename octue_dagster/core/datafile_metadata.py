@@ -8,7 +8,6 @@ what changed and write only that: a metadata patch on the cloud object, merged w
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from octue_dagster.core.store import ObjectInfo, Store
 from octue_dagster.exceptions import CloudObjectNotFoundError
 
 
-class OctueMetadata:
+class OctueMetadata(md.LabelsAndTags):
     """Octue metadata in memory: an immutable UUID `id`, a `timestamp`, `labels` and `tags`.
 
     `_persisted` is what the store held when this object last read or wrote it (`None`: nothing stored yet).
@@ -73,24 +72,6 @@ class OctueMetadata:
     def posix_timestamp(self) -> float | None:
         """The timestamp as POSIX seconds, or `None`."""
         return self._timestamp.timestamp() if self._timestamp is not None else None
-
-    @property
-    def labels(self) -> md.LabelSet:
-        """The labels: a set of lowercase strings, checked as they are added."""
-        return self._labels
-
-    @labels.setter
-    def labels(self, value: Iterable[str] | str | None) -> None:
-        self._labels = md.LabelSet(value)
-
-    @property
-    def tags(self) -> md.TagDict:
-        """The tags: a dict of tag names to JSON-serialisable values, checked as they are set."""
-        return self._tags
-
-    @tags.setter
-    def tags(self, value: Mapping[str, Any] | None) -> None:
-        self._tags = md.TagDict(value)
 
     def metadata(self, include_id: bool = True, include_sdk_version: bool = True) -> dict[str, Any]:
         """The metadata as a dict: `id`, `timestamp`, `tags`, `labels` (a set) and `sdk_version`."""

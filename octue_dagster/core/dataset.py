@@ -80,7 +80,7 @@ class TransferReport:
     others: list[ObjectInfo] = dataclasses.field(default_factory=list)
 
 
-class Dataset:
+class Dataset(md.LabelsAndTags):
     """A set of Datafiles in one folder (local or `gs://bucket/prefix`) with an id, name, labels and tags.
 
     `Dataset(path)` holds every file under the folder (only its top level with `recursive=False`), skipping Octue's
@@ -292,24 +292,6 @@ class Dataset:
         if value is not None and not isinstance(value, str):
             raise InvalidInputError(f"A dataset name must be a string; got {value!r}.")
         self._name = value
-
-    @property
-    def labels(self) -> md.LabelSet:
-        """The dataset's labels (a set of lowercase strings, checked as they are added)."""
-        return self._labels
-
-    @labels.setter
-    def labels(self, value: Iterable[str] | str | None) -> None:
-        self._labels = md.LabelSet(value)
-
-    @property
-    def tags(self) -> md.TagDict:
-        """The dataset's tags (tag names to JSON-serialisable values, checked as they are set)."""
-        return self._tags
-
-    @tags.setter
-    def tags(self, value: Mapping[str, Any] | None) -> None:
-        self._tags = md.TagDict(value)
 
     @property
     def exists_in_cloud(self) -> bool:

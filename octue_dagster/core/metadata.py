@@ -186,6 +186,31 @@ class TagDict(dict):
         return self
 
 
+class LabelsAndTags:
+    """`labels` and `tags` attributes that validate whatever they are set to (for Datafile and Dataset)."""
+
+    _labels: LabelSet
+    _tags: TagDict
+
+    @property
+    def labels(self) -> LabelSet:
+        """The labels: a set of lowercase strings, checked as they are added."""
+        return self._labels
+
+    @labels.setter
+    def labels(self, value: Iterable[str] | str | None) -> None:
+        self._labels = LabelSet(value)
+
+    @property
+    def tags(self) -> TagDict:
+        """The tags: a dict of tag names to JSON-serialisable values, checked as they are set."""
+        return self._tags
+
+    @tags.setter
+    def tags(self, value: Mapping[str, Any] | None) -> None:
+        self._tags = TagDict(value)
+
+
 # --- JSON in Octue's dialect ---------------------------------------------------------------------------------------
 
 

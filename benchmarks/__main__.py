@@ -17,7 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
-from benchmarks import hash_bench, memory_bench, metadata_bench, transfer_bench
+from benchmarks import dataset_bench, hash_bench, memory_bench, metadata_bench, transfer_bench
 from benchmarks.measure import MIB, make_random_file
 from benchmarks.table import Row, render
 from octue_dagster.core import store
@@ -75,6 +75,11 @@ def run(arguments: argparse.Namespace, workdir: Path) -> list[Row]:
         _step("5. peak memory, one fresh process per operation")
         rows += memory_bench.memory_rows(client, big_file, bucket, workdir, PROJECT_ROOT)
         big_file.unlink()
+
+        _step(f"6. datasets of {arguments.datafiles} files: instantiation, re-upload, peak memory")
+        rows += dataset_bench.instantiation_rows(client, bucket, workdir, arguments.datafiles)
+        rows += dataset_bench.reupload_rows(client, bucket, workdir, arguments.datafiles, changed=10)
+        rows += dataset_bench.memory_rows(bucket, workdir, PROJECT_ROOT, arguments.datafiles, arguments.size_mib)
     return rows
 
 

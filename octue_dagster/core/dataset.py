@@ -25,10 +25,11 @@ from typing import Any
 from google.cloud import storage
 
 from octue_dagster.core import hashing, json_objects, metadata as md, octue_files, signing
-from octue_dagster.core.store import UPLOAD_CHUNK_BYTES, ObjectInfo, Store
+from octue_dagster.core.store import MULTIPART_LIMIT_BYTES, UPLOAD_CHUNK_BYTES, ObjectInfo, Store
 from octue_dagster.core.atomic import atomic_replace, is_temporary
 from octue_dagster.core.datafile import Datafile
 from octue_dagster.core.filters import FilterSet
+from octue_dagster.core.merge import merge
 from octue_dagster.core.gcs_path import GCSPath, is_gcs_path, make_gcs_path, parse_gcs_path
 from octue_dagster.core.transfers import MemoryBudget, DEFAULT_MEMORY_BUDGET_BYTES, run_concurrently
 from octue_dagster.exceptions import (
@@ -593,6 +594,14 @@ def _copy_local_datafile(datafile: Datafile, target: Path) -> Datafile:
     return copy
 
 
+def upload_memory_bytes(size: int) -> int:
+    """What uploading a file of `size` bytes holds in memory: a one-request (multipart) upload builds its whole body
+    from the file (about four copies, measured), a resumable one holds one chunk at a time (plus request buffers)."""
+    if size <= MULTIPART_LIMIT_BYTES:
+        return 4 * size
+    return UPLOAD_CHUNK_BYTES + MULTIPART_LIMIT_BYTES
+
+
 def _upload_one(
     datafile: Datafile, target: GCSPath, existing: ObjectInfo | None, budget: MemoryBudget
 ) -> str:
@@ -606,27 +615,25 @@ def _upload_one(
         return "patched"
     was_in_cloud = datafile.object_info is not None and not datafile.exists_locally
     size = 0 if was_in_cloud else (datafile.size_bytes or 0)
-    with budget.hold(min(size, UPLOAD_CHUNK_BYTES)):
+    with budget.hold(upload_memory_bytes(size)):
         datafile.upload(str(target))
     return "copied" if was_in_cloud else "transferred"
+
+
+def _as_stored(entry: Mapping[str, Any]) -> md.StoredMetadata:
+    return md.StoredMetadata(
+        id=entry.get("id"), labels=frozenset(entry.get("labels") or ()), tags=dict(entry.get("tags") or {})
+    )
 
 
 def _merge_dataset_entry(
     base: Mapping[str, Any], ours: Mapping[str, Any], theirs: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Apply our changes since `base` onto `theirs` (another writer's newer entry): labels and tags key by key."""
-    merged = dict(ours)
-    base_labels, our_labels = set(base.get("labels") or ()), set(ours.get("labels") or ())
-    their_labels = set(theirs.get("labels") or ())
-    merged["labels"] = sorted((their_labels - (base_labels - our_labels)) | (our_labels - base_labels))
-    base_tags, our_tags, tags = dict(base.get("tags") or {}), dict(ours.get("tags") or {}), dict(theirs.get("tags") or {})
-    for key in base_tags.keys() - our_tags.keys():
-        tags.pop(key, None)
-    tags.update({key: value for key, value in our_tags.items() if base_tags.get(key, object()) != value})
-    merged["tags"] = tags
-    if ours.get("name") == base.get("name") and theirs.get("name") is not None:
-        merged["name"] = theirs["name"]
-    return merged
+    """Apply our changes since `base` onto `theirs` (another writer's newer entry), by the library's one merge rule;
+    the name is ours if we changed it, else theirs."""
+    merged = merge(_as_stored(base), _as_stored(ours), _as_stored(theirs))
+    name = ours.get("name") if ours.get("name") != base.get("name") else theirs.get("name", ours.get("name"))
+    return {**ours, "name": name, "labels": sorted(merged.labels or ()), "tags": merged.tags}
 
 
 __all__ = ["Dataset", "TransferReport", "is_octue_metadata_object", "prefix_of"]

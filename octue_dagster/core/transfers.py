@@ -25,7 +25,7 @@ R = TypeVar("R")
 WORKERS_VARIABLE = "OCTUE_DAGSTER_TRANSFER_WORKERS"
 DEFAULT_WORKERS = 16
 #: What concurrent transfers may hold in memory together (upload chunks), whatever the number of workers.
-DEFAULT_MEMORY_BUDGET_BYTES = 256 * 1024 * 1024
+DEFAULT_MEMORY_BUDGET_BYTES = 64 * 1024 * 1024
 
 
 def default_workers() -> int:

@@ -12,7 +12,9 @@ response ends at end of stream), and injects faults into the first `times` reque
 - `stall`: forward the request, then hold the whole response for `stall_seconds` before relaying it (the client is
   expected to have timed out and gone by then);
 - `hold_request` / `hold_response`: relay `after_bytes` bytes, set `fault.reached`, then stop relaying until the
-  client disconnects (or `hold_seconds` pass): a way to catch a transfer mid-flight and kill its process.
+  client disconnects (or `hold_seconds` pass): a way to catch a transfer mid-flight and kill its process;
+- `corrupt_response`: forward the request, then relay the whole response with the body byte at offset `after_bytes`
+  flipped and the headers named in `strip_headers` removed (e.g. `X-Goog-Hash`, so the client cannot check).
 
 Everything is bounded: socket timeouts, hold and stall durations, and the number of threads.
 """
@@ -57,12 +59,13 @@ class Fault:
     in_body: bool = True
     stall_seconds: float = 2.0
     hold_seconds: float = 30.0
+    strip_headers: tuple[str, ...] = ()
     #: Called (on the proxy's thread) when the fault fires, before it acts: e.g. to let another writer in first.
     before: Callable[[], None] | None = None
     fired: int = 0
     reached: threading.Event = dataclasses.field(default_factory=threading.Event)
 
-    KINDS = ("status", "cut_request", "cut_response", "stall", "hold_request", "hold_response")
+    KINDS = ("status", "cut_request", "cut_response", "stall", "hold_request", "hold_response", "corrupt_response")
 
     def __post_init__(self) -> None:
         if self.kind not in self.KINDS:
@@ -99,12 +102,14 @@ class _Head:
                 return value
         return None
 
-    def encode(self, **replace: str) -> bytes:
-        """The head with headers named in `replace` (underscores for dashes) replaced or added."""
+    def encode(self, drop: tuple[str, ...] = (), **replace: str) -> bytes:
+        """The head with headers named in `replace` (underscores for dashes) replaced or added, and those in `drop`
+        removed."""
         wanted = {key.replace("_", "-").lower(): value for key, value in replace.items()}
+        dropped = {key.lower() for key in drop}
         lines = [self.start]
         for key, value in self.headers:
-            if key.lower() not in wanted:
+            if key.lower() not in wanted and key.lower() not in dropped:
                 lines.append(f"{key}: {value}")
         lines.extend(f"{key}: {value}" for key, value in wanted.items())
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
@@ -324,11 +329,16 @@ class FaultProxy:
         if location and urlsplit(location).port == self.upstream[1]:
             # Resumable upload sessions: keep the following chunk requests coming through the proxy.
             replace["location"] = self.url + "/" + location.split("/", 3)[3]
-        head_bytes = head.encode(**replace)
+        dropped = fault.strip_headers if fault is not None and fault.kind == "corrupt_response" else ()
+        head_bytes = head.encode(dropped, **replace)
         body = []
         while data := reader.some(_BLOCK):
             body.append(data)
-        message = head_bytes + b"".join(body)
+        content = b"".join(body)
+        if fault is not None and fault.kind == "corrupt_response" and fault.after_bytes < len(content):
+            offset = fault.after_bytes
+            content = content[:offset] + bytes([content[offset] ^ 0xFF]) + content[offset + 1 :]
+        message = head_bytes + content
         if fault is None:
             client.sendall(message)
             return

@@ -8,6 +8,7 @@ replaced atomically, so a failure leaves the previous state on disk and in the b
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import uuid
@@ -161,9 +162,18 @@ class Datafile(OctueMetadata):
     @property
     def local_path(self) -> str:
         """The path of a local copy, downloading the object first if there is no valid copy yet."""
-        if self._cloud is not None and self._object is not None and not self._has_valid_local_copy():
-            self.download()
+        if self._cloud is not None and self._object is not None:
+            if self._uses_cache():
+                return self.download()
+            if not self._has_valid_local_copy():
+                self.download()
         return str(self._local_target())
+
+    def _readable_path(self, hold: contextlib.ExitStack) -> Path:
+        """A local path to read the content from; a cached copy is held against eviction until `hold` closes."""
+        if self._uses_cache() and self._object is not None:
+            return local_copy.fetch(self.store, self._object, self._local_target(), cached=True, hold=hold)
+        return Path(self.local_path)
 
     @property
     def name(self) -> str:
@@ -208,6 +218,8 @@ class Datafile(OctueMetadata):
 
         For a cloud datafile without a local copy it comes from the object's metadata, without downloading.
         """
+        if self._uses_cache() and self._object is not None and self._object.crc32c:
+            return self._object.crc32c  # a cached copy is only ever used if it holds exactly these bytes
         if self._has_valid_local_copy():
             return hashing.hash_file(self._local_target())
         if self._object is not None and self._object.crc32c:
@@ -228,9 +240,7 @@ class Datafile(OctueMetadata):
             self._local = Path(local_path).absolute()
         if self._object is None:
             self._object = self.store.require_object(self._cloud)
-        target = self._local_target()
-        local_copy.fetch(self.store, self._object, target, cached=self._uses_cache())
-        return str(target)
+        return str(local_copy.fetch(self.store, self._object, self._local_target(), cached=self._uses_cache()))
 
     def upload(self, cloud_path: str | None = None, update_metadata: bool = True) -> str:
         """Upload to `cloud_path` (default: this datafile's own) and return the `gs://` URI.
@@ -302,11 +312,12 @@ class Datafile(OctueMetadata):
     def _local_content_crc32c(self) -> str | None:
         """The crc32c of local bytes that would have to be sent, or `None` if there are none.
 
-        A user's own local file counts whatever it holds; a cached copy only if it is of the current generation; a
-        local copy identical to this datafile's object adds nothing, as the object can be copied server side.
+        A user's own local file counts whatever it holds. A cached copy never does: content changed through the
+        library (`open` in a write mode) is uploaded when the file is closed, and a copy that differs from its object
+        was changed by something else, so it is neither served nor sent. A local copy identical to this datafile's
+        object adds nothing either, as the object can be copied server side.
         """
-        has_local = self._local_target().is_file() if self._local is not None else self._has_valid_local_copy()
-        if not has_local:
+        if self._local is None or not self._local_target().is_file():
             return None
         local_crc32c = hashing.hash_file(self._local_target())
         if self._object is not None and local_crc32c == self._object.crc32c:
@@ -335,7 +346,7 @@ class Datafile(OctueMetadata):
             name=str(self),
             hdf5=self._is_hdf5(),
             exists=exists,
-            read_path=lambda: Path(self.local_path),
+            read_path=self._readable_path,
             target=self._local_target(),
             commit=self._commit_written_file,
             after_read=self._persist_metadata_changes,
@@ -348,17 +359,17 @@ class Datafile(OctueMetadata):
         """Make a fully written temporary file this datafile's content: upload first (if cloud), then rename."""
         target = self._local_target()
         if self._cloud is not None:
+            crc32c = hashing.hash_file(temporary)
             info = self.store.upload_file(
                 str(temporary),
                 self._cloud,
-                crc32c=hashing.hash_file(temporary),
+                crc32c=crc32c,
                 custom_metadata=self._cloud_metadata(),
                 if_generation_match=self._object.generation if self._object is not None else 0,
             )
-            os.replace(temporary, target)
+            local_copy.commit_written(temporary, target, info, crc32c, cached=self._uses_cache())
             self._object = info
             self._mark_persisted()
-            local_copy.record_written(target, info, cached=self._uses_cache())
             if not self._uses_cache():
                 self._write_local_metadata()
         else:

@@ -1,11 +1,14 @@
-"""crc32c hashes of local files, streamed and cached by file identity, size and modification time."""
+"""crc32c hashes of local files, streamed and cached by file identity, size and modification time, and of bytes as
+they are written (`HashingWriter`), so that a download is verified in the same pass that stores it."""
 
 from __future__ import annotations
 
 import base64
+import io
 import os
 import threading
 from collections import OrderedDict
+from typing import IO
 
 import crc32c
 
@@ -51,19 +54,73 @@ def hash_file(path: str | os.PathLike[str]) -> str:
         cached = _cache.get(key)
     if cached is not None and cached[:4] == identity:
         return cached[4]
+    value = read_file_hash(path)
+    _store(key, (*identity, value))
+    return value
 
+
+def read_file_hash(path: str | os.PathLike[str]) -> str:
+    """The base64 crc32c of a file's content, always read from disk (for verifying, where no cache may be trusted)."""
     checksum = 0
     buffer = bytearray(HASH_BLOCK_BYTES)
     view = memoryview(buffer)
     with open(path, "rb", buffering=0) as file:
         while read := file.readinto(buffer):
             checksum = crc32c.crc32c(view[:read], checksum)
-    value = encode_crc32c(checksum)
-    _store(key, (*identity, value))
-    return value
+    return encode_crc32c(checksum)
 
 
 def remember_hash(path: str | os.PathLike[str], value: str) -> None:
     """Record a hash already known for a file (for example, verified while downloading it) to save a re-read."""
     stat = os.stat(path)
     _store(os.path.realpath(path), (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, value))
+
+
+class HashingWriter(io.RawIOBase):
+    """A write-only binary stream that passes every byte to `file` and keeps their crc32c and count as they go.
+
+    Handing this to a download (instead of the file itself) verifies the content in the same pass that writes it: no
+    second read of a multi-GB file, and no reliance on the response's `X-Goog-Hash` header, without which
+    google-cloud-storage skips its own check. Downloads only append, except that a transcoded response restarts from
+    byte 0 (`seek(0)`), which starts the hash again.
+    """
+
+    def __init__(self, file: IO[bytes]) -> None:
+        super().__init__()
+        self._file = file
+        self._checksum = 0
+        self.bytes_written = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        self._file.write(data)
+        self._checksum = crc32c.crc32c(data, self._checksum)
+        count = len(data) if not isinstance(data, memoryview) else data.nbytes
+        self.bytes_written += count
+        return count
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if (offset, whence) in ((0, os.SEEK_CUR), (0, os.SEEK_END)):
+            return self.bytes_written
+        if (offset, whence) != (0, os.SEEK_SET):
+            raise io.UnsupportedOperation("a download may only restart from the beginning")
+        self._file.seek(0)
+        self._file.truncate()
+        self._checksum, self.bytes_written = 0, 0
+        return 0
+
+    def tell(self) -> int:
+        return self.bytes_written
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    @property
+    def crc32c(self) -> str:
+        """The base64 crc32c of everything written so far, as GCS reports an object's."""
+        return encode_crc32c(self._checksum)

@@ -42,8 +42,8 @@ def parse_mode(mode: str) -> tuple[str, bool]:
 class DatafileOpener:
     """The context manager returned by `Datafile.open`.
 
-    `read_path()` gives the path of the current content (downloading it if needed), `target` is where new content
-    goes, `commit(temporary)` makes a fully written temporary file the datafile's content, and `after_read()`
+    `read_path(hold)` gives the path of the current content (downloading it if needed), kept from eviction until the
+    `hold` stack closes; `target` is where new content goes, `commit(temporary)` makes a fully written temporary file the datafile's content, and `after_read()`
     persists metadata changes made while the file was open for reading.
     """
 
@@ -55,7 +55,7 @@ class DatafileOpener:
         name: str,
         hdf5: bool,
         exists: bool,
-        read_path: Callable[[], Path],
+        read_path: Callable[[contextlib.ExitStack], Path],
         target: Path,
         commit: Callable[[Path], None],
         after_read: Callable[[], None],
@@ -67,6 +67,7 @@ class DatafileOpener:
         self._read_path, self._target, self._commit, self._after_read = read_path, target, commit, after_read
         self.file: Any = None
         self.temporary: Path | None = None
+        self._holds = contextlib.ExitStack()
 
     def _open(self, path: Path, mode: str) -> Any:
         if self.hdf5:
@@ -82,7 +83,9 @@ class DatafileOpener:
     def __enter__(self) -> IO[Any]:
         if self.base == "r":
             self._require_existing()
-            self.file = self._open(self._read_path(), self.mode)
+            with contextlib.ExitStack() as hold:
+                self.file = self._open(self._read_path(hold), self.mode)
+                self._holds = hold.pop_all()  # released when the file is closed
             return self.file
 
         if self.base.startswith("x") and self.exists:
@@ -95,7 +98,8 @@ class DatafileOpener:
                 if self.base == "r+":
                     self._require_existing()
                 if self.exists:
-                    shutil.copyfile(self._read_path(), self.temporary)
+                    with contextlib.ExitStack() as hold:
+                        shutil.copyfile(self._read_path(hold), self.temporary)
             mode = self.mode.replace("x", "w")
             if self.base == "r+" and not self.temporary.exists():
                 mode = mode.replace("r", "w")
@@ -116,8 +120,9 @@ class DatafileOpener:
 
     def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
         try:
-            if self.file is not None:
-                self.file.close()
+            with self._holds:
+                if self.file is not None:
+                    self.file.close()
         except BaseException:
             self._discard()
             raise

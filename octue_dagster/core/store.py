@@ -22,10 +22,11 @@ import google.auth.exceptions
 import requests
 from google.api_core import exceptions as api_exceptions
 from google.cloud import storage
-from google.cloud.storage.exceptions import InvalidResponse
+from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
 from google.api_core.retry import Retry
 from google.cloud.storage.retry import DEFAULT_RETRY
 
+from octue_dagster.core import hashing
 from octue_dagster.core.gcs_path import GCSPath
 from octue_dagster.exceptions import (
     BucketNotFoundError,
@@ -366,21 +367,41 @@ class Store:
             )
         return info
 
-    def download_file(self, info: ObjectInfo, file: IO[bytes]) -> None:
-        """Stream the object's content, at exactly `info.generation`, into an open binary file, verifying its crc32c."""
+    def download_file(self, info: ObjectInfo, file: IO[bytes]) -> str:
+        """Stream the object's content, at exactly `info.generation`, into an open binary file, verifying every byte.
+
+        The bytes are hashed as they are written (one pass, no re-read) and compared with the crc32c and size of the
+        object's metadata, whatever the response's headers say: google-cloud-storage skips its own check when
+        `X-Goog-Hash` is missing. The bytes are fetched as stored (`raw_download`), so that the hash is of the same
+        bytes as GCS's crc32c. Returns the crc32c. On a mismatch, `ChecksumMismatchError` names the object; `file`
+        then holds bad bytes, which the caller discards.
+        """
         blob = self._bucket(info.path).blob(info.path.name)
+        writer = hashing.HashingWriter(file)
         with translate_errors(info.path, "download"):
             try:
                 blob.download_to_file(
-                    file, if_generation_match=info.generation, checksum="crc32c", retry=self.retry, timeout=self.timeout
+                    writer,
+                    if_generation_match=info.generation,
+                    raw_download=True,
+                    # Our check replaces the client's; with no crc32c in the metadata, the client's is all there is.
+                    checksum=None if info.crc32c else "auto",
+                    retry=self.retry,
+                    timeout=self.timeout,
                 )
-            except Exception as error:
-                if type(error).__name__ == "DataCorruption":
-                    raise ChecksumMismatchError(
-                        f"The content downloaded from {info.path} does not match its crc32c {info.crc32c}; the copy was "
-                        f"discarded. Try again."
-                    ) from None
-                raise
+            except DataCorruption:
+                raise ChecksumMismatchError(
+                    f"The content downloaded from {info.path} (generation {info.generation}) failed its checksum: it "
+                    f"was corrupted in transit; nothing was kept. Try again."
+                ) from None
+        writer.flush()
+        if writer.bytes_written != info.size or (info.crc32c is not None and writer.crc32c != info.crc32c):
+            raise ChecksumMismatchError(
+                f"The content downloaded from {info.path} (generation {info.generation}) does not match the object: "
+                f"{writer.bytes_written} bytes with crc32c {writer.crc32c}, expected {info.size} bytes with crc32c "
+                f"{info.crc32c}. It was corrupted in transit; nothing was kept. Try again."
+            )
+        return writer.crc32c
 
     def patch_metadata(
         self,

@@ -17,7 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
-from benchmarks import dataset_bench, hash_bench, memory_bench, metadata_bench, transfer_bench
+from benchmarks import cache_bench, dataset_bench, hash_bench, memory_bench, metadata_bench, transfer_bench
 from benchmarks.measure import MIB, make_random_file
 from benchmarks.table import Row, render
 from octue_dagster.core import store
@@ -67,6 +67,8 @@ def run(arguments: argparse.Namespace, workdir: Path) -> list[Row]:
         _step(f"3. metadata reads of {arguments.datafiles} cloud datafiles (creating the objects first)")
         names = metadata_bench.create_small_objects(client, bucket, arguments.datafiles)
         rows += metadata_bench.metadata_read_rows(client, bucket, names, max(3, arguments.rounds))
+        _step(f"3b. downloading {len(names)} small objects: cost of the cache's size limit and eviction")
+        rows += cache_bench.eviction_rows(client, bucket, names, workdir, max(3, arguments.rounds))
 
         _step(f"writing a {arguments.size_mib} MiB file for transfers")
         big_file = make_random_file(workdir / "big.bin", arguments.size_mib * MIB)

@@ -12,6 +12,8 @@ import textwrap
 import threading
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from octue_dagster import ChecksumMismatchError, Datafile
 from octue_dagster.core import cache, hashing
@@ -239,6 +241,18 @@ def test_writer_committing_generation_2_waits_for_a_reader_downloading_generatio
         """)
     output, _ = child.communicate(timeout=120)
     assert output.split() == [str(current.generation), "generation-2"]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(min_size=1, max_size=200), st.text(min_size=1, max_size=200), st.sampled_from(["b-one", "b-two"]))
+def test_distinct_objects_never_share_a_folder_or_a_lock(first, second, other_bucket):
+    assume(first != second)
+    a, b, c = GCSPath("b-one", first), GCSPath("b-one", second), GCSPath(other_bucket, first)
+    folders = {cache.object_cache_dir(path) for path in (a, b)}
+    locks = {cache.object_lock(path).lock_file for path in (a, b)}
+    assert len(folders) == 2 and len(locks) == 2
+    assert (cache.object_cache_dir(c) == cache.object_cache_dir(a)) == (other_bucket == "b-one")
+    assert cache.object_lock(a).lock_file == cache.object_lock(GCSPath("b-one", first)).lock_file
 
 
 # --- a bounded cache ----------------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ import filelock
 import platformdirs
 
 from octue_dagster.core import hashing
-from octue_dagster.core.atomic import sweep_stale_temporaries
+from octue_dagster.core.atomic import sweep_stale_temporaries, temporary_path_for
 from octue_dagster.core.gcs_path import GCSPath
 from octue_dagster.exceptions import InvalidInputError
 
@@ -181,10 +181,10 @@ def read_cached_generation(path: GCSPath) -> int | None:
 
 
 def _write_record(path: GCSPath, record: CacheRecord) -> None:
-    folder = object_cache_dir(path)
-    temporary = folder / f".record.{os.getpid()}.tmp"
+    target = object_cache_dir(path) / _RECORD_NAME
+    temporary = temporary_path_for(target)  # named so that a killed writer's leftover is swept
     temporary.write_text(json.dumps(dataclasses.asdict(record)))
-    os.replace(temporary, folder / _RECORD_NAME)
+    os.replace(temporary, target)
 
 
 def forget(path: GCSPath) -> None:
@@ -406,13 +406,15 @@ def enforce_limit(keep: Iterable[GCSPath] = ()) -> EvictionReport | None:
     return evict(limit, keep=keep)
 
 
-def evict(limit: int, keep: Iterable[GCSPath] = ()) -> EvictionReport:
-    """Remove least recently used copies nobody holds until the cache holds at most `limit` bytes."""
+def evict(limit: int, keep: Iterable[GCSPath] = (), *, wait: bool = False) -> EvictionReport:
+    """Remove least recently used copies nobody holds until the cache holds at most `limit` bytes.
+
+    One evictor runs at a time: without `wait`, a process that finds another one at work leaves the job to it.
+    """
     report = EvictionReport()
     kept = {object_cache_dir(path) for path in keep}
     try:
-        # One evictor at a time; a process that finds another one at work leaves the job to it.
-        with filelock.FileLock(lock_path("cache-eviction"), timeout=0):
+        with filelock.FileLock(lock_path("cache-eviction"), timeout=LOCK_TIMEOUT_SECONDS if wait else 0):
             found = sorted(entries(), key=lambda entry: entry.last_used_ns)
             total = sum(entry.size for entry in found)
             for entry in found:
@@ -466,7 +468,7 @@ def _evict_entry(folder: Path) -> int | None:
 
 def clear() -> EvictionReport:
     """Remove every cached copy that nobody is using now (copies in use stay, and are counted)."""
-    report = evict(0)
+    report = evict(0, wait=True)
     for entry in entries():
         with contextlib.suppress(OSError):
             entry.folder.rmdir()  # only empty folders go; one a writer is using holds its temporary file
@@ -487,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.command == "clear":
         report: Any = clear()
     elif arguments.command == "evict":
-        report = evict(limit) if limit is not None else EvictionReport(remaining_bytes=usage_bytes())
+        report = evict(limit, wait=True) if limit is not None else EvictionReport(remaining_bytes=usage_bytes())
     else:
         found = entries()
         print(f"cache: {cache_root()}\ncopies: {len(found)}\nbytes: {sum(entry.size for entry in found)}\n"

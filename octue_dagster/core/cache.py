@@ -222,7 +222,8 @@ def verified_copy(path: GCSPath, generation: int, crc32c: str | None, size: int)
         with open(target, "rb") as file:
             before = os.fstat(file.fileno())
             if _identity(before) != record.identity():
-                if before.st_size != size or hashing.read_file_hash(target) != crc32c:
+                # Hash through our descriptor: the very inode whose identity is then recorded.
+                if before.st_size != size or hashing.read_stream_hash(file) != crc32c:
                     return None
                 if _identity(os.fstat(file.fileno())) != _identity(before):
                     return None  # changed while being hashed

@@ -61,12 +61,17 @@ def hash_file(path: str | os.PathLike[str]) -> str:
 
 def read_file_hash(path: str | os.PathLike[str]) -> str:
     """The base64 crc32c of a file's content, always read from disk (for verifying, where no cache may be trusted)."""
+    with open(path, "rb", buffering=0) as file:
+        return read_stream_hash(file)
+
+
+def read_stream_hash(file: IO[bytes]) -> str:
+    """The base64 crc32c of what is left to read in an open binary file (read in blocks into one buffer)."""
     checksum = 0
     buffer = bytearray(HASH_BLOCK_BYTES)
     view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as file:
-        while read := file.readinto(buffer):
-            checksum = crc32c.crc32c(view[:read], checksum)
+    while read := file.readinto(buffer):  # type: ignore[attr-defined]
+        checksum = crc32c.crc32c(view[:read], checksum)
     return encode_crc32c(checksum)
 
 

@@ -155,31 +155,22 @@ class AssetStorage(IOManager):
                     f"{self.describe(slot)} returned the local datafile {datafile.local_path}, which does not exist: "
                     f"write it (e.g. `with datafile.open('w') as f: ...`) before returning it."
                 )
+            content = dict(
+                cloud_path=str(destination),
+                timestamp=datafile.timestamp,
+                labels=datafile.labels,
+                tags=datafile.tags,
+                store=self.store,
+            )
             if current is not None and current.crc32c == datafile.hash_value:
                 # Same content as stored: it is the same datafile, so it keeps its stored id, and unchanged labels,
                 # tags and timestamp mean nothing at all is written (not even a metadata patch).
                 try:
-                    return Datafile(
-                        datafile.local_path,
-                        cloud_path=str(destination),
-                        timestamp=datafile.timestamp,
-                        labels=datafile.labels,
-                        tags=datafile.tags,
-                        store=self.store,
-                    )
+                    return Datafile(datafile.local_path, **content)
                 except InvalidMetadataError:
                     pass  # unreadable stored metadata: replace it, as for new content
             # One metadata request for the destination; the upload is conditional on the generation it saw.
-            return Datafile(
-                datafile.local_path,
-                cloud_path=str(destination),
-                id=datafile.id,
-                timestamp=datafile.timestamp,
-                labels=datafile.labels,
-                tags=datafile.tags,
-                ignore_stored_metadata=True,
-                store=self.store,
-            )
+            return Datafile(datafile.local_path, id=datafile.id, ignore_stored_metadata=True, **content)
         info = datafile.object_info
         if info is None:
             raise CloudObjectNotFoundError(

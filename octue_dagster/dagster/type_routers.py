@@ -188,8 +188,8 @@ class PartitionsRouter(TypeRouter):
                 f"{self.host.describe(slot)} is not partitioned and returned {_describe_value(value)}. Return a "
                 f"Datafile (e.g. from DatafileResource.new), or give this asset another I/O manager."
             )
-        expected = [str(key) for key in slot.partition_keys]
-        if not isinstance(value, Mapping) or sorted(map(str, value)) != sorted(expected):
+        expected = sorted(str(key) for key in slot.partition_keys)
+        if not isinstance(value, Mapping) or sorted(map(str, value)) != expected:
             raise TypeError(
                 f"{self.host.describe(slot)} materializes {len(expected)} partition(s) in one run, so it must return "
                 f"a dict of partition key to value for exactly those partitions ({', '.join(expected[:5])}"

@@ -17,6 +17,7 @@ from octue_dagster.exceptions import (
     CorruptMetadataFileError,
     DatafileExistsError,
     DatafileNotFoundError,
+    ForeignObjectError,
     InvalidCloudPathError,
     InvalidFilterError,
     InvalidInputError,
@@ -27,6 +28,7 @@ from octue_dagster.exceptions import (
     MissingCredentialsError,
     MissingDependencyError,
     OctueDagsterError,
+    ReadOnlyDatafileError,
     StoragePermissionError,
     StorageUnavailableError,
     UnexpectedNumberOfResultsError,
@@ -50,6 +52,8 @@ _DAGSTER_NAMES = {
     "StoreConfig": "octue_dagster.dagster.resources",
     "build_retag_job": "octue_dagster.dagster.retag_job",
     "build_retag_schedule": "octue_dagster.dagster.retag_job",
+    "build_retention_job": "octue_dagster.dagster.retention_job",
+    "build_retention_schedule": "octue_dagster.dagster.retention_job",
 }
 
 if TYPE_CHECKING:
@@ -63,6 +67,7 @@ if TYPE_CHECKING:
     from octue_dagster.dagster.observation import gcs_observable_source_asset, gcs_prefix_sensor
     from octue_dagster.dagster.resources import DatafileResource, StoreConfig
     from octue_dagster.dagster.retag_job import build_retag_job, build_retag_schedule
+    from octue_dagster.dagster.retention_job import build_retention_job, build_retention_schedule
 
 
 def __getattr__(name: str) -> Any:
@@ -74,7 +79,7 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "DatafileIOManager",
@@ -82,6 +87,8 @@ __all__ = [
     "StoreConfig",
     "build_retag_job",
     "build_retag_schedule",
+    "build_retention_job",
+    "build_retention_schedule",
     "datafile_data_version",
     "datafile_metadata",
     "datafile_output",
@@ -98,6 +105,7 @@ __all__ = [
     "Datafile",
     "DatafileExistsError",
     "DatafileNotFoundError",
+    "ForeignObjectError",
     "Dataset",
     "FilterDict",
     "FilterList",
@@ -119,6 +127,7 @@ __all__ = [
     "MissingCredentialsError",
     "MissingDependencyError",
     "OctueDagsterError",
+    "ReadOnlyDatafileError",
     "StoragePermissionError",
     "StorageUnavailableError",
     "TagDict",

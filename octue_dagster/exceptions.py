@@ -96,3 +96,12 @@ class UnexpectedNumberOfResultsError(OctueDagsterError, LookupError):
 
 class BrokenSequenceError(OctueDagsterError):
     """`order_by(..., check_start_value=..., check_constant_increment=...)` found a gap or a wrong start."""
+
+
+class ReadOnlyDatafileError(OctueDagsterError, PermissionError):
+    """A datafile is read-only (for example an asset's input, which belongs to the upstream asset) and was opened
+    for writing or asked to change its stored content or metadata; nothing was changed."""
+
+
+class ForeignObjectError(ConflictError):
+    """An object the I/O manager did not write is where it would store an output; it was left as it was."""

@@ -44,9 +44,7 @@ from octue_dagster.dagster.io_manager import (
     on_upstream_data_version_change,
 )
 from octue_dagster.core.metadata import crc32c_base64
-from octue_dagster.dagster.addresses import asset_object_path, validate_prefix
 from octue_dagster.dagster.resources import DatafileResource
-from octue_dagster.exceptions import InvalidCloudPathError
 
 READINGS_TIME = datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
 #: What the assets below write; tests change it to simulate new upstream content.
@@ -107,25 +105,6 @@ def _stale_status(instance: DagsterInstance, assets: list, key: str) -> StaleSta
     )
 
 
-# --- paths -----------------------------------------------------------------------------------------------------------
-
-
-def test_object_paths_follow_the_documented_layout():
-    assert str(asset_object_path("b-1", "dagster", ["raw", "readings"], None, "r.csv")) == "gs://b-1/dagster/raw/readings/r.csv"
-    assert str(asset_object_path("b-1", "", ["x"], "2024-01-01", "x.h5")) == "gs://b-1/x/2024-01-01/x.h5"
-    multi = MultiPartitionKey({"site": "north", "date": "2024-01-01"})
-    assert str(asset_object_path("b-1", "p/q/", ["x"], multi, "f")) == "gs://b-1/p/q/x/2024-01-01/north/f"
-    # Keys that would change the layout are encoded, so each maps to exactly one folder.
-    assert str(asset_object_path("b-1", "d", ["x"], "a/b", "f")) == "gs://b-1/d/x/a%2Fb/f"
-    assert str(asset_object_path("b-1", "d", ["x"], "..", "f")) == "gs://b-1/d/x/%2E%2E/f"
-
-
-@pytest.mark.parametrize("prefix", ["/abs", "a/../b", "gs://bucket/x", "a//b", "./a"])
-def test_malformed_prefixes_are_rejected(prefix):
-    with pytest.raises(InvalidCloudPathError):
-        validate_prefix(prefix)
-
-
 # --- outputs and inputs ----------------------------------------------------------------------------------------------
 
 
@@ -135,19 +114,19 @@ def test_round_trip_records_metadata_and_loads_lazily(bucket, client):
     result = materialize([readings, summary], resources=_resources(bucket), instance=instance)
     assert result.success
 
-    blob = client.bucket(bucket).get_blob("dagster/readings/readings.csv")
+    blob = client.bucket(bucket).get_blob("dagster/readings/=/readings.csv")
     assert blob.download_as_bytes() == CONTENT["readings"]
-    assert client.bucket(bucket).get_blob("dagster/summary/summary.txt").download_as_bytes() == b"2 rows"
+    assert client.bucket(bucket).get_blob("dagster/summary/=/summary.txt").download_as_bytes() == b"2 rows"
 
     # The downstream asset got a cloud datafile at the upstream path and downloaded only when it opened it.
     assert SEEN["downloaded_before_read"] is False
-    assert SEEN["input"].cloud_path == f"gs://{bucket}/dagster/readings/readings.csv"
+    assert SEEN["input"].cloud_path == f"gs://{bucket}/dagster/readings/=/readings.csv"
     assert SEEN["input"].labels == {"raw", "wind"} and SEEN["input"].tags == {"site": "a"}
 
     materialization = _latest(instance, "readings")
     metadata = materialization.metadata
-    assert metadata[URI_KEY].value == f"gs://{bucket}/dagster/readings/readings.csv"
-    assert metadata["console_url"].value.endswith(f"/{bucket}/dagster/readings/readings.csv")
+    assert metadata[URI_KEY].value == f"gs://{bucket}/dagster/readings/=/readings.csv"
+    assert metadata["console_url"].value.endswith(f"/{bucket}/dagster/readings/=/readings.csv")
     assert metadata["crc32c"].value == blob.crc32c == crc32c_base64(CONTENT["readings"])
     assert metadata["size_bytes"].value == len(CONTENT["readings"])
     assert metadata["labels"].value == ["raw", "wind"]
@@ -164,7 +143,7 @@ def test_identical_content_uploads_nothing_and_keeps_downstream_fresh(bucket, cl
     assets = [readings, summary]
     CONTENT["readings"] = b"t,v\n0,1\n"
     assert materialize(assets, resources=_resources(bucket), instance=instance).success
-    generation = client.bucket(bucket).get_blob("dagster/readings/readings.csv").generation
+    generation = client.bucket(bucket).get_blob("dagster/readings/=/readings.csv").generation
     first_id = _latest(instance, "readings").metadata["datafile_id"].value
     assert _stale_status(instance, assets, "summary") == StaleStatus.FRESH
 
@@ -172,14 +151,14 @@ def test_identical_content_uploads_nothing_and_keeps_downstream_fresh(bucket, cl
     request_log.clear()
     assert materialize([readings], resources=_resources(bucket), instance=instance).success
     assert [r for r in request_log.requests if r[0] not in ("GET", "HEAD")] == []
-    assert client.bucket(bucket).get_blob("dagster/readings/readings.csv").generation == generation
+    assert client.bucket(bucket).get_blob("dagster/readings/=/readings.csv").generation == generation
     assert _latest(instance, "readings").metadata["datafile_id"].value == first_id
     assert _latest(instance, "readings").tags["dagster/data_version"] == crc32c_base64(CONTENT["readings"])
     assert _stale_status(instance, assets, "summary") == StaleStatus.FRESH
 
     CONTENT["readings"] = b"t,v\n0,1\n1,5\n"
     assert materialize([readings], resources=_resources(bucket), instance=instance).success
-    assert client.bucket(bucket).get_blob("dagster/readings/readings.csv").generation != generation
+    assert client.bucket(bucket).get_blob("dagster/readings/=/readings.csv").generation != generation
     assert _latest(instance, "readings").tags["dagster/data_version"] == crc32c_base64(CONTENT["readings"])
     assert _stale_status(instance, assets, "summary") == StaleStatus.STALE
 
@@ -197,14 +176,14 @@ def via_result(datafiles: DatafileResource) -> MaterializeResult:
 def test_explicit_data_version_helpers_store_the_file_and_set_the_crc32c(bucket, client):
     instance = DagsterInstance.ephemeral()
     assert materialize([via_output, via_result], resources=_resources(bucket), instance=instance).success
-    for key, name, content in [("via_output", "o.bin", b"output path"), ("via_result", "m.bin", b"materialize result path")]:
-        assert client.bucket(bucket).get_blob(f"dagster/{key}/{name}").download_as_bytes() == content
+    for key, content in [("via_output", b"output path"), ("via_result", b"materialize result path")]:
+        assert client.bucket(bucket).get_blob(f"dagster/{key}/=/{key}.bin").download_as_bytes() == content
         materialization = _latest(instance, key)
         assert materialization.tags["dagster/data_version"] == crc32c_base64(content)
         assert materialization.metadata["crc32c"].value == crc32c_base64(content)
 
 
-def test_cloud_datafile_is_copied_server_side_and_renames_replace_the_old_object(bucket, client, request_log, monkeypatch):
+def test_cloud_datafile_is_copied_server_side_and_a_new_extension_replaces_the_old_object(bucket, client, request_log, monkeypatch):
     source = Datafile(os.path.join(tempfile.mkdtemp(), "src.csv"), storage_client=client)
     with source.open("wb") as file:
         file.write(b"elsewhere")
@@ -220,15 +199,16 @@ def test_cloud_datafile_is_copied_server_side_and_renames_replace_the_old_object
     assert materialize([copied_v1], resources=_resources(bucket)).success
     assert request_log.downloads() == []
     assert any("rewriteTo" in url for _, url in request_log.requests)
-    assert client.bucket(bucket).get_blob("dagster/copied/src.csv").download_as_bytes() == b"elsewhere"
+    assert client.bucket(bucket).get_blob("dagster/copied/=/copied.csv").download_as_bytes() == b"elsewhere"
 
     @asset(name="copied")
     def copied_v2(datafiles: DatafileResource) -> Datafile:
-        return _write(datafiles, "renamed.csv", b"new name")
+        return _write(datafiles, "renamed.txt", b"new name")
 
     assert materialize([copied_v2], resources=_resources(bucket)).success
     names = sorted(blob.name for blob in client.list_blobs(bucket, prefix="dagster/copied/"))
-    assert names == ["dagster/copied/renamed.csv"]
+    assert names == ["dagster/copied/=/copied.txt"]
+    assert client.bucket(bucket).get_blob("incoming/src.csv") is not None  # the source is not the I/O manager's
 
 
 def test_other_return_types_fail_naming_the_asset_and_type(bucket):
@@ -280,7 +260,8 @@ def op_job():
 def test_plain_op_outputs_are_stored_under_the_run_and_step(bucket):
     result = op_job.execute_in_process(resources=_resources(bucket))
     assert result.success
-    assert SEEN["op_input"] == (f"gs://{bucket}/dagster/_op_outputs/{result.run_id}/make_file/result/op.txt", "from an op")
+    uri = f"gs://{bucket}/dagster/run={result.run_id}/step=make_file/output=result/=/result.txt"
+    assert SEEN["op_input"] == (uri, "from an op")
 
 
 # --- partitions ------------------------------------------------------------------------------------------------------
@@ -323,7 +304,8 @@ def test_partitions_load_as_a_dict_and_missing_ones_fail_unless_allowed(bucket):
 
     assert materialize([site_readings], partition_key="east", resources=resources, instance=instance).success
     assert materialize([site_readings.to_source_asset(), all_sites], resources=resources, instance=instance).success
-    assert SEEN["all_sites"] == {site: f"gs://{bucket}/dagster/site_readings/{site}/site.csv" for site in ["north", "south", "east"]}
+    expected = {site: f"gs://{bucket}/dagster/site_readings/partition={site}/site_readings.csv" for site in SITES.get_partition_keys()}
+    assert SEEN["all_sites"] == expected
 
 
 GRID = MultiPartitionsDefinition(
@@ -341,10 +323,10 @@ def grid_child(grid: Datafile) -> None:
     SEEN["grid_child"] = grid.cloud_path
 
 
-def test_multi_partition_keys_give_one_folder_per_dimension_sorted_by_name(bucket):
+def test_multi_partition_keys_give_one_hive_folder_per_dimension_sorted_by_name(bucket):
     key = MultiPartitionKey({"site": "north", "date": "2024-01-01"})
     assert materialize([grid, grid_child], partition_key=key, resources=_resources(bucket)).success
-    assert SEEN["grid_child"] == f"gs://{bucket}/dagster/grid/2024-01-01/north/cell.txt"
+    assert SEEN["grid_child"] == f"gs://{bucket}/dagster/grid/date=2024-01-01/site=north/grid.txt"
 
 
 # --- start-up checks -------------------------------------------------------------------------------------------------
@@ -435,4 +417,4 @@ def test_steps_in_separate_processes_exchange_files_through_gcs(bucket, client, 
             step_pids = {event.pid for event in result.all_events if event.is_step_success}
         assert len(step_pids) == 2 and os.getpid() not in step_pids
         assert _latest(instance, "summary").tags["dagster/data_version"] == crc32c_base64(b"1 rows")
-    assert client.bucket(bucket).get_blob("dagster/summary/summary.txt").download_as_bytes() == b"1 rows"
+    assert client.bucket(bucket).get_blob("dagster/summary/=/summary.txt").download_as_bytes() == b"1 rows"

@@ -41,8 +41,8 @@ STALL_SECONDS = 1.5
 OLD = bytes(range(256)) * 400  # 100 KiB: a cut at 1,000 bytes lands mid-upload
 NEW = b"new content " * 9000
 TIMESTAMP = datetime.datetime(2024, 5, 6, 7, 8, 9, tzinfo=datetime.timezone.utc)
-OBJECT_NAME = "dagster/stored/data.bin"
-SOURCE_NAME = "incoming/data.bin"  # same file name as the asset's object: the copy replaces it
+OBJECT_NAME = "dagster/stored/=/stored.bin"
+SOURCE_NAME = "incoming/data.bin"  # copied to the asset's object, which it replaces
 
 _summary: dict[str, Any] = {"cases": 0, "faults_injected": 0, "outcomes": {}, "lost": 0}
 

@@ -78,10 +78,10 @@ def test_concurrent_runs_of_different_partitions_all_land(client, bucket, tmp_pa
         run_of = {day: run_id for day, _, run_id, _ in outcomes}
 
         stored = {blob.name: blob for blob in client.list_blobs(bucket, prefix="dagster/daily/")}
-        assert sorted(stored) == sorted(f"dagster/daily/{day}/day.csv" for day in all_days)
+        assert sorted(stored) == sorted(f"dagster/daily/partition={day}/daily.csv" for day in all_days)
         lost = 0
         for day in all_days:
-            blob = stored[f"dagster/daily/{day}/day.csv"]
+            blob = stored[f"dagster/daily/partition={day}/daily.csv"]
             found = md.from_cloud_metadata(blob.metadata, blob.name)
             lost += blob.download_as_bytes() != content_for(day)
             assert blob.download_as_bytes() == content_for(day)

@@ -24,7 +24,7 @@ def test_readme_dagster_example_materializes(bucket, client):
     assets = [namespace["raw_readings"], namespace["cleaned_readings"]]
     result = dg.materialize(assets, resources=defs.resources, partition_key="2024-03-02")
     assert result.success
-    stored = Datafile(f"gs://{bucket}/dagster/cleaned_readings/2024-03-02/cleaned.csv", storage_client=client)
+    stored = Datafile(f"gs://{bucket}/dagster/cleaned_readings/partition=2024-03-02/cleaned_readings.csv", storage_client=client)
     assert stored.labels == {"cleaned"}
     with stored.open() as file:
         assert file.read() == "turbine,wind_speed\nT1,7.2"

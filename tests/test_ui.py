@@ -240,7 +240,7 @@ def test_asset_page_shows_datafile_metadata(
         summary_run = job.execute_in_process(asset_selection=keys, instance=instance)
         assert summary_run.success
 
-    uri = f"gs://{bucket}/dagster/turbine_summary/turbine-summary.h5"
+    uri = f"gs://{bucket}/dagster/turbine_summary/=/turbine_summary.h5"
     stored = Datafile.from_object_info(Store.default().require_object(parse_gcs_path(uri)))
     _wait_until_loaded(url, process, log)
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dagster import (
+    AssetRecordsFilter,
     DagsterInvariantViolationError,
     InputContext,
     IOManager,
@@ -20,11 +21,13 @@ from dagster import (
     MultiPartitionsDefinition,
     OutputContext,
 )
+
 from octue_dagster.core.datafile import Datafile
-from octue_dagster.core.gcs_path import GCSPath, make_gcs_path
 from octue_dagster.core.selection import datafile_objects
 from octue_dagster.core.store import ObjectInfo, Store
 from octue_dagster.dagster import addresses
+from octue_dagster.dagster.inputs import ReadOnlyDatafile
+from octue_dagster.dagster.owned_objects import Write, owner_of, write_owned
 from octue_dagster.dagster.recording import record_outputs
 from octue_dagster.dagster.type_routers import (
     _NO_VALUE,
@@ -36,11 +39,13 @@ from octue_dagster.dagster.type_routers import (
     is_unannotated,
     resolve_router,
 )
-from octue_dagster.dagster.ui_metadata import datafile_data_version, datafile_metadata
-from octue_dagster.exceptions import CloudObjectNotFoundError, ConflictError, InvalidMetadataError
+from octue_dagster.dagster.ui_metadata import URI_KEY, datafile_data_version, datafile_metadata
+from octue_dagster.exceptions import CloudObjectNotFoundError, ConflictError, InvalidInputError
 
-#: Folder (under the prefix) for outputs of plain ops, which have no asset key.
-OP_OUTPUTS_FOLDER = "_op_outputs"
+#: Asset (output) definition metadata: the object name to store this asset's file under, instead of the default.
+OBJECT_NAME_KEY = "octue_dagster/object_name"
+#: `object_names` settings: name objects after the asset (stable URIs), or keep the returned file's own name.
+OBJECT_NAMES = ("asset", "datafile")
 
 
 class AssetStorage(IOManager):
@@ -58,11 +63,18 @@ class AssetStorage(IOManager):
         *,
         bucket: str,
         prefix: str,
+        object_names: str = "asset",
         routers: Sequence[type[TypeRouter]] | None = None,
     ) -> None:
+        if object_names not in OBJECT_NAMES:
+            raise InvalidInputError(
+                f"object_names must be 'asset' (name objects after the asset: stable URIs) or 'datafile' (keep the "
+                f"returned file's own name); got {object_names!r}."
+            )
         self.store = store
         self.bucket = bucket
         self.prefix = prefix
+        self.object_names = object_names
         self.routers = list(TYPE_ROUTERS if routers is None else routers)
 
     # --- routing -----------------------------------------------------------------------------------------------------
@@ -109,95 +121,114 @@ class AssetStorage(IOManager):
             what += f" ({len(keys)} partitions)"
         return what
 
-    def directory(self, slot: Slot) -> GCSPath:
-        """The folder holding the object for this output (or the upstream output of this input)."""
+    def address(self, slot: Slot) -> addresses.Address:
+        """The address of this output (or of the upstream output of this input): its folder and owner mark."""
         context = slot.context
-        partition_key = slot.partition_key
         if context.has_asset_key:
-            return addresses.asset_directory(
-                self.bucket, self.prefix, context.asset_key.path, _path_partition_key(context, partition_key)
-            )
+            partition_key = _path_partition_key(context, slot.partition_key)
+            return addresses.asset_address(self.bucket, self.prefix, context.asset_key.path, partition_key)
         output = context if isinstance(context, OutputContext) else context.upstream_output
         if output is None:
             raise DagsterInvariantViolationError("DatafileIOManager cannot load an input that has no upstream output.")
-        return addresses.asset_directory(self.bucket, self.prefix, [OP_OUTPUTS_FOLDER, *output.get_identifier()])
+        return addresses.op_output_address(
+            self.bucket, self.prefix, output.run_id, output.step_key, output.name, output.mapping_key
+        )
+
+    def object_name(self, slot: Slot, address: addresses.Address, datafile: Datafile) -> str:
+        """The name of the object a datafile is stored as: chosen in the asset's metadata, else after the asset
+        (keeping the file's extension), or the file's own name with `object_names="datafile"`."""
+        chosen = (slot.context.definition_metadata or {}).get(OBJECT_NAME_KEY)
+        if chosen is not None:
+            return addresses.validate_object_name(str(getattr(chosen, "value", chosen)))
+        if self.object_names == "datafile":
+            return addresses.validate_object_name(datafile.name)
+        return addresses.default_object_name(address, datafile.name)
+
+    def _owned(self, address: addresses.Address) -> tuple[list[ObjectInfo], list[ObjectInfo]]:
+        """The datafile objects in the address's folder (one listing request), and those of them it owns."""
+        listing = list(datafile_objects(self.store, address.folder, delimiter="/"))
+        return listing, [info for info in listing if owner_of(info) == address.owner]
 
     # --- datafiles ---------------------------------------------------------------------------------------------------
 
     def store_datafile(self, slot: Slot, datafile: Datafile) -> StoredOutput:
-        """Put the datafile at its address (upload, server-side copy or nothing) and remove stale siblings."""
-        directory = self.directory(slot)
-        destination = make_gcs_path(self.bucket, directory.name + datafile.name)
-        listing = list(self.store.list_objects(directory, delimiter="/"))
-        previous = [info for info in listing if info.path != destination]
-        current = next((info for info in listing if info.path == destination), None)
-        stored = self._bind(datafile, destination, current, slot)
-        stored.upload(str(destination))
-        # One object per asset (partition) folder: a differently named file from an earlier run would make loading
-        # ambiguous, so it goes once the new one is safely in place (only at the generation we saw).
-        for info in previous:
-            if not info.path.name.endswith("/"):
-                slot.context.log.info(f"Removing {info.path}, replaced by {destination}.")
-                try:
-                    self.store.delete_object(info.path, if_generation_match=info.generation)
-                except (CloudObjectNotFoundError, ConflictError):
-                    pass
-        return StoredOutput(slot.partition_key, datafile_metadata(stored), datafile_data_version(stored))
-
-    def _bind(
-        self, datafile: Datafile, destination: GCSPath, current: ObjectInfo | None, slot: Slot
-    ) -> Datafile:
-        """A datafile using this I/O manager's client, with the returned datafile's content and metadata, whose
-        `upload(destination)` writes it there. `current` is what the destination holds now, if anything."""
-        if datafile.cloud_path is None:
-            if not os.path.isfile(datafile.local_path):
-                raise FileNotFoundError(
-                    f"{self.describe(slot)} returned the local datafile {datafile.local_path}, which does not exist: "
-                    f"write it (e.g. `with datafile.open('w') as f: ...`) before returning it."
-                )
-            content = dict(
-                cloud_path=str(destination),
-                timestamp=datafile.timestamp,
-                labels=datafile.labels,
-                tags=datafile.tags,
-                store=self.store,
+        """Store a datafile at its address (upload, server-side copy, metadata patch or nothing), then remove the
+        objects this address owned under other names (only at the generation listed)."""
+        if datafile.cloud_path is None and not os.path.isfile(datafile.local_path):
+            raise FileNotFoundError(
+                f"{self.describe(slot)} returned the local datafile {datafile.local_path}, which does not exist: "
+                f"write it (e.g. `with datafile.open('w') as f: ...`) before returning it."
             )
-            if current is not None and current.crc32c == datafile.hash_value:
-                # Same content as stored: it is the same datafile, so it keeps its stored id, and unchanged labels,
-                # tags and timestamp mean nothing at all is written (not even a metadata patch).
-                try:
-                    return Datafile(datafile.local_path, **content)
-                except InvalidMetadataError:
-                    pass  # unreadable stored metadata: replace it, as for new content
-            # One metadata request for the destination; the upload is conditional on the generation it saw.
-            return Datafile(datafile.local_path, id=datafile.id, ignore_stored_metadata=True, **content)
-        info = datafile.object_info
-        if info is None:
+        if datafile.cloud_path is not None and datafile.object_info is None:
             raise CloudObjectNotFoundError(
                 f"{self.describe(slot)} returned {datafile.cloud_path}, which does not exist in GCS."
             )
-        # Uploading a cloud datafile to another path copies it server side (or only patches metadata if the
-        # destination already holds the same content); to its own path, it only patches changed metadata.
-        source = Datafile.from_object_info(info, store=self.store)
-        source.labels, source.tags, source.timestamp = datafile.labels, datafile.tags, datafile.timestamp
-        return source
+        address = self.address(slot)
+        destination = address.object_path(self.object_name(slot, address, datafile))
+        listing, owned = self._owned(address)
+        current = next((info for info in listing if info.path == destination), None)
+        info = write_owned(self.store, Write(datafile, address.owner), destination, current)
+        # The new object is in place: older objects of this address under other names (an earlier extension or
+        # name) go now. A crash before this leaves them; loads pick the recorded one and the next store removes them.
+        for stale in owned:
+            if stale.path != destination:
+                slot.context.log.info(f"Removing {stale.path}, replaced by {destination}.")
+                try:
+                    self.store.delete_object(stale.path, if_generation_match=stale.generation)
+                except (CloudObjectNotFoundError, ConflictError):
+                    pass
+        stored = Datafile.from_object_info(info, store=self.store)
+        return StoredOutput(slot.partition_key, datafile_metadata(stored), datafile_data_version(stored))
 
     def load_datafile(self, slot: Slot) -> Datafile:
-        """The datafile stored at the slot's address, from one listing request (no download)."""
-        directory = self.directory(slot)
-        found = list(datafile_objects(self.store, directory, delimiter="/"))
-        if not found:
-            self.store.raise_if_bucket_missing(directory)
+        """The datafile stored at the slot's address, from one listing request (no download), read-only.
+
+        Only objects the I/O manager wrote for this address count; anything else in the folder is ignored.
+        """
+        address = self.address(slot)
+        listing, owned = self._owned(address)
+        if not owned:
+            if not listing:
+                self.store.raise_if_bucket_missing(address.folder)
+            held = f"holds only objects the I/O manager did not write ({len(listing)})" if listing else "is empty"
             raise CloudObjectNotFoundError(
-                f"No stored file for {self.describe(slot)}: {directory} is empty. Materialize it first."
+                f"No stored file for {self.describe(slot)}: {address.folder} {held}. Materialize it first."
             )
-        if len(found) > 1:
-            # Only possible if a run was interrupted between writing a renamed file and removing the old one.
-            found.sort(key=lambda info: (info.updated is not None, info.updated))
-            slot.context.log.warning(
-                f"{directory} holds {len(found)} objects; loading the most recently updated, {found[-1].path}."
-            )
-        return Datafile.from_object_info(found[-1], store=self.store)
+        chosen = owned[0] if len(owned) == 1 else self._recorded_or_newest(slot, owned)
+        return ReadOnlyDatafile.from_object_info(chosen, store=self.store)
+
+    def _recorded_or_newest(self, slot: Slot, owned: list[ObjectInfo]) -> ObjectInfo:
+        """Of several objects of one address (a run stopped between storing a renamed file and removing the old
+        one), the one Dagster's latest materialization points to, else the most recently written."""
+        uri = _recorded_uri(slot)
+        recorded = [info for info in owned if str(info.path) == uri]
+        chosen = recorded[0] if recorded else max(owned, key=lambda info: (info.updated is not None, info.updated))
+        slot.context.log.warning(
+            f"{self.address(slot).folder} holds {len(owned)} objects of {self.describe(slot)}; loading {chosen.path} "
+            f"({'the latest materialization' if recorded else 'the most recently written'})."
+        )
+        return chosen
+
+
+def _recorded_uri(slot: Slot) -> str | None:
+    """The `dagster/uri` of the latest materialization of the slot's asset partition, if it can be read."""
+    context = slot.context
+    if not context.has_asset_key:
+        return None
+    try:
+        instance = context.instance if isinstance(context, InputContext) else context.step_context.instance
+        records = instance.fetch_materializations(
+            AssetRecordsFilter(
+                asset_key=context.asset_key,
+                asset_partitions=[slot.partition_key] if slot.partition_key is not None else None,
+            ),
+            limit=1,
+        ).records
+        metadata = records[0].asset_materialization.metadata if records else {}
+        value = metadata.get(URI_KEY)
+        return str(value.value) if value is not None else None
+    except Exception:  # an instance without records (direct invocation) cannot tell; fall back to the newest
+        return None
 
 
 def _path_partition_key(context: InputContext | OutputContext, partition_key: str | None) -> Any:
@@ -212,4 +243,4 @@ def _path_partition_key(context: InputContext | OutputContext, partition_key: st
     return partition_key
 
 
-__all__ = ["OP_OUTPUTS_FOLDER", "AssetStorage"]
+__all__ = ["OBJECT_NAME_KEY", "AssetStorage"]

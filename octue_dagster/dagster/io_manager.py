@@ -76,6 +76,15 @@ class DatafileIOManager(ConfigurableIOManager):
     bucket: str = Field(description="The GCS bucket to store asset files in (it must exist).")
     prefix: str = Field(default="dagster", description="Folder inside the bucket, e.g. 'dagster' or 'team/assets'.")
     gcs: ResourceDependency[GCSResource]
+    object_names: str = Field(
+        default="asset",
+        description=(
+            "How stored objects are named: 'asset' (after the asset key's last part, keeping the returned file's "
+            "extension, so re-materializing keeps the URI whatever the local file was called) or 'datafile' (the "
+            "returned file's own name). One asset can choose its own name with the definition metadata "
+            "'octue_dagster/object_name'."
+        ),
+    )
     store_settings: StoreConfig = Field(default_factory=StoreConfig, description="GCS timeouts and retries.")
 
     _storage: AssetStorage | None = PrivateAttr(default=None)
@@ -90,6 +99,7 @@ class DatafileIOManager(ConfigurableIOManager):
             )
         validate_bucket_name(self.bucket)
         addresses.validate_prefix(self.prefix)
+        self._internal_io_manager  # checks object_names
         if not self.store.bucket_exists(self.bucket):
             raise BucketNotFoundError(
                 f"DatafileIOManager's bucket {self.bucket!r} does not exist (or is not visible with these "
@@ -101,7 +111,10 @@ class DatafileIOManager(ConfigurableIOManager):
         """The plain I/O manager doing the work (made once per process, over the `gcs` resource's client)."""
         if self._storage is None:
             self._storage = AssetStorage(
-                store_from(self.gcs, self.store_settings), bucket=self.bucket, prefix=self.prefix
+                store_from(self.gcs, self.store_settings),
+                bucket=self.bucket,
+                prefix=self.prefix,
+                object_names=self.object_names,
             )
         return self._storage
 

@@ -104,7 +104,7 @@ def test_concurrent_retaggers_both_take_effect(resource, client, bucket):
         assert datafile.labels == {"raw", "first", "second"}
 
 
-def test_new_files_live_in_a_run_directory_and_are_uploaded_by_the_io_manager(client, bucket, tmp_path):
+def test_new_files_live_in_a_step_folder_removed_after_the_io_manager_stored_them(client, bucket, tmp_path):
     seen = {}
 
     @asset
@@ -124,8 +124,9 @@ def test_new_files_live_in_a_run_directory_and_are_uploaded_by_the_io_manager(cl
         },
     )
     assert result.success
-    assert seen["local"] == str(tmp_path / result.run_id / "made.txt")
-    stored = Datafile(f"gs://{bucket}/dagster/made/made.txt", storage_client=client)
+    assert seen["local"] == str(tmp_path / result.run_id / "made" / "attempt-0" / "made.txt")
+    assert list(tmp_path.iterdir()) == []
+    stored = Datafile(f"gs://{bucket}/dagster/made/=/made.txt", storage_client=client)
     assert stored.labels == {"fresh"}
     with stored.open() as file:
         assert file.read() == "hello"

@@ -6,9 +6,6 @@ through a `Store` made from the `GCSResource`'s client.
 
 
 import os
-import shutil
-import tempfile
-import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +20,8 @@ from octue_dagster.core.datafile import Datafile
 from octue_dagster.core.gcs_path import parse_gcs_path
 from octue_dagster.core.selection import RetagCounts, RetagSpec, list_datafiles, retag_objects
 from octue_dagster.core.store import Store, StoreSettings, guard_client
-from octue_dagster.exceptions import InvalidInputError, MissingCredentialsError
+from octue_dagster.dagster.working_files import WorkingFolders, default_base
+from octue_dagster.exceptions import DatafileExistsError, InvalidInputError, MissingCredentialsError
 
 
 _DEFAULTS = StoreSettings()
@@ -67,9 +65,10 @@ def client_from(gcs: Any) -> gcs_client.Client:
 class DatafileResource(ConfigurableResource):
     """Datafiles for assets and ops: `get` one by URI, `new` local ones to return, `list` and `retag` a prefix.
 
-    `new` files live in a working directory for the run (`working_dir/<run id>`, by default under the system
-    temporary directory); the default one is removed when the run's resources are torn down, after the I/O manager
-    has uploaded whatever was returned.
+    `new` files live in a working folder of their own step attempt (`working_dir/<run id>/<step key>/attempt-<n>/`,
+    by default under the system's temporary directory), so parallel steps, retries and re-executions never meet;
+    each folder is removed by the process that made it when the step's resources are torn down, after the I/O
+    manager has stored the step's outputs (`keep_working_files=True` keeps them, e.g. for debugging).
 
     Example::
 
@@ -97,23 +96,22 @@ class DatafileResource(ConfigurableResource):
     gcs: ResourceDependency[GCSResource]
     store_settings: StoreConfig = Field(default_factory=StoreConfig, description="GCS timeouts and retries.")
     working_dir: str | None = Field(
-        default=None, description="Folder for new local datafiles (a sub-folder per run); default: a temporary folder."
+        default=None,
+        description="Folder for new local datafiles (a sub-folder per step attempt); default: a temporary folder.",
+    )
+    keep_working_files: bool = Field(
+        default=False, description="Keep each step's working folder after the step instead of removing it."
     )
 
     _gcs_store: Store | None = PrivateAttr(default=None)
-    _run_dir: Path | None = PrivateAttr(default=None)
-    _owns_run_dir: bool = PrivateAttr(default=False)
+    _folders: WorkingFolders | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         self._gcs_store = store_from(self.gcs, self.store_settings)
-        run_id = context.run.run_id if context.run is not None else f"no-run-{uuid.uuid4().hex[:12]}"
-        base = Path(self.working_dir) if self.working_dir else Path(tempfile.gettempdir()) / "octue-dagster"
-        self._run_dir = base / run_id
-        self._owns_run_dir = self.working_dir is None
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
-        if self._owns_run_dir and self._run_dir is not None:
-            shutil.rmtree(self._run_dir, ignore_errors=True)
+        if self._folders is not None and not self.keep_working_files:
+            self._folders.remove_all()
 
     @property
     def store(self) -> Store:
@@ -122,13 +120,11 @@ class DatafileResource(ConfigurableResource):
             self._gcs_store = store_from(self.gcs, self.store_settings)
         return self._gcs_store
 
-    @property
-    def run_dir(self) -> Path:
-        """The working directory where `new` puts local datafiles."""
-        if self._run_dir is None:
-            base = Path(self.working_dir) if self.working_dir else Path(tempfile.gettempdir()) / "octue-dagster"
-            self._run_dir = base / f"no-run-{uuid.uuid4().hex[:12]}"
-        return self._run_dir
+    def working_folder(self) -> Path:
+        """The working folder of the step attempt running now, where `new` puts local datafiles."""
+        if self._folders is None:
+            self._folders = WorkingFolders(Path(self.working_dir) if self.working_dir else default_base())
+        return self._folders.folder_for_current_step()
 
     def get(self, path: str) -> Datafile:
         """The datafile at a `gs://` URI, from one metadata request (no download until it is opened).
@@ -146,13 +142,18 @@ class DatafileResource(ConfigurableResource):
         tags: Mapping[str, Any] | None = None,
         timestamp: Any = None,
     ) -> Datafile:
-        """A new local datafile called `name` in the run's working directory, to write and return from an asset."""
+        """A new local datafile called `name` in this step attempt's working folder, to write and return.
+
+        Different steps (and attempts) may use the same names; one step asking for one name twice gets
+        `DatafileExistsError`, so that it cannot overwrite a file it made earlier.
+        """
         if not isinstance(name, str) or not name or "/" in name or os.sep in name or name in {".", ".."}:
             raise InvalidInputError(f"A new datafile needs a plain file name such as 'readings.csv'; got {name!r}.")
-        path = self.run_dir / name
+        path = self.working_folder() / name
         if path.exists():
-            raise FileExistsError(f"{path} already exists in this run's working directory; choose another name.")
-        path.parent.mkdir(parents=True, exist_ok=True)
+            raise DatafileExistsError(
+                f"{path} already exists: this step already made a new datafile called {name!r}; choose another name."
+            )
         return Datafile(
             path, labels=labels, tags=tags, timestamp=timestamp, ignore_stored_metadata=True, store=self.store
         )

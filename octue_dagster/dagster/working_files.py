@@ -1,0 +1,87 @@
+"""Working folders for new local datafiles: one per step attempt, created and removed by the process that uses it.
+
+A run's steps may run at once in separate processes (Dagster's default multiprocess executor), be retried (a
+`RetryPolicy`) or re-executed, and two assets may both call `datafiles.new("data.csv")`. So each step attempt gets
+its own folder, `{base}/{run id}/{step key}/attempt-{n}/`, found from the step that is running
+(`OpExecutionContext.get()`), and each `WorkingFolders` removes only the folders it created itself, when its
+resource is torn down: in the step's own process (multiprocess executor) after its outputs are stored, or at the end
+of the run (in-process executor). Another step's folder, and the run's folder while other steps use it, are never
+touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+from dagster import DagsterInvariantViolationError, OpExecutionContext
+
+from octue_dagster.dagster.addresses import encode_segment
+
+#: Outside a step (a sensor, a schedule, direct invocation), new files go to a folder of the resource instance.
+OUTSIDE_STEPS = "outside-steps"
+
+
+def current_step() -> tuple[str, str, int] | None:
+    """(run id, step key, attempt number) of the step running in this thread, or `None` outside a step."""
+    try:
+        context = OpExecutionContext.get()
+    except DagsterInvariantViolationError:
+        return None
+    step = context.get_step_execution_context().step
+    return context.run_id, step.key, context.retry_number
+
+
+class WorkingFolders:
+    """The step-attempt working folders one resource instance has created under `base` (see the module docstring)."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self._created: dict[tuple[str, str, int] | None, Path] = {}
+
+    def folder_for_current_step(self) -> Path:
+        """This step attempt's folder (created on first use)."""
+        step = current_step()
+        folder = self._created.get(step)
+        if folder is None:
+            if step is None:
+                folder = self.base / OUTSIDE_STEPS / uuid.uuid4().hex
+            else:
+                run_id, step_key, attempt = step
+                folder = self.base / encode_segment(run_id) / encode_segment(step_key) / f"attempt-{attempt}"
+            _make_folder(folder)
+            self._created[step] = folder
+        return folder
+
+    def remove_all(self) -> None:
+        """Remove every folder this instance created, and their parents if that left them empty."""
+        for folder in self._created.values():
+            shutil.rmtree(folder, ignore_errors=True)
+            for parent in folder.parents:
+                if parent == self.base or self.base not in parent.parents:
+                    break
+                with contextlib.suppress(OSError):  # not empty: another step's folder is still in it
+                    parent.rmdir()
+        self._created.clear()
+
+
+def _make_folder(folder: Path, attempts: int = 5) -> None:
+    """Create `folder` and its parents; another process removing an emptied parent at that moment is retried."""
+    for attempt in range(attempts):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            return
+        except FileNotFoundError:
+            if attempt == attempts - 1:
+                raise
+
+
+def default_base() -> Path:
+    """Where working folders go unless `working_dir` is set: a folder under the system's temporary directory."""
+    return Path(tempfile.gettempdir()) / "octue-dagster"
+
+
+__all__ = ["OUTSIDE_STEPS", "WorkingFolders", "current_step", "default_base"]

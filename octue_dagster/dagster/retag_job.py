@@ -4,6 +4,7 @@ Only metadata changes: each object gets a metadata patch, merged with concurrent
 downloaded or re-uploaded and generations stay the same. The counts are reported as the op's output metadata.
 """
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from dagster import (
@@ -24,6 +25,36 @@ from octue_dagster.core.gcs_path import parse_gcs_path
 from octue_dagster.core.selection import RetagSpec
 from octue_dagster.dagster.resources import DatafileResource
 from octue_dagster.exceptions import InvalidInputError
+
+
+def counts_metadata(counts: Mapping[str, int], *, dry_run: bool) -> dict[str, MetadataValue]:
+    """A maintenance op's counts as Dagster output metadata, with whether it was a dry run."""
+    metadata: dict[str, MetadataValue] = {key: MetadataValue.int(value) for key, value in counts.items()}
+    metadata["dry_run"] = MetadataValue.bool(dry_run)
+    return metadata
+
+
+def build_one_op_job(
+    name: str,
+    work: Callable[[OpExecutionContext, DatafileResource, Any], Mapping[str, MetadataValue]],
+    config_class: type[Config],
+    *,
+    resource_key: str,
+    op_description: str,
+    job_description: str,
+) -> JobDefinition:
+    """A job of one op, `<name>_op`, that runs `work(context, datafiles, config)` with the `DatafileResource` under
+    `resource_key` and its launch-time config, and reports what `work` returns as the op's output metadata."""
+
+    @op(name=f"{name}_op", required_resource_keys={resource_key}, out=Out(Nothing), description=op_description)
+    def _op(context: OpExecutionContext, config: config_class):  # type: ignore[valid-type]
+        yield Output(None, metadata=dict(work(context, getattr(context.resources, resource_key), config)))
+
+    @job(name=name, description=job_description)
+    def _job():
+        _op()
+
+    return _job
 
 
 class RetagConfig(Config):
@@ -60,30 +91,25 @@ def build_retag_job(
         raise InvalidInputError("Give build_retag_job either a RetagSpec or its fields as keywords, not both.")
     spec = spec if spec is not None else RetagSpec(**fields)
 
-    @op(
-        name=f"{name}_op",
-        required_resource_keys={resource_key},
-        out=Out(Nothing),
-        description=f"Re-tags objects under {location}.",
-    )
-    def _retag(context: OpExecutionContext, config: RetagConfig):
-        datafiles: DatafileResource = getattr(context.resources, resource_key)
+    def retag(context: OpExecutionContext, datafiles: DatafileResource, config: RetagConfig) -> dict[str, Any]:
         counts = datafiles.retag(str(location), spec, dry_run=config.dry_run)
         context.log.info(f"Re-tagging {location}: {counts.as_dict()}")
         for path in counts.skipped_paths[:100]:
             context.log.warning(f"Skipped {path}: its stored metadata cannot be read.")
-        metadata: dict[str, Any] = {key: MetadataValue.int(value) for key, value in counts.as_dict().items()}
+        metadata = counts_metadata(counts.as_dict(), dry_run=config.dry_run)
         metadata["prefix"] = MetadataValue.path(str(location))
-        metadata["dry_run"] = MetadataValue.bool(config.dry_run)
         if counts.skipped_paths:
             metadata["skipped_paths"] = MetadataValue.json(counts.skipped_paths[:100])
-        yield Output(None, metadata=metadata)
+        return metadata
 
-    @job(name=name, description=description or f"Set labels and tags on matching objects under {location}.")
-    def _job():
-        _retag()
-
-    return _job
+    return build_one_op_job(
+        name,
+        retag,
+        RetagConfig,
+        resource_key=resource_key,
+        op_description=f"Re-tags objects under {location}.",
+        job_description=description or f"Set labels and tags on matching objects under {location}.",
+    )
 
 
 def build_retag_schedule(
@@ -93,11 +119,14 @@ def build_retag_schedule(
     name: str | None = None,
     execution_timezone: str = "UTC",
     default_status: DefaultScheduleStatus = DefaultScheduleStatus.STOPPED,
+    run_config: Any = None,
 ) -> ScheduleDefinition:
-    """A schedule that runs a re-tagging job on `cron_schedule` (e.g. `"0 3 * * *"` for 03:00 every day)."""
+    """A schedule that runs a re-tagging job on `cron_schedule` (e.g. `"0 3 * * *"` for 03:00 every day), with
+    `run_config` if given. Also used for the other jobs this library builds."""
     return ScheduleDefinition(
         name=name or f"{job_def.name}_schedule",
         job=job_def,
+        run_config=run_config,
         cron_schedule=cron_schedule,
         execution_timezone=execution_timezone,
         default_status=default_status,

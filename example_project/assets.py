@@ -1,8 +1,10 @@
 """The example pipeline's assets: daily raw turbine readings -> cleaned readings -> an HDF5 per-turbine summary.
 
-Each asset returns a `Datafile`; the `DatafileIOManager` uploads it (content and Octue metadata in one request) under
-`gs://{bucket}/{prefix}/{asset key}/...`, and hands downstream assets lazy cloud Datafiles that download only when
-opened. Labels and tags set here end up on the GCS objects and in the Dagster UI.
+Each asset returns a `Datafile`; the `DatafileIOManager` uploads it (content and Octue metadata in one request) to
+its asset partition's own address, named after the asset whatever the local file is called
+(`gs://{bucket}/{prefix}/raw_readings/partition=2024-03-01/raw_readings.csv`,
+`gs://{bucket}/{prefix}/turbine_summary/=/turbine_summary.h5`), and hands downstream assets read-only lazy cloud
+Datafiles that download only when opened. Labels and tags set here end up on the GCS objects and in the Dagster UI.
 """
 
 import datetime

@@ -6,7 +6,7 @@ import dagster as dg
 
 BUCKET_VARIABLE = "OCTUE_DAGSTER_BUCKET"
 DEFAULT_BUCKET = "octue-dagster-demo"
-#: The I/O manager stores every asset's datafiles under gs://{bucket}/{PREFIX}/{asset key}/.
+#: The I/O manager stores every asset's datafiles under gs://{bucket}/{PREFIX}/{asset key}/{partition folder}/.
 PREFIX = "dagster"
 #: Files maintained outside the pipeline (by the site operator) live under gs://{bucket}/{EXTERNAL_FOLDER}/.
 EXTERNAL_FOLDER = "external"

@@ -1,6 +1,8 @@
 """The example's Dagster definitions, loaded by `workspace.yaml` and by the `dagster` CLI (`-m example_project.definitions`).
 
-Every asset's file goes to `gs://{bucket}/dagster/{asset key}/...` through `DatafileIOManager`; the bucket comes from
+Every asset's file goes to `gs://{bucket}/dagster/{asset key}/{partition folder}/` through `DatafileIOManager` (see the
+README's "Where files go"); a nightly retention job (a dry run until its schedule is turned on) removes op outputs of
+old runs and superseded objects the I/O manager wrote. The bucket comes from
 `OCTUE_DAGSTER_BUCKET` (default `octue-dagster-demo`). GCS is the emulator when `STORAGE_EMULATOR_HOST` is set
 (`make demo`, `make dev`), else real GCS with default credentials.
 """
@@ -11,7 +13,14 @@ from dagster_gcp import GCSResource
 from example_project import config
 from example_project.assets import cleaned_readings, raw_readings, turbine_summary
 from example_project.sources import build_external_files_sensor, build_site_metadata
-from octue_dagster import DatafileIOManager, DatafileResource, build_retag_job, build_retag_schedule
+from octue_dagster import (
+    DatafileIOManager,
+    DatafileResource,
+    build_retag_job,
+    build_retag_schedule,
+    build_retention_job,
+    build_retention_schedule,
+)
 
 RETAG_JOB_NAME = config.RETAG_JOB_NAME
 
@@ -33,10 +42,11 @@ def build_definitions(bucket: str) -> dg.Definitions:
     """The pipeline's definitions for one bucket (tests build them for a throwaway bucket)."""
     gcs = GCSResource()
     retag_job, retag_schedule = build_retag(bucket)
+    retention_job = build_retention_job("storage_retention", bucket=bucket, prefix=config.PREFIX, older_than_days=30)
     return dg.Definitions(
         assets=[build_site_metadata(bucket), raw_readings, cleaned_readings, turbine_summary],
-        jobs=[retag_job],
-        schedules=[retag_schedule],
+        jobs=[retag_job, retention_job],
+        schedules=[retag_schedule, build_retention_schedule(retention_job, "0 4 * * *")],
         sensors=[build_external_files_sensor(bucket)],
         resources={
             "gcs": gcs,

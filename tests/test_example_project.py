@@ -72,15 +72,15 @@ def test_pipeline_materializes_every_asset_against_the_emulator(bucket: str, mon
     assert summary_run.success
 
     stored = _by_path(bucket)
-    expected = {site_uri, f"gs://{bucket}/dagster/turbine_summary/turbine-summary.h5"}
-    expected |= {f"gs://{bucket}/dagster/raw_readings/{day}/readings-{day}.csv" for day in DAYS}
-    expected |= {f"gs://{bucket}/dagster/cleaned_readings/{day}/cleaned-{day}.csv" for day in DAYS}
+    expected = {site_uri, f"gs://{bucket}/dagster/turbine_summary/=/turbine_summary.h5"}
+    expected |= {f"gs://{bucket}/dagster/raw_readings/partition={day}/raw_readings.csv" for day in DAYS}
+    expected |= {f"gs://{bucket}/dagster/cleaned_readings/partition={day}/cleaned_readings.csv" for day in DAYS}
     assert set(stored) == expected
 
     total_cleaned = 0
     for day in DAYS:
-        raw = stored[f"gs://{bucket}/dagster/raw_readings/{day}/readings-{day}.csv"]
-        cleaned = stored[f"gs://{bucket}/dagster/cleaned_readings/{day}/cleaned-{day}.csv"]
+        raw = stored[f"gs://{bucket}/dagster/raw_readings/partition={day}/raw_readings.csv"]
+        cleaned = stored[f"gs://{bucket}/dagster/cleaned_readings/partition={day}/cleaned_readings.csv"]
         raw_rows, cleaned_rows = _rows(raw), _rows(cleaned)
         # Every turbine reports every 10 minutes; cleaning drops the bad rows and only those.
         assert len(raw_rows) == len(readings.TURBINES) * 144
@@ -95,7 +95,7 @@ def test_pipeline_materializes_every_asset_against_the_emulator(bucket: str, mon
         assert raw.timestamp.date().isoformat() == day
         total_cleaned += len(cleaned_rows)
 
-    summary = stored[f"gs://{bucket}/dagster/turbine_summary/turbine-summary.h5"]
+    summary = stored[f"gs://{bucket}/dagster/turbine_summary/=/turbine_summary.h5"]
     assert summary.tags["days"] == DAYS
     assert summary.tags["site_metadata_crc32c"] == stored[site_uri].hash_value
     with summary.open() as h5:
@@ -126,6 +126,14 @@ def test_pipeline_materializes_every_asset_against_the_emulator(bucket: str, mon
     assert {path: datafile.generation for path, datafile in after.items()} == generations
     for path, datafile in after.items():
         assert ("quality-checked" in datafile.labels) == ("/cleaned_readings/" in path), path
+
+    # The retention job's first run is a dry run: it finds everything current and removes nothing.
+    retention = definitions.resolve_job_def("storage_retention").execute_in_process(instance=instance)
+    [event] = [e for e in retention.all_events if e.is_successful_output]
+    counts = {key: value.value for key, value in event.event_specific_data.metadata.items()}
+    assert counts["dry_run"] is True and counts["deleted"] == 0
+    assert counts["kept"] == len(DAYS) * 2 + 1 and counts["old_op_outputs"] == counts["unreferenced_asset_objects"] == 0
+    assert set(_by_path(bucket)) == set(after)
 
 
 def test_external_files_sensor_requests_a_summary_rebuild_only_for_new_content(bucket: str) -> None:

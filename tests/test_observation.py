@@ -161,3 +161,27 @@ def test_prefix_sensor_can_be_invoked_directly_with_its_resources(bucket, client
     with dg.build_sensor_context(resources={"gcs": GCSResource()}) as context:
         result = sensor(context)
     assert [request.tags["octue/object"] for request in result.run_requests] == [f"gs://{bucket}/incoming/a.csv"]
+
+
+def test_every_listing_skips_octue_metadata_objects_as_octue_does(client, bucket):
+    """Octue's `Dataset.update_cloud_metadata` writes `<folder>/.octue`, and signed copies under
+    `.signed_metadata_files/`; listing, re-tagging, the sensor and prefix sources all skip them, as Octue's SDK does."""
+    from octue_dagster.core.selection import RetagSpec
+    from octue_dagster.dagster.resources import DatafileResource
+
+    _put(client, bucket, "ds/a.csv", b"a")
+    source = gcs_observable_source_asset(AssetKey(["gcs", "ds"]), f"gs://{bucket}/ds/")
+    instance = DagsterInstance.ephemeral()
+    before = _observed_version(source, instance)
+    sensor = gcs_prefix_sensor("watch_ds", f"gs://{bucket}/ds/", job=define_asset_job("process", selection=[process_file]))
+    first = _tick(sensor, None, instance)
+    for name in ["ds/.octue", "ds/.signed_metadata_files/bright-sunny-fox"]:
+        blob = client.bucket(bucket).blob(name)
+        blob.upload_from_string(b'{"dataset": {"id": "0f6e2b7c-4b5c-4a8e-9d7e-3a0b1c2d3e4f"}}')
+    resource = DatafileResource(gcs=GCSResource())
+    assert [datafile.name for datafile in resource.list(f"gs://{bucket}/ds/")] == ["a.csv"]
+    counts = resource.retag(f"gs://{bucket}/ds/", RetagSpec(add_labels=["seen"]))
+    assert (counts.scanned, counts.changed) == (1, 1)
+    assert client.bucket(bucket).get_blob("ds/.octue").metadata is None
+    assert _tick(sensor, first.cursor, instance).run_requests == []
+    assert _observed_version(source, instance) == before

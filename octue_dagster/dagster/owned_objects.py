@@ -86,15 +86,22 @@ class Write:
             # Identical content is the same datafile and keeps its id; new content is a new version with the
             # returned datafile's id.
             merged = dataclasses.replace(merged, id=(theirs.id or ours.id) if same_content else ours.id)
-        result = {
+        others = {
             key: value
             for key, value in (current.custom_metadata.items() if current is not None else ())
             if not key.startswith(_OWN_PREFIXES)
         }
+        result = dict(others)
         result.update(
             md.to_cloud_metadata(merged.id or ours.id, merged.timestamp, merged.labels or (), merged.tags or {})
         )
         result[OWNER_KEY] = self.owner
+        if _size(result) > md.GCS_CUSTOM_METADATA_LIMIT_BYTES:
+            raise InvalidMetadataError(
+                f"The custom metadata for this output would take {_size(result)} bytes (its Octue metadata, the I/O "
+                f"manager's owner mark and {len(others)} key(s) other writers set on the stored object), over "
+                f"GCS's limit of {md.GCS_CUSTOM_METADATA_LIMIT_BYTES} bytes. Keep large values in the file itself."
+            )
         record = md.encode_json(
             {"labels": set(ours.labels or ()), "tags": ours.tags or {}, "timestamp": ours.timestamp},
             sort_keys=True,

@@ -150,6 +150,28 @@ def test_re_execution_from_failure_uses_the_new_runs_folders(bucket, client, mon
     assert _leftovers(working) == []
 
 
+@asset
+def after_left(datafiles: DatafileResource, left: Datafile) -> Datafile:
+    left_folder = Path(Path(os.environ["OCTUE_TEST_SEEN"], "left.path").read_text()).parent
+    datafile = datafiles.new("data.csv")
+    with datafile.open("w") as file:
+        file.write(f"left's folder existed: {left_folder.exists()}")
+    return datafile
+
+
+def test_in_process_a_step_folder_goes_when_the_next_step_starts(bucket, client, tmp_path, monkeypatch):
+    gcs = GCSResource()
+    monkeypatch.setenv("OCTUE_TEST_SEEN", str(tmp_path))
+    resources = {
+        "io_manager": DatafileIOManager(bucket=bucket, gcs=gcs),
+        "datafiles": DatafileResource(gcs=gcs, working_dir=str(tmp_path / "working")),
+    }
+    assert materialize([left, after_left], resources=resources).success
+    stored = client.bucket(bucket).get_blob("dagster/after_left/=/after_left.csv").download_as_bytes()
+    assert stored == b"left's folder existed: False"
+    assert _leftovers(tmp_path / "working") == []
+
+
 def test_in_process_runs_remove_their_folders_at_the_end_and_keep_them_when_asked(bucket, client, tmp_path):
     gcs = GCSResource()
     seen = tmp_path / "seen"

@@ -67,8 +67,8 @@ class DatafileResource(ConfigurableResource):
 
     `new` files live in a working folder of their own step attempt (`working_dir/<run id>/<step key>/attempt-<n>/`,
     by default under the system's temporary directory), so parallel steps, retries and re-executions never meet;
-    each folder is removed by the process that made it when the step's resources are torn down, after the I/O
-    manager has stored the step's outputs (`keep_working_files=True` keeps them, e.g. for debugging).
+    each folder is removed by the process that made it once the step is over and the I/O manager has stored its
+    outputs (`keep_working_files=True` keeps them, e.g. for debugging).
 
     Example::
 
@@ -110,7 +110,7 @@ class DatafileResource(ConfigurableResource):
         self._gcs_store = store_from(self.gcs, self.store_settings)
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
-        if self._folders is not None and not self.keep_working_files:
+        if self._folders is not None:
             self._folders.remove_all()
 
     @property
@@ -123,7 +123,8 @@ class DatafileResource(ConfigurableResource):
     def working_folder(self) -> Path:
         """The working folder of the step attempt running now, where `new` puts local datafiles."""
         if self._folders is None:
-            self._folders = WorkingFolders(Path(self.working_dir) if self.working_dir else default_base())
+            base = Path(self.working_dir) if self.working_dir else default_base()
+            self._folders = WorkingFolders(base, keep=self.keep_working_files)
         return self._folders.folder_for_current_step()
 
     def get(self, path: str) -> Datafile:

@@ -3,10 +3,10 @@
 A run's steps may run at once in separate processes (Dagster's default multiprocess executor), be retried (a
 `RetryPolicy`) or re-executed, and two assets may both call `datafiles.new("data.csv")`. So each step attempt gets
 its own folder, `{base}/{run id}/{step key}/attempt-{n}/`, found from the step that is running
-(`OpExecutionContext.get()`), and each `WorkingFolders` removes only the folders it created itself, when its
-resource is torn down: in the step's own process (multiprocess executor) after its outputs are stored, or at the end
-of the run (in-process executor). Another step's folder, and the run's folder while other steps use it, are never
-touched.
+(`OpExecutionContext.get()`), and each `WorkingFolders` removes only the folders it created itself, once their step
+is over and its outputs stored: when its process starts the next step, or when the resource is torn down (at the
+end of the step's own process under the multiprocess executor). Another step's folder, and the run's folder while
+other steps use it, are never touched.
 """
 
 from __future__ import annotations
@@ -36,10 +36,16 @@ def current_step() -> tuple[str, str, int] | None:
 
 
 class WorkingFolders:
-    """The step-attempt working folders one resource instance has created under `base` (see the module docstring)."""
+    """The step-attempt working folders one resource instance has created under `base` (see the module docstring).
 
-    def __init__(self, base: Path) -> None:
+    With `keep=False`, a step attempt's folder goes as soon as that step is over: when the same process starts
+    another step (Dagster runs one step at a time per process: the in-process executor one after another, the
+    multiprocess executor one per process), or when the resource is torn down, whichever comes first.
+    """
+
+    def __init__(self, base: Path, *, keep: bool = False) -> None:
         self.base = base
+        self.keep = keep
         self._created: dict[tuple[str, str, int] | None, Path] = {}
 
     def folder_for_current_step(self) -> Path:
@@ -50,6 +56,8 @@ class WorkingFolders:
             if step is None:
                 folder = self.base / OUTSIDE_STEPS / uuid.uuid4().hex
             else:
+                # Earlier steps of this process are over, and their outputs stored: their files are not needed.
+                self._remove([earlier for earlier in self._created if earlier is not None])
                 run_id, step_key, attempt = step
                 folder = self.base / encode_segment(run_id) / encode_segment(step_key) / f"attempt-{attempt}"
             _make_folder(folder)
@@ -57,15 +65,20 @@ class WorkingFolders:
         return folder
 
     def remove_all(self) -> None:
-        """Remove every folder this instance created, and their parents if that left them empty."""
-        for folder in self._created.values():
+        """Remove every folder this instance created (unless `keep`), and their parents if that left them empty."""
+        self._remove(list(self._created))
+
+    def _remove(self, steps: list[tuple[str, str, int] | None]) -> None:
+        if self.keep:
+            return
+        for step in steps:
+            folder = self._created.pop(step)
             shutil.rmtree(folder, ignore_errors=True)
             for parent in folder.parents:
                 if parent == self.base or self.base not in parent.parents:
                     break
                 with contextlib.suppress(OSError):  # not empty: another step's folder is still in it
                     parent.rmdir()
-        self._created.clear()
 
 
 def _make_folder(folder: Path, attempts: int = 5) -> None:

@@ -10,7 +10,8 @@ Dagster's own I/O managers leave this to the user (dagster-io/dagster#15526). Tw
 Only objects whose ownership mark (`octue_dagster__owner`) names an address, and which lie in exactly that address's
 folder, are ever candidates; everything else (Octue's `.octue` objects, other tools' files, copies that carry a
 mark but live elsewhere) is counted as foreign and left alone. Asset objects whose asset partition has no recorded
-materialization in this Dagster instance are kept too: the instance may simply not be the one that wrote them. Each
+materialization in this Dagster instance, and op outputs of runs it does not know, are kept too: the instance may
+simply not be the one that wrote them. Each
 deletion is conditional on the generation listed, so an object rewritten meanwhile is kept.
 """
 

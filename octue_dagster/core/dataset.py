@@ -28,7 +28,7 @@ from octue_dagster.core import hashing, json_objects, metadata as md, octue_file
 from octue_dagster.core.store import MULTIPART_LIMIT_BYTES, UPLOAD_CHUNK_BYTES, ObjectInfo, Store
 from octue_dagster.core.atomic import atomic_replace, is_temporary
 from octue_dagster.core.datafile import Datafile
-from octue_dagster.core.filters import FilterSet
+from octue_dagster.core.filters import FilterList, FilterSet
 from octue_dagster.core.merge import merge
 from octue_dagster.core.gcs_path import GCSPath, is_gcs_path, make_gcs_path, parse_gcs_path
 from octue_dagster.core.transfers import MemoryBudget, DEFAULT_MEMORY_BUDGET_BYTES, run_concurrently
@@ -45,6 +45,7 @@ SIGNED_METADATA_DIRECTORY = ".signed_metadata_files"
 #: The keys of the `"dataset"` entry this library owns; other keys found there are kept as they are.
 _OWN_KEYS = ("id", "name", "tags", "labels", "path")
 _METADATA_WRITE_ATTEMPTS = 10
+_ABSENT = object()
 
 
 def is_octue_metadata_object(name: str) -> bool:
@@ -636,4 +637,32 @@ def _merge_dataset_entry(
     return {**ours, "name": name, "labels": sorted(merged.labels or ()), "tags": merged.tags}
 
 
-__all__ = ["Dataset", "TransferReport", "is_octue_metadata_object", "prefix_of"]
+def list_datasets(
+    store: Store,
+    prefix: str | GCSPath,
+    labels: Iterable[str] | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> FilterList:
+    """The datasets under a `gs://bucket/prefix` (every folder holding a dataset `.octue` object), with all `labels`
+    and the given `tags` values, sorted by path; filter them further with Octue's syntax (`.filter(name__...)`).
+
+    Built from one paged listing of the prefix plus one read of each dataset's `.octue` object.
+    """
+    root = prefix if isinstance(prefix, GCSPath) else parse_gcs_path(prefix, allow_empty_name=True)
+    listing = list(store.list_objects(root))
+    folders = sorted(
+        {info.path.name[: -len(METADATA_FILENAME)] for info in listing if info.path.name.rsplit("/", 1)[-1] == METADATA_FILENAME}
+    )
+    found = []
+    for folder in folders:
+        within = [info for info in listing if info.path.name.startswith(folder)]
+        dataset = Dataset(f"gs://{root.bucket}/{folder}", store=store, _listing=within)
+        if labels is not None and not set(md.LabelSet(labels)) <= set(dataset.labels):
+            continue
+        if tags is not None and any(dataset.tags.get(name, _ABSENT) != value for name, value in tags.items()):
+            continue
+        found.append(dataset)
+    return FilterList(found)
+
+
+__all__ = ["Dataset", "TransferReport", "is_octue_metadata_object", "list_datasets", "prefix_of"]

@@ -1,4 +1,4 @@
-"""`DatafileResource`: get, create, list and re-tag datafiles from inside Dagster assets, ops, sensors and jobs.
+"""`DatafileResource`: get, create, list and re-tag datafiles (and datasets) from inside Dagster assets, ops, sensors and jobs.
 
 A configuration shell over the core: listing and re-tagging are `octue_dagster.core.selection`'s functions, run
 through a `Store` made from the `GCSResource`'s client.
@@ -17,6 +17,8 @@ from google.cloud import storage as gcs_client
 from pydantic import Field, PrivateAttr
 
 from octue_dagster.core.datafile import Datafile
+from octue_dagster.core.dataset import Dataset, list_datasets, prefix_of
+from octue_dagster.core.filters import FilterList
 from octue_dagster.core.gcs_path import parse_gcs_path
 from octue_dagster.core.selection import RetagCounts, RetagSpec, list_datafiles, retag_objects
 from octue_dagster.core.store import Store, StoreSettings, guard_client
@@ -177,6 +179,29 @@ class DatafileResource(ConfigurableResource):
         if spec is not None and fields:
             raise InvalidInputError("Give either a RetagSpec or its fields as keywords, not both.")
         return retag_objects(self.store, prefix, spec if spec is not None else RetagSpec(**fields), dry_run=dry_run)
+
+    # --- datasets ----------------------------------------------------------------------------------------------------
+
+    def dataset(self, path: str, *, recursive: bool = True) -> Dataset:
+        """The Octue dataset in the folder `gs://bucket/folder`, from one listing and one read of its `.octue` object.
+
+        Nothing is downloaded until a file is opened; filter its files with `dataset.files.filter(...)`.
+        """
+        return Dataset(path, recursive=recursive, store=self.store)
+
+    def list_datasets(
+        self, prefix: str, labels: Iterable[str] | None = None, tags: Mapping[str, Any] | None = None
+    ) -> FilterList:
+        """The datasets under `gs://bucket/prefix` with all `labels` and the given `tags` values, sorted by path
+        (one listing, plus one read per dataset's `.octue` object); filter further with `.filter(name__...)`."""
+        return list_datasets(self.store, prefix, labels, tags)
+
+    def retag_dataset(
+        self, path: str, spec: RetagSpec | None = None, *, dry_run: bool = False, **fields: Any
+    ) -> RetagCounts:
+        """Re-tag the files of the dataset at `path` (a metadata patch per changed file; the dataset's `.octue`
+        object and content are untouched): `datafiles.retag_dataset("gs://b/farm/2024-05-01", add_labels=["qa"])`."""
+        return self.retag(str(prefix_of(parse_gcs_path(path, allow_empty_name=True))), spec, dry_run=dry_run, **fields)
 
 
 __all__ = ["DatafileResource", "StoreConfig", "client_from", "store_from"]

@@ -1,13 +1,15 @@
-"""Turning a datafile's cloud state and Octue metadata into Dagster metadata values for the UI and event log."""
+"""Turning a datafile's (or dataset's) cloud state and Octue metadata into Dagster metadata values for the UI and event log."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
-from dagster import DataVersion, MetadataValue
+from dagster import DataVersion, MetadataValue, TableColumn, TableRecord, TableSchema
 
 from octue_dagster.core.datafile import Datafile
+from octue_dagster.core.dataset import Dataset
 from octue_dagster.core.metadata import OctueJSONEncoder
 
 #: The standard Dagster metadata key for where an asset's data is stored.
@@ -59,4 +61,62 @@ def datafile_data_version(datafile: Datafile) -> DataVersion:
     return DataVersion(datafile.hash_value)
 
 
-__all__ = ["URI_KEY", "datafile_data_version", "datafile_metadata"]
+#: At most this many files are listed in a dataset's table in the UI (the count and size cover all of them).
+DATASET_TABLE_ROWS = 500
+
+
+def dataset_data_version(dataset: Dataset) -> DataVersion:
+    """A dataset's Dagster data version: a hash of its files' (relative path, crc32c) pairs, in path order.
+
+    It changes exactly when a file is added, removed, renamed or changed, whatever the order the files were listed
+    or written in, and metadata-only changes (labels, tags) keep it, as for a single datafile.
+    """
+    pairs = sorted((str(dataset.relative_path(file)), file.hash_value) for file in dataset.files)
+    return DataVersion(hashlib.sha256(json.dumps(pairs).encode()).hexdigest()[:32])
+
+
+def dataset_metadata(dataset: Dataset) -> dict[str, MetadataValue]:
+    """The output metadata recorded for a stored dataset: where it is, its files (count, size, a table) and its own
+    Octue metadata. Everything comes from the listing the dataset was built from: no request is made."""
+    files = sorted(dataset.files, key=lambda file: str(dataset.relative_path(file)))
+    metadata: dict[str, MetadataValue] = {}
+    prefix = dataset.gcs_prefix
+    if prefix is not None:
+        metadata[URI_KEY] = MetadataValue.path(dataset.path)
+        metadata["console_url"] = MetadataValue.url(
+            f"https://console.cloud.google.com/storage/browser/{prefix.bucket}/{prefix.name}"
+        )
+    metadata["file_count"] = MetadataValue.int(len(files))
+    metadata["total_size_bytes"] = MetadataValue.int(sum(file.size_bytes or 0 for file in files))
+    metadata["dataset_id"] = MetadataValue.text(dataset.id)
+    metadata["dataset_name"] = MetadataValue.text(dataset.name)
+    metadata["labels"] = MetadataValue.json(sorted(dataset.labels))
+    metadata["tags"] = MetadataValue.json(_json_safe(dict(dataset.tags)))
+    rows = [
+        TableRecord(
+            {
+                "name": str(dataset.relative_path(file)),
+                "size_bytes": int(file.size_bytes or 0),
+                "crc32c": file.hash_value,
+                "labels": ", ".join(sorted(file.labels)),
+            }
+        )
+        for file in files[:DATASET_TABLE_ROWS]
+    ]
+    metadata["files"] = MetadataValue.table(rows, schema=_FILES_SCHEMA)
+    if len(files) > DATASET_TABLE_ROWS:
+        metadata["files_not_listed"] = MetadataValue.int(len(files) - DATASET_TABLE_ROWS)
+    return metadata
+
+
+_FILES_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("name", "string", description="Path inside the dataset folder"),
+        TableColumn("size_bytes", "int"),
+        TableColumn("crc32c", "string", description="The object's crc32c, as GCS reports it"),
+        TableColumn("labels", "string"),
+    ]
+)
+
+
+__all__ = ["URI_KEY", "dataset_data_version", "dataset_metadata", "datafile_data_version", "datafile_metadata"]

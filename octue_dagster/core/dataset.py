@@ -499,8 +499,17 @@ class Dataset(md.LabelsAndTags):
         self.upload_with_report(cloud_path, update_cloud_metadata=update_cloud_metadata)
         return self.path
 
-    def upload_with_report(self, cloud_path: str | None = None, update_cloud_metadata: bool = True) -> TransferReport:
-        """Like `upload`, returning what was sent, copied, patched or left unchanged, and what else is there."""
+    def upload_with_report(
+        self,
+        cloud_path: str | None = None,
+        update_cloud_metadata: bool = True,
+        *,
+        listing: Iterable[ObjectInfo] | None = None,
+    ) -> TransferReport:
+        """Like `upload`, returning what was sent, copied, patched or left unchanged, and what else is there.
+
+        `listing` is the destination's listing if the caller has just made it (it saves listing it again).
+        """
         if cloud_path is None and self._cloud is None:
             raise InvalidInputError(f"{self} is local: give upload() a cloud path such as 'gs://bucket/folder'.")
         destination = prefix_of(parse_gcs_path(cloud_path, allow_empty_name=True)) if cloud_path else self._cloud
@@ -513,7 +522,8 @@ class Dataset(md.LabelsAndTags):
                 f"Several files of {self} would be uploaded to the same objects {sorted(duplicates)[:5]}: give them "
                 f"distinct paths inside the dataset folder (Dataset.add(..., path_in_dataset=...))."
             )
-        existing = {info.path.name: info for info in self.store.list_objects(destination)}
+        found = listing if listing is not None else self.store.list_objects(destination)
+        existing = {info.path.name: info for info in found}
         report = TransferReport()
         budget = MemoryBudget(DEFAULT_MEMORY_BUDGET_BYTES)
 

@@ -295,3 +295,23 @@ def test_many_files_are_listed_in_pages_not_per_file(client, bucket, request_log
     dataset = Dataset(f"gs://{bucket}/many", store=store)
     assert len(dataset) == 25
     assert request_log.count == 3  # three pages of ten; no .octue object, so no metadata read
+
+
+def test_a_local_folder_of_many_files_decodes_its_octue_file_once(tmp_path, monkeypatch):
+    from octue_dagster.core import octue_files
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for index in range(40):
+        (folder / f"{index}.csv").write_text(str(index))
+        Datafile(folder / f"{index}.csv", tags={"index": index}).update_metadata()
+    decoded = []
+    original = octue_files.read_metadata_file
+    monkeypatch.setattr(octue_files, "read_metadata_file", lambda path: decoded.append(path) or original(path))
+    dataset = Dataset(folder)
+    assert sorted(file.tags["index"] for file in dataset.files) == list(range(40))
+    assert len(decoded) <= 2  # once for the files' entries, at most once more for the dataset's own entry
+    # A changed .octue file is read again, never served stale.
+    dataset.files.one(tags__index=3).tags["index"] = 300
+    dataset.files.one(tags__index=300).update_metadata()
+    assert Datafile(folder / "3.csv").tags["index"] == 300

@@ -7,8 +7,11 @@ replace it atomically, so concurrent processes lose no entries and a crash never
 
 from __future__ import annotations
 
+import collections
+import copy
 import json
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,10 +54,38 @@ def read_metadata_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return records
 
 
+#: Decoded `.octue` files recently read, by path, with the identity (inode, size, mtime) of the version decoded: a
+#: folder of 1,000 datafiles is then decoded once, not once per file. Writers replace the file (a new inode), so a
+#: changed file is never served from here.
+_RECENT_FILES: collections.OrderedDict[str, tuple[tuple[int, int, int], dict[str, Any]]] = collections.OrderedDict()
+_RECENT_LIMIT = 64
+_recent_lock = threading.Lock()
+
+
+def _read_recent(path: Path) -> dict[str, Any]:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return {}
+    identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    key = str(path)
+    with _recent_lock:
+        cached = _RECENT_FILES.get(key)
+        if cached is not None and cached[0] == identity:
+            _RECENT_FILES.move_to_end(key)
+            return cached[1]
+    records = read_metadata_file(path)
+    with _recent_lock:
+        _RECENT_FILES[key] = (identity, records)
+        while len(_RECENT_FILES) > _RECENT_LIMIT:
+            _RECENT_FILES.popitem(last=False)
+    return records
+
+
 def read_entry(local_path: str | os.PathLike[str]) -> Any:
-    """The `.octue` entry for the file at `local_path`, or `None` if there is none."""
-    records = read_metadata_file(metadata_path_for(local_path))
-    return records.get("datafiles", {}).get(Path(local_path).name)
+    """The `.octue` entry for the file at `local_path` (a copy), or `None` if there is none."""
+    records = _read_recent(metadata_path_for(local_path))
+    return copy.deepcopy(records.get("datafiles", {}).get(Path(local_path).name))
 
 
 def _lock_for(path: Path) -> filelock.FileLock:

@@ -11,7 +11,7 @@ import dagster as dg
 from dagster_gcp import GCSResource
 
 from example_project import config
-from example_project.assets import cleaned_readings, raw_readings, turbine_summary
+from example_project.assets import cleaned_readings, raw_readings, turbine_files, turbine_summary
 from example_project.sources import build_external_files_sensor, build_site_metadata
 from octue_dagster import (
     DatafileIOManager,
@@ -44,7 +44,7 @@ def build_definitions(bucket: str) -> dg.Definitions:
     retag_job, retag_schedule = build_retag(bucket)
     retention_job = build_retention_job("storage_retention", bucket=bucket, prefix=config.PREFIX, older_than_days=30)
     return dg.Definitions(
-        assets=[build_site_metadata(bucket), raw_readings, cleaned_readings, turbine_summary],
+        assets=[build_site_metadata(bucket), raw_readings, cleaned_readings, turbine_files, turbine_summary],
         jobs=[retag_job, retention_job],
         schedules=[retag_schedule, build_retention_schedule(retention_job, "0 4 * * *")],
         sensors=[build_external_files_sensor(bucket)],

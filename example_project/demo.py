@@ -2,7 +2,7 @@
 
 Steps: create the bucket if it is missing, seed the externally maintained site-metadata file, materialize every
 partition of every asset with `dagster asset materialize` (one run per day, then the summary), run the re-tagging
-job once with `dagster job execute`, and list every stored datafile with its Octue metadata. The listing reads
+job once with `dagster job execute`, and list every stored datafile and dataset with its Octue metadata. The listing reads
 metadata only (paged list requests); nothing is downloaded.
 
 Runs against whatever `STORAGE_EMULATOR_HOST` points at (`make demo` starts fake-gcs-server for it), or real GCS
@@ -26,6 +26,7 @@ from example_project import config
 from example_project.partitions import daily_partitions
 from octue_dagster import Datafile
 from octue_dagster.core.gcs_path import parse_gcs_path
+from octue_dagster.core.dataset import list_datasets
 from octue_dagster.core.selection import list_datafiles
 from octue_dagster.core.store import Store
 
@@ -88,7 +89,10 @@ def run_pipeline() -> None:
         run_config.write_text(json.dumps({"execution": {"config": {"in_process": {}}}}))  # JSON is valid YAML
         target = ["-m", DEFINITIONS_MODULE, "-c", str(run_config)]
         for day in daily_partitions.get_partition_keys():
-            dagster("asset", "materialize", *target, "--select", "raw_readings,cleaned_readings", "--partition", day)
+            dagster(
+                "asset", "materialize", *target, "--select", "raw_readings,cleaned_readings,turbine_files",
+                "--partition", day,
+            )
         # Observing the external file and building the summary in one run (the observation runs first: a dependency).
         dagster("asset", "materialize", *target, "--select", "site_metadata,turbine_summary")
         dagster("job", "execute", *target, "-j", config.RETAG_JOB_NAME)
@@ -109,6 +113,19 @@ def show_datafiles(bucket: str) -> int:
     return len(datafiles)
 
 
+def show_datasets(bucket: str) -> int:
+    """Print every Octue dataset in the bucket (a folder with a dataset `.octue` object), its metadata and files."""
+    datasets = list_datasets(Store.default(), parse_gcs_path(f"gs://{bucket}/", allow_empty_name=True))
+    print(f"\n{len(datasets)} datasets in gs://{bucket}/ (one listing, plus each dataset's .octue object):")
+    for dataset in datasets:
+        print(f"\n  {dataset.path}/")
+        print(f"    name:      {dataset.name}   id: {dataset.id}")
+        print(f"    labels:    {', '.join(sorted(dataset.labels)) or '-'}")
+        print(f"    tags:      {json.dumps(dict(dataset.tags), sort_keys=True, default=str)}")
+        print(f"    files:     {', '.join(sorted(file.name for file in dataset.files))} ({dataset.size_bytes} bytes)")
+    return len(datasets)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed-only", action="store_true", help="only create the bucket and seed the external file")
@@ -127,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["DAGSTER_HOME"] = str(home)
     run_pipeline()
     show_datafiles(bucket)
+    show_datasets(bucket)
     print(
         f"\nDagster recorded these runs in {os.environ['DAGSTER_HOME']}; `make dev` opens them in the UI. (The "
         f"emulator keeps objects in memory only, so `make dev` starts with a freshly seeded, empty bucket.)"

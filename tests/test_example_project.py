@@ -16,7 +16,7 @@ from dagster_gcp import GCSResource
 from example_project import demo, readings
 from example_project.definitions import RETAG_JOB_NAME, build_definitions
 from example_project.partitions import daily_partitions
-from octue_dagster import Datafile
+from octue_dagster import Datafile, Dataset
 from octue_dagster.core.gcs_path import parse_gcs_path
 from octue_dagster.core.selection import list_datafiles
 from octue_dagster.core.store import Store
@@ -62,7 +62,8 @@ def test_pipeline_materializes_every_asset_against_the_emulator(bucket: str, mon
     job = definitions.resolve_implicit_global_asset_job_def()
     for day in DAYS:
         result = job.execute_in_process(
-            partition_key=day, asset_selection=[dg.AssetKey("raw_readings"), dg.AssetKey("cleaned_readings")],
+            partition_key=day,
+            asset_selection=[dg.AssetKey("raw_readings"), dg.AssetKey("cleaned_readings"), dg.AssetKey("turbine_files")],
             instance=instance,
         )
         assert result.success
@@ -75,6 +76,9 @@ def test_pipeline_materializes_every_asset_against_the_emulator(bucket: str, mon
     expected = {site_uri, f"gs://{bucket}/dagster/turbine_summary/=/turbine_summary.h5"}
     expected |= {f"gs://{bucket}/dagster/raw_readings/partition={day}/raw_readings.csv" for day in DAYS}
     expected |= {f"gs://{bucket}/dagster/cleaned_readings/partition={day}/cleaned_readings.csv" for day in DAYS}
+    expected |= {
+        f"gs://{bucket}/dagster/turbine_files/partition={day}/{turbine}.csv" for day in DAYS for turbine in readings.TURBINES
+    }
     assert set(stored) == expected
 
     total_cleaned = 0
@@ -94,6 +98,13 @@ def test_pipeline_materializes_every_asset_against_the_emulator(bucket: str, mon
         assert cleaned.tags["source_id"] == raw.id and cleaned.tags["source_crc32c"] == raw.hash_value
         assert raw.timestamp.date().isoformat() == day
         total_cleaned += len(cleaned_rows)
+        # The day's dataset: one file per turbine, together exactly the cleaned rows, read by Octue's rules.
+        dataset = Dataset(f"gs://{bucket}/dagster/turbine_files/partition={day}")
+        assert dataset.name == f"turbine-files-{day}" and dataset.tags["source_id"] == cleaned.id
+        per_turbine = {file.tags["turbine"]: _rows(file) for file in dataset.files}
+        assert sorted(per_turbine) == sorted(readings.TURBINES)
+        assert sorted(map(str, sum(per_turbine.values(), []))) == sorted(map(str, cleaned_rows))
+        assert all(row["turbine_id"] == turbine for turbine, rows in per_turbine.items() for row in rows)
 
     summary = stored[f"gs://{bucket}/dagster/turbine_summary/=/turbine_summary.h5"]
     assert summary.tags["days"] == DAYS

@@ -168,3 +168,44 @@ def test_we_read_a_dataset_the_octue_sdk_uploaded(octue_python, emulator, client
     assert ours.files.one(name="a.csv").timestamp == datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
     with ours.files.one(name="a.csv").open() as file:
         assert file.read() == "a.csv"
+
+
+def test_octue_sdk_reads_a_dataset_asset_stored_by_the_io_manager(octue_python, emulator, client, bucket, tmp_path):
+    from dagster import asset, materialize
+    from dagster_gcp import GCSResource
+
+    from octue_dagster.dagster.io_manager import DatafileIOManager
+
+    @asset
+    def farm_day() -> Dataset:
+        folder = tmp_path / "farm"
+        folder.mkdir()
+        for turbine in ("T1", "T2"):
+            (folder / f"{turbine}.csv").write_text(f"t,v\n0,{turbine}\n")
+            Datafile(folder / f"{turbine}.csv", labels={"raw"}, tags={"turbine": turbine}).update_metadata()
+        return Dataset(folder, name="farm-day", labels={"wind"}, tags={"site": "north_sea"})
+
+    io_manager = DatafileIOManager(bucket=bucket, prefix="dagster", gcs=GCSResource())
+    assert materialize([farm_day], resources={"io_manager": io_manager}).success
+    ours = Dataset(f"gs://{bucket}/dagster/farm_day", storage_client=client)
+
+    seen = run_sdk(
+        octue_python,
+        emulator,
+        f"""
+        dataset = Dataset(path="gs://{bucket}/dagster/farm_day")
+        print(json.dumps({{
+            "id": dataset.id, "name": dataset.name, "labels": sorted(map(str, dataset.labels)),
+            "tags": dict(dataset.tags), "files": {{f.name: [f.id, dict(f.tags)] for f in dataset.files}},
+        }}))
+        """,
+        tmp_path,
+    )
+    assert (seen["id"], seen["name"], seen["labels"], seen["tags"]) == (
+        ours.id,
+        "farm-day",
+        ["wind"],
+        {"site": "north_sea"},
+    )
+    assert seen["files"] == {f.name: [f.id, dict(f.tags)] for f in ours.files}
+    assert set(seen["files"]) == {"T1.csv", "T2.csv"}

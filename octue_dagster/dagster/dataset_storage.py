@@ -77,19 +77,22 @@ def _with_id(file: Datafile, id: str, store: Store) -> Datafile:
     return copy
 
 
-def store_dataset(host: DatasetHost, slot: Any, dataset: Dataset, log: Any) -> Dataset:
+def store_dataset(host: DatasetHost, slot: Any, dataset: Dataset) -> Dataset:
     """Store `dataset` as the Octue dataset at the slot's folder and return the stored (cloud) dataset."""
     folder = prefix_of(host.directory(slot))
-    stored = Dataset(str(folder), store=host.store)
+    listing = list(host.store.list_objects(folder))  # one listing serves reading what is there and the upload plan
+    stored = Dataset(str(folder), store=host.store, _listing=listing)
     owned_before = _written_by_us(stored)
     to_upload = _bind_files(dataset, stored, host.store)
-    report = to_upload.upload_with_report(str(folder), update_cloud_metadata=False)
+    report = to_upload.upload_with_report(str(folder), update_cloud_metadata=False, listing=listing)
+    # The folder's `.octue` object was read with `stored`: this dataset's metadata replaces it, keeping other keys.
+    to_upload._metadata_object, to_upload._stored_document = stored._metadata_object, stored._stored_document  # noqa: SLF001
     current = {str(to_upload.relative_path(file)) for file in to_upload.files}
     for info in report.others:
         relative = info.path.name[len(folder.name) :]
         if relative not in owned_before or relative.endswith(METADATA_FILENAME):
             continue
-        log.info(f"Removing {info.path}: {host.describe(slot)} no longer returns it.")
+        slot.context.log.info(f"Removing {info.path}: {host.describe(slot)} no longer returns it.")
         try:
             host.store.delete_object(info.path, if_generation_match=info.generation)
         except (CloudObjectNotFoundError, ConflictError):

@@ -182,6 +182,23 @@ class DatafileResource(ConfigurableResource):
 
     # --- datasets ----------------------------------------------------------------------------------------------------
 
+    def new_dataset(
+        self, name: str, *, labels: Iterable[str] | None = None, tags: Mapping[str, Any] | None = None
+    ) -> Dataset:
+        """A new, empty local dataset: a folder called `name` in the step's working directory (where `new` puts
+        files), to fill and return from an asset. Write each file inside it and add it::
+
+            farm = datafiles.new_dataset("farm", labels={"wind"})
+            datafile = Datafile(Path(farm.path) / "t1.csv", tags={"turbine": "T1"})
+            with datafile.open("w") as f:
+                f.write(...)
+            farm.add(datafile)
+        """
+        # `new` checks the name and that nothing is there yet, in the same working directory as its files.
+        folder = Path(self.new(name).local_path)
+        folder.mkdir(parents=True)
+        return Dataset(folder, name=name, labels=labels, tags=tags, store=self.store)
+
     def dataset(self, path: str, *, recursive: bool = True) -> Dataset:
         """The Octue dataset in the folder `gs://bucket/folder`, from one listing and one read of its `.octue` object.
 

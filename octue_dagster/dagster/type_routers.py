@@ -23,6 +23,8 @@ from typing import Any, Protocol
 from dagster import DataVersion, InputContext, MetadataValue, OutputContext
 
 from octue_dagster.core.datafile import Datafile
+from octue_dagster.core.dataset import Dataset
+from octue_dagster.dagster.ui_metadata import dataset_data_version, dataset_metadata
 
 #: Input metadata key: skip missing upstream partitions instead of failing (as with Dagster's UPathIOManager).
 ALLOW_MISSING_PARTITIONS = "allow_missing_partitions"
@@ -138,6 +140,35 @@ class DatafileRouter(TypeRouter):
         return self.host.load_datafile(slot)
 
 
+class DatasetRouter(TypeRouter):
+    """One `Dataset` per partition: stored as an Octue dataset folder at the partition's address (only changed files
+    are uploaded), loaded as a lazy cloud dataset from one listing (see `dataset_storage`)."""
+
+    @classmethod
+    def match_type(cls, typing_type: Any) -> bool:
+        return isinstance(typing_type, type) and issubclass(typing_type, Dataset)
+
+    @classmethod
+    def match_value(cls, value: Any) -> bool:
+        return isinstance(value, Dataset)
+
+    def store(self, slot: Slot, value: Any) -> list[StoredOutput]:
+        if not isinstance(value, Dataset):
+            raise TypeError(
+                f"DatafileIOManager can only store a Dataset here, but {self.host.describe(slot)} returned a "
+                f"{type(value).__module__}.{type(value).__qualname__}. Return a Dataset (e.g. Dataset(folder))."
+            )
+        from octue_dagster.dagster import dataset_storage
+
+        stored = dataset_storage.store_dataset(self.host, slot, value)
+        return [StoredOutput(slot.partition_key, dataset_metadata(stored), dataset_data_version(stored))]
+
+    def load(self, slot: Slot) -> Dataset:
+        from octue_dagster.dagster import dataset_storage
+
+        return dataset_storage.load_dataset(self.host, slot)
+
+
 class OptionalRouter(TypeRouter):
     """`Optional[X]`: `None` stores nothing, and a missing stored value loads as `None` (as UPathIOManager does)."""
 
@@ -231,7 +262,7 @@ def _describe_value(value: Any) -> str:
 
 #: The routers the I/O manager tries, in order. Wrappers come first so that `Optional[Datafile]` is not taken for a
 #: `Datafile`; a `Dataset` router goes beside `DatafileRouter`.
-TYPE_ROUTERS: list[type[TypeRouter]] = [OptionalRouter, PartitionsRouter, DatafileRouter]
+TYPE_ROUTERS: list[type[TypeRouter]] = [OptionalRouter, PartitionsRouter, DatafileRouter, DatasetRouter]
 
 #: The router for inputs whose annotation says nothing (`Any`): their upstream output is taken to be a Datafile.
 DEFAULT_ROUTER: type[TypeRouter] = DatafileRouter
@@ -268,6 +299,7 @@ __all__ = [
     "DEFAULT_ROUTER",
     "TYPE_ROUTERS",
     "DatafileRouter",
+    "DatasetRouter",
     "OptionalRouter",
     "PartitionsRouter",
     "RouterHost",

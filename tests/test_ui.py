@@ -234,7 +234,7 @@ def test_asset_page_shows_datafile_metadata(
     job = definitions.resolve_implicit_global_asset_job_def()
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         for day in daily_partitions.get_partition_keys():
-            keys = [dg.AssetKey("raw_readings"), dg.AssetKey("cleaned_readings")]
+            keys = [dg.AssetKey("raw_readings"), dg.AssetKey("cleaned_readings"), dg.AssetKey("turbine_files")]
             assert job.execute_in_process(partition_key=day, asset_selection=keys, instance=instance).success
         keys = [dg.AssetKey("site_metadata"), dg.AssetKey("turbine_summary")]
         summary_run = job.execute_in_process(asset_selection=keys, instance=instance)

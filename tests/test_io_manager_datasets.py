@@ -22,6 +22,7 @@ from dagster_gcp import GCSResource
 from octue_dagster import Datafile, Dataset
 from octue_dagster.dagster.io_manager import DatafileIOManager
 from octue_dagster.dagster.ui_metadata import URI_KEY
+from octue_dagster.exceptions import ReadOnlyDatafileError
 
 #: What the dataset asset writes: relative path -> (content, labels, tags). Tests change it between runs.
 FILES: dict[str, tuple[str, set[str], dict]] = {}
@@ -100,31 +101,31 @@ def test_a_dataset_asset_is_stored_as_an_octue_dataset_and_loaded_lazily_downstr
     instance = DagsterInstance.ephemeral()
     assert materialize([farm, farm_report], resources=_resources(bucket), instance=instance).success
 
-    stored = _objects(client, bucket, "dagster/farm/")
+    stored = _objects(client, bucket, "dagster/farm/=/")
     assert set(stored) == {"t1.csv", "t2.csv", "met/mast.csv", ".octue"}
-    document = json.loads(client.bucket(bucket).blob("dagster/farm/.octue").download_as_bytes())
+    document = json.loads(client.bucket(bucket).blob("dagster/farm/=/.octue").download_as_bytes())
     assert document["dataset"]["name"] == "farm-day" and document["dataset"]["labels"] == ["wind"]
     # The stored folder reads back as the same dataset (as Octue's SDK reads it: see test_octue_sdk_live).
-    read = Dataset(f"gs://{bucket}/dagster/farm", storage_client=client)
+    read = Dataset(f"gs://{bucket}/dagster/farm/=", storage_client=client)
     assert read.name == "farm-day" and dict(read.tags) == {"site": "north"} and len(read) == 3
 
     dataset = SEEN["dataset"]
-    assert isinstance(dataset, Dataset) and dataset.path == f"gs://{bucket}/dagster/farm"
+    assert isinstance(dataset, Dataset) and dataset.path == f"gs://{bucket}/dagster/farm/="
     assert SEEN["downloaded_before_open"] is False
     assert SEEN["t2"] == "t,v\n0,2\n"
-    with Datafile(f"gs://{bucket}/dagster/farm_report/report.txt", storage_client=client).open() as file:
+    with Datafile(f"gs://{bucket}/dagster/farm_report/=/farm_report.txt", storage_client=client).open() as file:
         assert file.read() == "t1.csv, t2.csv"
 
     materialization = _latest(instance, "farm")
     metadata = materialization.metadata
-    assert metadata[URI_KEY].value == f"gs://{bucket}/dagster/farm"
+    assert metadata[URI_KEY].value == f"gs://{bucket}/dagster/farm/="
     assert metadata["file_count"].value == 3
     assert metadata["total_size_bytes"].value == sum(len(content) for content, _, _ in FILES.values())
     assert metadata["labels"].value == ["wind"] and metadata["tags"].value == {"site": "north"}
     table = metadata["files"].value
     assert [record.data["name"] for record in table.records] == ["met/mast.csv", "t1.csv", "t2.csv"]
     assert {record.data["name"]: record.data["labels"] for record in table.records}["t1.csv"] == "raw"
-    blob = client.bucket(bucket).get_blob("dagster/farm/t1.csv")
+    blob = client.bucket(bucket).get_blob("dagster/farm/=/t1.csv")
     assert {record.data["name"]: record.data["crc32c"] for record in table.records}["t1.csv"] == blob.crc32c
     assert materialization.tags["dagster/data_version"]
 
@@ -136,16 +137,16 @@ def test_rematerializing_uploads_only_changes_and_removes_only_its_own_dropped_f
     FILES.update({f"t{index}.csv": (f"t,v\n0,{index}\n", {"raw"}, {"turbine": f"T{index}"}) for index in range(5)})
     instance = DagsterInstance.ephemeral()
     assert materialize([farm], resources=_resources(bucket), instance=instance).success
-    first = _objects(client, bucket, "dagster/farm/")
+    first = _objects(client, bucket, "dagster/farm/=/")
     first_version = _latest(instance, "farm").tags["dagster/data_version"]
-    client.bucket(bucket).blob("dagster/farm/notes-by-a-person.txt").upload_from_string("not the asset's")
+    client.bucket(bucket).blob("dagster/farm/=/notes-by-a-person.txt").upload_from_string("not the asset's")
 
     monkeypatch.setattr(GCSResource, "get_client", lambda self: client)  # count the I/O manager's requests
     request_log.clear()
     assert materialize([farm], resources=_resources(bucket), instance=instance).success
     writes = [request for request in request_log.requests if request[0] not in ("GET", "HEAD")]
     assert writes == [], writes  # identical content and metadata: nothing at all is written
-    assert {name: generation for name, generation in _objects(client, bucket, "dagster/farm/").items()
+    assert {name: generation for name, generation in _objects(client, bucket, "dagster/farm/=/").items()
             if name != "notes-by-a-person.txt"} == first
     assert _latest(instance, "farm").tags["dagster/data_version"] == first_version
 
@@ -154,7 +155,7 @@ def test_rematerializing_uploads_only_changes_and_removes_only_its_own_dropped_f
     request_log.clear()
     assert materialize([farm], resources=_resources(bucket), instance=instance).success
     uploads = [url for method, url in request_log.requests if method == "POST" and "/upload/" in url]
-    after = _objects(client, bucket, "dagster/farm/")
+    after = _objects(client, bucket, "dagster/farm/=/")
     assert "t4.csv" not in after  # written by the I/O manager, no longer returned: removed
     assert "notes-by-a-person.txt" in after  # never written by it: kept
     assert after["t1.csv"] != first["t1.csv"] and after["t2.csv"] == first["t2.csv"]
@@ -174,6 +175,10 @@ def test_partitioned_dataset_assets_load_as_a_dict_of_datasets(bucket, client):
 @asset
 def inspects_farm(farm: Dataset) -> None:
     SEEN["inspected"] = (len(farm), farm.name, sorted(f.name for f in farm.files.filter(tags__turbine__ends_with="1")))
+    try:
+        farm.files.one(name="t1.csv").open("w")
+    except ReadOnlyDatafileError as error:
+        SEEN["write_refused"] = str(error)
 
 
 def test_loading_a_dataset_input_costs_one_listing_and_one_metadata_read(bucket, client, request_log, monkeypatch):
@@ -187,3 +192,26 @@ def test_loading_a_dataset_input_costs_one_listing_and_one_metadata_read(bucket,
     assert len(request_log.requests) == 3, request_log.requests
     assert len(request_log.downloads()) == 1 and ".octue" in request_log.downloads()[0]
     assert SEEN["inspected"] == (3, "farm-day", ["t1.csv"])
+    assert "read-only" in SEEN["write_refused"]  # an input dataset's files belong to the upstream asset
+
+
+def test_a_cloud_dataset_returned_by_an_asset_is_copied_server_side(bucket, client, request_log, monkeypatch):
+    files = {"a.csv": ("a", {"raw"}, {"turbine": "T1"}), "d/b.csv": ("b", set(), {})}
+    source = Dataset(_write_folder(files), name="source", storage_client=client)
+    source.upload(f"gs://{bucket}/elsewhere/source")
+
+    @asset
+    def copied_farm() -> Dataset:
+        return Dataset(f"gs://{bucket}/elsewhere/source")
+
+    monkeypatch.setattr(GCSResource, "get_client", lambda self: client)
+    request_log.clear()
+    assert materialize([copied_farm], resources=_resources(bucket)).success
+    rewrites = [url for method, url in request_log.requests if "rewriteTo" in url]
+    uploads = [url for method, url in request_log.requests if method == "POST" and "/upload/" in url]
+    assert len(rewrites) == 2 and len(uploads) == 1  # both files copied in GCS; only the .octue object is sent
+    assert all(".octue" in url for url in request_log.downloads())  # no file content passes through the step
+    stored = Dataset(f"gs://{bucket}/dagster/copied_farm/=", storage_client=client)
+    assert sorted(str(stored.relative_path(f)) for f in stored.files) == ["a.csv", "d/b.csv"]
+    assert {f.name: f.id for f in stored.files} == {f.name: f.id for f in source.files}
+    assert stored.files.one(name="a.csv").tags == {"turbine": "T1"} and stored.name == "source"

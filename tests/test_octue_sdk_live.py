@@ -187,13 +187,13 @@ def test_octue_sdk_reads_a_dataset_asset_stored_by_the_io_manager(octue_python, 
 
     io_manager = DatafileIOManager(bucket=bucket, prefix="dagster", gcs=GCSResource())
     assert materialize([farm_day], resources={"io_manager": io_manager}).success
-    ours = Dataset(f"gs://{bucket}/dagster/farm_day", storage_client=client)
+    ours = Dataset(f"gs://{bucket}/dagster/farm_day/=", storage_client=client)
 
     seen = run_sdk(
         octue_python,
         emulator,
         f"""
-        dataset = Dataset(path="gs://{bucket}/dagster/farm_day")
+        dataset = Dataset(path="gs://{bucket}/dagster/farm_day/=")
         print(json.dumps({{
             "id": dataset.id, "name": dataset.name, "labels": sorted(map(str, dataset.labels)),
             "tags": dict(dataset.tags), "files": {{f.name: [f.id, dict(f.tags)] for f in dataset.files}},
@@ -209,3 +209,33 @@ def test_octue_sdk_reads_a_dataset_asset_stored_by_the_io_manager(octue_python, 
     )
     assert seen["files"] == {f.name: [f.id, dict(f.tags)] for f in ours.files}
     assert set(seen["files"]) == {"T1.csv", "T2.csv"}
+
+
+def test_octue_sdk_reads_a_manifest_we_wrote_and_we_read_its_manifests(octue_python, emulator, client, bucket, tmp_path):
+    from octue_dagster import Manifest
+
+    folder = tmp_path / "farm"
+    folder.mkdir()
+    (folder / "a.csv").write_text("a\n")
+    dataset = Dataset(folder, name="farm", labels={"wind"}, storage_client=client)
+    dataset.upload(f"gs://{bucket}/farm")
+    Manifest(datasets={"farm": dataset}, name="ours", storage_client=client).to_cloud(f"gs://{bucket}/ours.json")
+
+    seen = run_sdk(
+        octue_python,
+        emulator,
+        f"""
+        from octue.resources import Manifest
+        manifest = Manifest.from_cloud("gs://{bucket}/ours.json")
+        farm = manifest.get_dataset("farm")
+        Manifest(datasets={{"again": "gs://{bucket}/farm"}}, id="{'0' * 8}-0000-4000-8000-{'0' * 12}").to_cloud(
+            "gs://{bucket}/theirs.json"
+        )
+        print(json.dumps({{"id": farm.id, "name": farm.name, "files": sorted(f.name for f in farm.files)}}))
+        """,
+        tmp_path,
+    )
+    assert seen == {"id": dataset.id, "name": "farm", "files": ["a.csv"]}
+    theirs = Manifest.from_cloud(f"gs://{bucket}/theirs.json", storage_client=client)
+    assert theirs.id == "00000000-0000-4000-8000-000000000000"
+    assert theirs.get_dataset("again").id == dataset.id and len(theirs.get_dataset("again")) == 1

@@ -18,7 +18,8 @@ from typing import Any, Protocol
 from octue_dagster.core.store import Store
 from octue_dagster.core.datafile import Datafile
 from octue_dagster.core.dataset import METADATA_FILENAME, Dataset, prefix_of
-from octue_dagster.core.gcs_path import GCSPath
+from octue_dagster.core.filters import FilterSet
+from octue_dagster.dagster.inputs import ReadOnlyDatafile
 from octue_dagster.exceptions import CloudObjectNotFoundError, ConflictError
 
 #: The key of the dataset's `.octue` object under which the I/O manager records the files it wrote.
@@ -30,7 +31,7 @@ class DatasetHost(Protocol):
 
     store: Store
 
-    def directory(self, slot: Any) -> GCSPath: ...
+    def address(self, slot: Any) -> Any: ...
 
     def describe(self, slot: Any) -> str: ...
 
@@ -49,8 +50,8 @@ def _bind_files(dataset: Dataset, stored: Dataset, store: Store) -> Dataset:
     for file in dataset.files:
         relative = str(dataset.relative_path(file))
         previous = stored_by_path.get(relative)
-        if file._store is None:  # noqa: SLF001 - the datafile takes the I/O manager's store (its GCSResource)
-            file._store = store  # noqa: SLF001
+        # Writes go through the I/O manager's store (its GCSResource's client and credentials), as for datafiles.
+        file._store = store  # noqa: SLF001
         if previous is not None and previous.id != file.id and previous.hash_value == file.hash_value:
             file = _with_id(file, previous.id, store)
         files.append(file)
@@ -79,7 +80,7 @@ def _with_id(file: Datafile, id: str, store: Store) -> Datafile:
 
 def store_dataset(host: DatasetHost, slot: Any, dataset: Dataset) -> Dataset:
     """Store `dataset` as the Octue dataset at the slot's folder and return the stored (cloud) dataset."""
-    folder = prefix_of(host.directory(slot))
+    folder = prefix_of(host.address(slot).folder)
     listing = list(host.store.list_objects(folder))  # one listing serves reading what is there and the upload plan
     stored = Dataset(str(folder), store=host.store, _listing=listing)
     owned_before = _written_by_us(stored)
@@ -110,13 +111,17 @@ def store_dataset(host: DatasetHost, slot: Any, dataset: Dataset) -> Dataset:
 
 def load_dataset(host: DatasetHost, slot: Any) -> Dataset:
     """The dataset stored at the slot's folder, from one listing and one read of its `.octue` object."""
-    folder = prefix_of(host.directory(slot))
+    folder = prefix_of(host.address(slot).folder)
     dataset = Dataset(str(folder), store=host.store)
     if len(dataset) == 0 and dataset._metadata_object is None:  # noqa: SLF001
         host.store.raise_if_bucket_missing(folder)
         raise CloudObjectNotFoundError(
             f"No stored dataset for {host.describe(slot)}: {folder} is empty. Materialize it first."
         )
+    # Inputs are read-only, file by file, as a single datafile input is: the files belong to the upstream asset.
+    dataset.files = FilterSet(
+        ReadOnlyDatafile.from_object_info(file.object_info, store=host.store) for file in dataset.files
+    )
     return dataset
 
 

@@ -13,7 +13,6 @@ in a `<prefix>/.octue` object holding `{"dataset": {...}}`. Entries and keys thi
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import os
 import shutil
@@ -24,65 +23,34 @@ from typing import Any
 
 from google.cloud import storage
 
-from octue_dagster.core import hashing, json_objects, metadata as md, octue_files, signing
-from octue_dagster.core.store import MULTIPART_LIMIT_BYTES, UPLOAD_CHUNK_BYTES, ObjectInfo, Store
-from octue_dagster.core.atomic import atomic_replace, is_temporary
+from octue_dagster.core import hashing, json_objects, metadata as md, signing
+from octue_dagster.core.store import ObjectInfo, Store
+from octue_dagster.core.atomic import atomic_replace
 from octue_dagster.core.datafile import Datafile
+from octue_dagster.core.dataset_metadata import DatasetMetadata
+from octue_dagster.core.dataset_files import (
+    METADATA_FILENAME,
+    SIGNED_METADATA_DIRECTORY,
+    is_octue_metadata_object,
+    local_file_paths,
+    prefix_of,
+    safe_relative_path,
+    select_cloud_files,
+)
+from octue_dagster.core.dataset_transfers import TransferReport, download_files, upload_files
 from octue_dagster.core.filters import FilterList, FilterSet
-from octue_dagster.core.merge import merge
-from octue_dagster.core.gcs_path import GCSPath, is_gcs_path, make_gcs_path, parse_gcs_path
-from octue_dagster.core.transfers import MemoryBudget, DEFAULT_MEMORY_BUDGET_BYTES, run_concurrently
+from octue_dagster.core.gcs_path import GCSPath, is_gcs_path, parse_gcs_path
 from octue_dagster.exceptions import (
-    ConflictError,
-    CorruptMetadataFileError,
     InvalidInputError,
     InvalidMetadataError,
 )
 
-METADATA_FILENAME = octue_files.METADATA_FILENAME
-#: Where Octue's SDK puts the metadata files behind a dataset's signed URLs; never part of the dataset.
-SIGNED_METADATA_DIRECTORY = ".signed_metadata_files"
 #: The keys of the `"dataset"` entry this library owns; other keys found there are kept as they are.
 _OWN_KEYS = ("id", "name", "tags", "labels", "path")
-_METADATA_WRITE_ATTEMPTS = 10
 _ABSENT = object()
 
 
-def is_octue_metadata_object(name: str) -> bool:
-    """Whether an object name is one of Octue's metadata objects, which a cloud dataset never holds as a file."""
-    return name.endswith(METADATA_FILENAME) or SIGNED_METADATA_DIRECTORY in name
-
-
-def prefix_of(path: GCSPath) -> GCSPath:
-    """The listing prefix of a dataset folder: its name with exactly one trailing `/` (empty for a bucket root)."""
-    name = path.name.strip("/")
-    return make_gcs_path(path.bucket, f"{name}/" if name else "", allow_empty_name=True)
-
-
-def safe_relative_path(relative: str, where: str) -> PurePosixPath:
-    """A relative path inside a dataset, refusing absolute paths and `..` (an object name must not escape a folder)."""
-    parts = PurePosixPath(relative.replace(os.sep, "/")).parts
-    if not parts or relative.startswith("/") or any(part in ("..", ".", "") for part in parts):
-        raise InvalidInputError(
-            f"{relative!r} ({where}) is not a plain relative path inside the dataset: it is empty, absolute or "
-            f"contains '.' or '..'. Rename it, or give path_in_dataset."
-        )
-    return PurePosixPath(*parts)
-
-
-@dataclasses.dataclass
-class TransferReport:
-    """What a dataset upload or download did, file by file, counted."""
-
-    transferred: list[str] = dataclasses.field(default_factory=list)
-    copied: list[str] = dataclasses.field(default_factory=list)
-    patched: list[str] = dataclasses.field(default_factory=list)
-    unchanged: list[str] = dataclasses.field(default_factory=list)
-    #: Objects found under the destination before the upload that the dataset does not hold (never touched here).
-    others: list[ObjectInfo] = dataclasses.field(default_factory=list)
-
-
-class Dataset(md.LabelsAndTags):
+class Dataset(DatasetMetadata):
     """A set of Datafiles in one folder (local or `gs://bucket/prefix`) with an id, name, labels and tags.
 
     `Dataset(path)` holds every file under the folder (only its top level with `recursive=False`), skipping Octue's
@@ -191,28 +159,11 @@ class Dataset(md.LabelsAndTags):
         assert self._cloud is not None
         if listing is None:
             listing = self.store.list_objects(self._cloud, delimiter=None if self._recursive else "/")
-        files = []
-        metadata_name = self._cloud.name + METADATA_FILENAME
-        for info in listing:
-            name = info.path.name
-            if name == metadata_name:
-                self._metadata_object = info
-            if name.endswith("/") or not name.startswith(self._cloud.name):
-                continue
-            if SIGNED_METADATA_DIRECTORY in name or (
-                name.endswith(METADATA_FILENAME) and not self._include_octue_metadata_files
-            ):
-                continue
-            if not self._recursive and "/" in name[len(self._cloud.name) :]:
-                continue
-            files.append(
-                Datafile(
-                    str(info.path),
-                    store=self._store,
-                    ignore_stored_metadata=self._ignore_stored_metadata,
-                    _object=info,
-                )
-            )
+        infos, self._metadata_object = select_cloud_files(
+            listing, self._cloud, recursive=self._recursive, include_octue_metadata_files=self._include_octue_metadata_files
+        )
+        ignore = self._ignore_stored_metadata
+        files = [Datafile(str(info.path), store=self._store, ignore_stored_metadata=ignore, _object=info) for info in infos]
         self.files = FilterSet(files)
         if self._ignore_stored_metadata:
             return {}
@@ -223,39 +174,13 @@ class Dataset(md.LabelsAndTags):
             self._instantiated_from_files_argument = True
         return stored
 
-    def _read_cloud_document(self) -> Mapping[str, Any]:
-        """The `"dataset"` entry of the dataset's `.octue` object (one download, if the listing found the object)."""
-        if self._metadata_object is None:
-            return {}
-        self._stored_document = json_objects.read_document(self.store, self._metadata_object)
-        return self._stored_document.get("dataset") or {}
-
-    def _read_local_document(self) -> Mapping[str, Any]:
-        assert self._local is not None
-        records = octue_files.read_metadata_file(self._local / METADATA_FILENAME)
-        entry = records.get("dataset") or {}
-        if not isinstance(entry, Mapping):
-            raise CorruptMetadataFileError(str(self._local / METADATA_FILENAME), "its 'dataset' entry is not an object")
-        return entry
-
     def _instantiate_from_local_folder(self) -> Mapping[str, Any]:
         assert self._local is not None
-        files = []
-        for level, (folder, folders, names) in enumerate(os.walk(self._local)):
-            folders.sort()
-            if not self._recursive and level > 0:
-                break
-            for name in sorted(names):
-                if (name == METADATA_FILENAME and not self._include_octue_metadata_files) or is_temporary(name):
-                    continue
-                files.append(
-                    Datafile(
-                        os.path.join(folder, name),
-                        ignore_stored_metadata=self._ignore_stored_metadata,
-                        store=self._store,
-                    )
-                )
-        self.files = FilterSet(files)
+        paths = local_file_paths(
+            self._local, recursive=self._recursive, include_octue_metadata_files=self._include_octue_metadata_files
+        )
+        ignore = self._ignore_stored_metadata
+        self.files = FilterSet(Datafile(path, ignore_stored_metadata=ignore, store=self._store) for path in paths)
         return {} if self._ignore_stored_metadata else self._read_local_document()
 
     # --- identity and metadata ---------------------------------------------------------------------------------------
@@ -326,84 +251,6 @@ class Dataset(md.LabelsAndTags):
     def size_bytes(self) -> int:
         """The total size of the files (from the listing for cloud files: nothing is downloaded)."""
         return sum(file.size_bytes or 0 for file in self.files)
-
-    def metadata(self) -> dict[str, Any]:
-        """The dataset's metadata: `id`, `name`, `tags` and `labels`."""
-        return {"id": self.id, "name": self.name, "tags": dict(self.tags), "labels": set(self.labels)}
-
-    def to_primitive(self, include_files: bool = True) -> dict[str, Any]:
-        """The dataset as JSON-ready primitives in Octue's shape (labels as a sorted list, files as sorted paths)."""
-        primitive: dict[str, Any] = {
-            "id": self.id,
-            "name": self.name,
-            "tags": dict(self.tags),
-            "labels": sorted(self.labels),
-            "path": self.path,
-        }
-        if include_files:
-            primitive["files"] = sorted(file.cloud_path or str(file) for file in self.files)
-        return primitive
-
-    def _own_metadata(self) -> dict[str, Any]:
-        return self.to_primitive(include_files=False)
-
-    def update_metadata(self) -> None:
-        """Persist the dataset's metadata: to its `.octue` object for a cloud dataset, else its folder's `.octue` file."""
-        if self._cloud is not None:
-            self.update_cloud_metadata()
-        else:
-            self.update_local_metadata()
-
-    def update_local_metadata(self) -> None:
-        """Write the `"dataset"` entry of the local folder's `.octue` file, keeping every other entry and key."""
-        if self._local is None:
-            raise InvalidInputError(f"{self} is a cloud dataset; use update_cloud_metadata().")
-        self._local.mkdir(parents=True, exist_ok=True)
-        own = self._own_metadata()
-
-        def change(records: dict[str, Any]) -> None:
-            existing = records.get("dataset") if isinstance(records.get("dataset"), dict) else {}
-            records["dataset"] = {**existing, **own}
-
-        octue_files.update_metadata_file(self._local / METADATA_FILENAME, change)
-        self._persisted = own
-
-    def update_cloud_metadata(self) -> None:
-        """Write the dataset's `.octue` object, conditional on the version this dataset read.
-
-        If another writer changed it since, their version is read again and this dataset's own changes (labels and
-        tags added or removed, a new name) are applied on top, so neither writer's change is lost.
-        """
-        if self._cloud is None:
-            raise InvalidInputError(f"{self} is a local dataset: upload it first, or use update_local_metadata().")
-        path = self._cloud.join(METADATA_FILENAME)
-        for _ in range(_METADATA_WRITE_ATTEMPTS):
-            entry = self._stored_document.get("dataset") if isinstance(self._stored_document.get("dataset"), dict) else {}
-            own = _merge_dataset_entry(self._persisted, self._own_metadata(), entry) if self._persisted else None
-            own = own or self._own_metadata()
-            document = {**self._stored_document, "dataset": {**entry, **own}}
-            try:
-                self._metadata_object = json_objects.write_document(
-                    self.store,
-                    path,
-                    document,
-                    if_generation_match=self._metadata_object.generation if self._metadata_object else 0,
-                )
-            except ConflictError:
-                self._metadata_object = self.store.get_object(path)
-                self._stored_document = {}
-                self._read_cloud_document()
-                continue
-            self._adopt(own)
-            self._stored_document = document
-            return
-        raise ConflictError(f"Could not update {path}: other writers kept changing it. Try again.")
-
-    def _adopt(self, own: Mapping[str, Any]) -> None:
-        self._name = own.get("name")
-        self._labels = md.LabelSet(own.get("labels"))
-        self._tags = md.TagDict(own.get("tags"))
-        self._persisted = self._own_metadata()
 
     def generate_signed_url(
         self,
@@ -524,17 +371,7 @@ class Dataset(md.LabelsAndTags):
             )
         found = listing if listing is not None else self.store.list_objects(destination)
         existing = {info.path.name: info for info in found}
-        report = TransferReport()
-        budget = MemoryBudget(DEFAULT_MEMORY_BUDGET_BYTES)
-
-        def send(item: tuple[Datafile, GCSPath]) -> tuple[str, str]:
-            datafile, target = item
-            return _upload_one(datafile, target, existing.get(target.name), budget), str(target)
-
-        for outcome, target in run_concurrently(
-            send, plan, max_workers=self.max_workers, description=f"Uploading {self.name}", total=len(plan)
-        ):
-            getattr(report, outcome).append(target)
+        report = upload_files(plan, existing, max_workers=self.max_workers, description=f"Uploading {self.name}")
         metadata_name = destination.name + METADATA_FILENAME
         report.others = [info for name, info in existing.items() if name not in set(names) | {metadata_name}]
         if destination != self._cloud:
@@ -567,15 +404,7 @@ class Dataset(md.LabelsAndTags):
                 continue
             target = root.joinpath(*self.relative_path(file).parts) if root is not None else None
             plan.append((file, target))
-
-        def fetch(item: tuple[Datafile, Path | None]) -> str:
-            file, target = item
-            return file.download(local_path=target)
-
-        for _ in run_concurrently(
-            fetch, plan, max_workers=self.max_workers, description=f"Downloading {self.name}", total=len(plan)
-        ):
-            pass
+        download_files(plan, max_workers=self.max_workers, description=f"Downloading {self.name}")
         return str(root) if root is not None else None
 
 
@@ -603,48 +432,6 @@ def _copy_local_datafile(datafile: Datafile, target: Path) -> Datafile:
     )
     copy.update_metadata()
     return copy
-
-
-def upload_memory_bytes(size: int) -> int:
-    """What uploading a file of `size` bytes holds in memory: a one-request (multipart) upload builds its whole body
-    from the file (about four copies, measured), a resumable one holds one chunk at a time (plus request buffers)."""
-    if size <= MULTIPART_LIMIT_BYTES:
-        return 4 * size
-    return UPLOAD_CHUNK_BYTES + MULTIPART_LIMIT_BYTES
-
-
-def _upload_one(
-    datafile: Datafile, target: GCSPath, existing: ObjectInfo | None, budget: MemoryBudget
-) -> str:
-    """Put one file at `target`, doing nothing if the listed object already holds its content and metadata."""
-    metadata = md.to_cloud_metadata(datafile.id, datafile.timestamp, datafile.labels, datafile.tags)
-    if existing is not None and existing.crc32c == datafile.hash_value:
-        if all(existing.custom_metadata.get(key) == value for key, value in metadata.items() if key != f"{md.NAMESPACE}__sdk_version"):
-            datafile._switch_to(target, existing)  # noqa: SLF001
-            return "unchanged"
-        datafile.upload(str(target))
-        return "patched"
-    was_in_cloud = datafile.object_info is not None and not datafile.exists_locally
-    size = 0 if was_in_cloud else (datafile.size_bytes or 0)
-    with budget.hold(upload_memory_bytes(size)):
-        datafile.upload(str(target))
-    return "copied" if was_in_cloud else "transferred"
-
-
-def _as_stored(entry: Mapping[str, Any]) -> md.StoredMetadata:
-    return md.StoredMetadata(
-        id=entry.get("id"), labels=frozenset(entry.get("labels") or ()), tags=dict(entry.get("tags") or {})
-    )
-
-
-def _merge_dataset_entry(
-    base: Mapping[str, Any], ours: Mapping[str, Any], theirs: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Apply our changes since `base` onto `theirs` (another writer's newer entry), by the library's one merge rule;
-    the name is ours if we changed it, else theirs."""
-    merged = merge(_as_stored(base), _as_stored(ours), _as_stored(theirs))
-    name = ours.get("name") if ours.get("name") != base.get("name") else theirs.get("name", ours.get("name"))
-    return {**ours, "name": name, "labels": sorted(merged.labels or ()), "tags": merged.tags}
 
 
 def list_datasets(

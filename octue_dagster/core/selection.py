@@ -15,26 +15,20 @@ from typing import Any
 
 from octue_dagster.core import metadata as md
 from octue_dagster.core.datafile import Datafile
+from octue_dagster.core.dataset_files import is_octue_metadata_object
 from octue_dagster.core.gcs_path import GCSPath, parse_gcs_path
 from octue_dagster.core.store import ObjectInfo, Store
 from octue_dagster.exceptions import InvalidInputError, InvalidMetadataError
 
 logger = logging.getLogger(__name__)
 
-#: The name of the file (or object) in which Octue's SDK keeps a dataset's metadata.
-OCTUE_METADATA_NAME = ".octue"
-#: The folder in which Octue's SDK keeps signed metadata files beside a dataset.
-OCTUE_SIGNED_METADATA_FOLDER = ".signed_metadata_files"
 
 _MISSING = object()
 
 
 def is_datafile_object(name: str) -> bool:
     """Whether an object name is a datafile: not a folder placeholder, not one of Octue's metadata objects."""
-    if not name or name.endswith("/"):
-        return False
-    segments = name.split("/")
-    return segments[-1] != OCTUE_METADATA_NAME and OCTUE_SIGNED_METADATA_FOLDER not in segments[:-1]
+    return bool(name) and not name.endswith("/") and not is_octue_metadata_object(name)
 
 
 def as_prefix(prefix: str | GCSPath) -> GCSPath:
@@ -190,7 +184,6 @@ def retag_objects(store: Store, prefix: str | GCSPath, spec: RetagSpec, *, dry_r
 
 
 __all__ = [
-    "OCTUE_METADATA_NAME",
     "RetagCounts",
     "RetagSpec",
     "as_prefix",

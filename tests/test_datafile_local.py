@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import math
 import multiprocessing
 import os
 
@@ -142,13 +143,17 @@ def test_tag_values_must_be_json(tmp_path):
     with pytest.raises(InvalidTagError, match="JSON-serialisable") as error:
         datafile.tags["bad"] = object()
     assert "'bad'" in str(error.value)
-    with pytest.raises(InvalidTagError):
-        datafile.tags["nan"] = float("nan")
+    datafile.tags["nan"] = float("nan")  # Octue's SDK stores NaN (as the JSON literal NaN), so it is accepted
+    assert math.isnan(datafile.tags["nan"])
 
 
 def test_timestamps(tmp_path):
+    # Datetimes are kept as given, as Octue's SDK keeps them: a naive one stays naive.
     datafile = Datafile(tmp_path / "f", timestamp=datetime.datetime(2024, 1, 1, 12))
-    assert datafile.timestamp == datetime.datetime(2024, 1, 1, 12, tzinfo=datetime.timezone.utc)
+    assert datafile.timestamp == datetime.datetime(2024, 1, 1, 12) and datafile.timestamp.tzinfo is None
+    plus_two = datetime.timezone(datetime.timedelta(hours=2))
+    datafile.timestamp = datetime.datetime(2024, 1, 1, 12, tzinfo=plus_two)
+    assert datafile.timestamp.utcoffset() == datetime.timedelta(hours=2)
     datafile.timestamp = 86400
     assert datafile.timestamp == datetime.datetime(1970, 1, 2, tzinfo=datetime.timezone.utc)
     with pytest.raises(InvalidTimestampError, match="POSIX"):

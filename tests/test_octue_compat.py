@@ -30,10 +30,8 @@ def _put_fixture_object(client, bucket: str, fixture: str) -> tuple[str, dict]:
 
 
 def _expected_timestamp(value: str | None) -> datetime.datetime | None:
-    if value is None:
-        return None
-    parsed = datetime.datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.timezone.utc)
+    """The timestamp Octue's SDK reported: naive stays naive, as in the SDK."""
+    return None if value is None else datetime.datetime.fromisoformat(value)
 
 
 @pytest.mark.parametrize("fixture", ["cleaned", "no_metadata", "h5_naive"])

@@ -7,7 +7,11 @@ The serialised forms are those of Octue's SDK 0.69, so that buckets and folders 
 - in a local `.octue` file, an entry `{"id": ..., "timestamp": ..., "tags": ..., "labels": ..., "sdk_version": ...}`.
 
 In both, sets are written as `{"_type": "set", "items": [...]}` and datetimes as
-`{"_type": "datetime", "value": "<isoformat>"}`.
+`{"_type": "datetime", "value": "<isoformat>"}`. As in Octue's SDK, NaN and infinite numbers are written as the
+JavaScript literals `NaN`, `Infinity` and `-Infinity`, naive timestamps stay naive, aware ones keep their offset.
+
+Stored metadata is untrusted: everything wrong with it (bad JSON, nesting too deep to parse, impossible dates)
+raises `InvalidMetadataError` naming the object or file and the field.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import datetime
 import json
 import re
 import uuid
+from collections import UserString
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -46,6 +51,8 @@ TAG_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_]*(?<!_)$")
 
 def validate_label(label: object) -> str:
     """Return `label` stripped of surrounding whitespace if it follows Octue's label rule, else raise."""
+    if isinstance(label, UserString):  # Octue's own `Label` is a UserString
+        label = str(label)
     if not isinstance(label, str):
         raise InvalidLabelError(f"Labels must be strings; got {label!r} of type {type(label).__name__}.")
     cleaned = label.strip()
@@ -69,25 +76,39 @@ def validate_tag_name(name: object) -> str:
 
 
 def validate_tag_value(name: str, value: Any) -> Any:
-    """Return `value` if it can be stored as JSON in Octue's format, else raise `InvalidTagError`."""
+    """Return `value` as it will be read back once stored, if Octue's SDK can store it, else raise `InvalidTagError`.
+
+    As in Octue's SDK, values may be anything its JSON encoder takes: JSON values (NaN and infinities included),
+    sets, datetimes, `UserString`s, numpy arrays and scalars and objects with a `to_primitive` method. The value kept
+    is the stored form (a numpy array becomes a list, a tuple a list), so that what a datafile holds in memory is
+    what every reader of the stored metadata sees.
+    """
     try:
-        encode_json(value)
-    except (TypeError, ValueError) as error:
+        return decode_json(encode_json(value))
+    except (TypeError, ValueError, RecursionError) as error:
+        reason = "it is nested too deeply" if isinstance(error, RecursionError) else str(error)
         raise InvalidTagError(
-            f"The value of tag {name!r} ({value!r}) cannot be stored: tag values must be JSON-serialisable (strings, "
-            f"numbers, booleans, None, lists, dicts with string keys, sets and datetimes). {error}"
+            f"The value of tag {name!r} ({_shorten(value)}) cannot be stored: tag values must be JSON-serialisable "
+            f"(strings, numbers, booleans, None, lists, dicts with string keys, sets and datetimes); {reason}."
         ) from None
-    return value
+
+
+def _shorten(value: object, limit: int = 200) -> str:
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = f"<{type(value).__name__} nested too deeply to show>"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def normalise_timestamp(value: object) -> datetime.datetime | None:
-    """Turn a datetime or POSIX seconds into a timezone-aware UTC datetime; naive datetimes are taken to be UTC."""
+    """Check a timestamp: a datetime is kept as it is (naive stays naive, as in Octue's SDK, and an aware one keeps
+    its offset, so that stored timestamps are written back byte-identical); POSIX seconds become an aware UTC
+    datetime."""
     if value is None:
         return None
     if isinstance(value, datetime.datetime):
-        if value.tzinfo is None:
-            return value.replace(tzinfo=datetime.timezone.utc)
-        return value.astimezone(datetime.timezone.utc)
+        return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         try:
             return datetime.datetime.fromtimestamp(value, tz=datetime.timezone.utc)
@@ -123,8 +144,10 @@ class LabelSet(set):
     def _clean_all(labels: Iterable[str] | str | None) -> set[str]:
         if labels is None:
             return set()
+        if isinstance(labels, UserString):
+            labels = str(labels)
         if isinstance(labels, str):
-            labels = labels.split()
+            labels = _json_list_or_words(labels)
         if isinstance(labels, Mapping) or not isinstance(labels, Iterable):
             raise InvalidLabelError(f"Labels must be given as an iterable of strings; got {labels!r}.")
         return {validate_label(label) for label in labels}
@@ -158,6 +181,18 @@ class LabelSet(set):
     def any_label_contains(self, value: str) -> bool:
         """Whether any label contains `value` (as in Octue's SDK)."""
         return any(value in label for label in self)
+
+
+def _json_list_or_words(text: str) -> list[Any]:
+    """Labels given as one string: a JSON list (`'["a", "b"]'`, as Octue's SDK accepts) or whitespace-separated."""
+    if text.lstrip().startswith("["):
+        try:
+            parsed = json.loads(text)
+        except (ValueError, RecursionError):
+            parsed = None
+        if isinstance(parsed, list):
+            return parsed
+    return text.split()
 
 
 class TagDict(dict):
@@ -215,13 +250,21 @@ class LabelsAndTags:
 
 
 class OctueJSONEncoder(json.JSONEncoder):
-    """Encode sets and datetimes the way Octue's SDK does."""
+    """Encode what Octue's SDK's encoder encodes, the way it does: sets, datetimes, `UserString`s, numpy values and
+    objects with a `to_primitive` method."""
 
     def default(self, obj: Any) -> Any:
+        if hasattr(obj, "to_primitive"):
+            return obj.to_primitive()
         if isinstance(obj, (set, frozenset)):
             return {"_type": "set", "items": sorted(obj)}
+        if isinstance(obj, UserString):
+            return str(obj)
         if isinstance(obj, datetime.datetime):
             return {"_type": "datetime", "value": obj.isoformat()}
+        # numpy arrays, matrices and scalars, without importing numpy (it is not a dependency).
+        if type(obj).__module__.split(".")[0] == "numpy" and hasattr(obj, "tolist"):
+            return obj.tolist()
         return super().default(obj)
 
 
@@ -241,26 +284,65 @@ def _decode_hook(obj: dict[str, Any]) -> Any:
 
 
 def encode_json(value: Any, **kwargs: Any) -> str:
-    """Serialise `value` to JSON as Octue's SDK does (sets and datetimes tagged with `_type`)."""
-    return json.dumps(value, cls=OctueJSONEncoder, allow_nan=False, **kwargs)
+    """Serialise `value` to JSON as Octue's SDK does (sets and datetimes tagged with `_type`, NaN as `NaN`)."""
+    return json.dumps(value, cls=OctueJSONEncoder, **kwargs)
 
 
-def decode_json(text: str) -> Any:
-    """Parse JSON written by `encode_json` or by Octue's SDK."""
-    return json.loads(text, object_hook=_decode_hook)
+def decode_json(text: str | bytes) -> Any:
+    """Parse JSON written by `encode_json` or by Octue's SDK; anything unparseable raises `ValueError`."""
+    try:
+        return json.loads(text, object_hook=_decode_hook)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply to read") from None
+
+
+def parse_raw_json(text: str | bytes) -> Any:
+    """Parse JSON without interpreting it (no sets or datetimes made; NaN and unknown `_type` objects kept), for
+    documents whose other parts must be written back as they were; unparseable input raises `ValueError`."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply to read") from None
+
+
+def decode_raw(value: Any) -> Any:
+    """Interpret a value parsed by `parse_raw_json` as `decode_json` would have."""
+    return decode_json(encode_json(value))
+
+
+def canonical_json(value: Any) -> str:
+    """One JSON text per value (sorted keys and set items, ASCII, no spaces), to compare values that hold NaN."""
+    return encode_json(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 # --- the metadata record -------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class StoredMetadata:
-    """Metadata as read from a store. Fields missing from the store are `None`."""
+    """Metadata as read from a store. Fields missing from the store are `None`.
+
+    Two records are equal when they would be stored as the same JSON (so a NaN tag equals itself, and a naive
+    timestamp differs from an aware one at the same wall-clock time).
+    """
 
     id: str | None = None
     timestamp: datetime.datetime | None = None
     labels: frozenset[str] | None = None
     tags: dict[str, Any] | None = None
+
+    def canonical(self) -> str:
+        """The record as canonical JSON (see `canonical_json`)."""
+        labels = sorted(self.labels) if self.labels is not None else None
+        return canonical_json([self.id, self.timestamp, labels, self.tags])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, StoredMetadata):
+            return NotImplemented
+        return self.canonical() == other.canonical()
+
+    def __hash__(self) -> int:
+        return hash(self.canonical())
 
 
 def metadata_record(
@@ -299,29 +381,67 @@ def to_local_metadata(
     return metadata_record(id, timestamp, labels, tags)
 
 
+def _parse_timestamp(value: Any) -> datetime.datetime | None:
+    if isinstance(value, str):
+        value = datetime.datetime.fromisoformat(value)
+    elif isinstance(value, dict):
+        raise InvalidTimestampError(f"{_shorten(value)} is not a datetime in Octue's format")
+    return normalise_timestamp(value)
+
+
+def _parse_labels(value: Any) -> frozenset[str]:
+    if isinstance(value, dict) and value.get("_type") == "set":
+        value = value.get("items")
+    return frozenset(LabelSet(value))
+
+
+def _parse_tags(value: Any) -> dict[str, Any]:
+    return dict(TagDict(value))
+
+
+_FIELD_PARSERS = {"id": validate_id, "timestamp": _parse_timestamp, "labels": _parse_labels, "tags": _parse_tags}
+
+
+def to_local_entry(raw: Any, stored: StoredMetadata | None, merged: StoredMetadata) -> dict[str, Any]:
+    """The `.octue` entry that records `merged`, given the uninterpreted entry `raw` that was read as `stored`
+    (`None`: `raw` could not be read, so its fields are all replaced).
+
+    Fields whose value did not change, and keys this library does not know, are kept exactly as they were written
+    (NaN, unknown `_type` objects, datetime spellings), so that rewriting an entry changes only what changed.
+    """
+    entry = dict(raw) if isinstance(raw, Mapping) else {}
+    record = metadata_record(merged.id or "", merged.timestamp, merged.labels or (), merged.tags or {})
+    changed = False
+    for field in METADATA_FIELDS:
+        unchanged = stored is not None and canonical_json(_field(stored, field)) == canonical_json(_field(merged, field))
+        if field in entry and unchanged:
+            continue
+        entry[field] = parse_raw_json(encode_json(record[field]))
+        changed = True
+    if changed or "sdk_version" not in entry:
+        entry["sdk_version"] = OCTUE_SDK_FORMAT_VERSION
+    return entry
+
+
+def _field(record: StoredMetadata, field: str) -> Any:
+    value = getattr(record, field)
+    return sorted(value) if field == "labels" and value is not None else value
+
+
 def _parse_fields(fields: Mapping[str, Any], where: str) -> StoredMetadata:
     """Validate decoded metadata fields, raising `InvalidMetadataError` that names `where` and the field."""
     values: dict[str, Any] = {}
-    try:
-        if fields.get("id") is not None:
-            values["id"] = validate_id(fields["id"])
-        if fields.get("timestamp") is not None:
-            timestamp = fields["timestamp"]
-            if isinstance(timestamp, str):
-                timestamp = datetime.datetime.fromisoformat(timestamp)
-            values["timestamp"] = normalise_timestamp(timestamp)
-        if fields.get("labels") is not None:
-            labels = fields["labels"]
-            if isinstance(labels, dict) and labels.get("_type") == "set":
-                labels = labels.get("items")
-            values["labels"] = frozenset(LabelSet(labels))
-        if fields.get("tags") is not None:
-            values["tags"] = dict(TagDict(fields["tags"]))
-    except (ValueError, TypeError) as error:
-        raise InvalidMetadataError(
-            f"The metadata stored for {where} cannot be read: {error} Fix it, or instantiate the datafile with "
-            f"ignore_stored_metadata=True to replace it."
-        ) from None
+    for field, parse in _FIELD_PARSERS.items():
+        if fields.get(field) is None:
+            continue
+        try:
+            values[field] = parse(fields[field])
+        except (ValueError, TypeError, OverflowError, RecursionError) as error:
+            reason = "it is nested too deeply" if isinstance(error, RecursionError) else str(error)
+            raise InvalidMetadataError(
+                f"The stored metadata field {field!r} of {where} cannot be read: {reason} Fix it, or instantiate the "
+                f"datafile with ignore_stored_metadata=True to replace it."
+            ) from None
     return StoredMetadata(**values)
 
 
@@ -334,29 +454,46 @@ def from_cloud_metadata(custom_metadata: Mapping[str, str] | None, where: str) -
             continue
         try:
             fields[field] = decode_json(raw)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError) as error:
             raise InvalidMetadataError(
-                f"The custom metadata {NAMESPACE}__{field}={raw[:200]!r} of {where} is not JSON in Octue's format. "
-                f"Fix it, or instantiate the datafile with ignore_stored_metadata=True to replace it."
+                f"The custom metadata {NAMESPACE}__{field}={raw[:200]!r} of {where} is not JSON in Octue's format "
+                f"({error}). Fix it, or instantiate the datafile with ignore_stored_metadata=True to replace it."
             ) from None
     return _parse_fields(fields, where)
 
 
 def from_local_metadata(entry: Any, where: str) -> StoredMetadata:
-    """Read Octue metadata from one decoded `.octue` datafile entry."""
+    """Read Octue metadata from one `.octue` datafile entry, as parsed by `parse_raw_json` or `decode_json`."""
     if entry is None:
         return StoredMetadata()
     if not isinstance(entry, Mapping):
-        raise InvalidMetadataError(f"The metadata entry for {where} should be a JSON object; got {entry!r}.")
-    return _parse_fields(entry, where)
+        raise InvalidMetadataError(f"The metadata entry for {where} should be a JSON object; got {_shorten(entry)}.")
+    fields: dict[str, Any] = {}
+    for field in METADATA_FIELDS:
+        try:
+            fields[field] = decode_raw(entry.get(field))
+        except (ValueError, TypeError, RecursionError) as error:
+            reason = "it is nested too deeply" if isinstance(error, RecursionError) else str(error)
+            raise InvalidMetadataError(
+                f"The stored metadata field {field!r} of {where} cannot be read: {reason}. Fix it, or instantiate the "
+                f"datafile with ignore_stored_metadata=True to replace it."
+            ) from None
+    return _parse_fields(fields, where)
+
+
+def posix_seconds(timestamp: datetime.datetime) -> float:
+    """A timestamp as POSIX seconds: a naive one in local time (as Python and Octue's SDK take it), or as UTC where
+    local time cannot represent it (such as 0001-01-01)."""
+    try:
+        return timestamp.timestamp()
+    except (OverflowError, ValueError, OSError):
+        return (timestamp.replace(tzinfo=timestamp.tzinfo or datetime.timezone.utc) - _EPOCH).total_seconds()
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 
 def metadata_hash(timestamp: datetime.datetime | None, labels: Iterable[str], tags: Mapping[str, Any]) -> str:
     """Hash a canonical JSON form of the metadata (sorted keys and labels, id excluded); equal in every process."""
-    canonical = encode_json(
-        {"labels": sorted(labels), "tags": tags, "timestamp": timestamp},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=True,
-    )
+    canonical = canonical_json({"labels": sorted(labels), "tags": tags, "timestamp": timestamp})
     return crc32c_base64(canonical.encode("ascii"))

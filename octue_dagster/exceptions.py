@@ -105,3 +105,7 @@ class ReadOnlyDatafileError(OctueDagsterError, PermissionError):
 
 class ForeignObjectError(ConflictError):
     """An object the I/O manager did not write is where it would store an output; it was left as it was."""
+
+
+class MetadataFileBusyError(OctueDagsterError, TimeoutError):
+    """Another process held the lock on a `.octue` file for too long; the file was not changed."""

@@ -85,6 +85,7 @@ class Datafile(OctueMetadata):
         elif self._cloud is not None:
             self._object = self.store.get_object(self._cloud)
 
+        self._ignore_stored_metadata = ignore_stored_metadata
         stored = md.StoredMetadata() if ignore_stored_metadata else self._read_stored_metadata()
         if id is not None and stored.id is not None and md.validate_id(id) != stored.id:
             raise InvalidInputError(
@@ -360,6 +361,9 @@ class Datafile(OctueMetadata):
         target = self._local_target()
         if self._cloud is not None:
             crc32c = hashing.hash_file(temporary)
+            if not self._uses_cache():
+                # Refuse before uploading if the local copy's metadata could not be recorded afterwards.
+                local_metadata.read_metadata_file(local_metadata.metadata_path_for(target))
             info = self.store.upload_file(
                 str(temporary),
                 self._cloud,
@@ -367,14 +371,19 @@ class Datafile(OctueMetadata):
                 custom_metadata=self._cloud_metadata(),
                 if_generation_match=self._object.generation if self._object is not None else 0,
             )
-            local_copy.commit_written(temporary, target, info, crc32c, cached=self._uses_cache())
+            if self._uses_cache():
+                local_copy.commit_written(temporary, target, info, crc32c, cached=True)
+            else:
+                # Merged against what this datafile read before the upload; the content is renamed into place only
+                # once its metadata entry is ready to be committed.
+                self._write_local_metadata(
+                    before_commit=lambda: local_copy.commit_written(temporary, target, info, crc32c, cached=False)
+                )
             self._object = info
             self._mark_persisted()
-            if not self._uses_cache():
-                self._write_local_metadata()
         else:
-            os.replace(temporary, target)
-            self._write_local_metadata()
+            # The content is renamed into place only once its metadata entry is written and can be committed.
+            self._write_local_metadata(before_commit=lambda: os.replace(temporary, target))
 
     def generate_signed_url(
         self,

@@ -8,6 +8,7 @@ what changed and write only that: a metadata patch on the cloud object, merged w
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ class OctueMetadata(md.LabelsAndTags):
     _labels: md.LabelSet
     _tags: md.TagDict
     _persisted: md.StoredMetadata | None
+    _ignore_stored_metadata: bool
     # Where the datafile is, provided by `Datafile`.
     _cloud: GCSPath | None
     _local: Path | None
@@ -61,7 +63,8 @@ class OctueMetadata(md.LabelsAndTags):
 
     @property
     def timestamp(self) -> datetime.datetime | None:
-        """A timezone-aware UTC datetime, or `None`."""
+        """The datafile's datetime, or `None`. As in Octue's SDK, a datetime is kept as given or stored (naive stays
+        naive, an aware one keeps its offset); POSIX seconds set here become an aware UTC datetime."""
         return self._timestamp
 
     @timestamp.setter
@@ -71,7 +74,7 @@ class OctueMetadata(md.LabelsAndTags):
     @property
     def posix_timestamp(self) -> float | None:
         """The timestamp as POSIX seconds, or `None`."""
-        return self._timestamp.timestamp() if self._timestamp is not None else None
+        return md.posix_seconds(self._timestamp) if self._timestamp is not None else None
 
     def metadata(self, include_id: bool = True, include_sdk_version: bool = True) -> dict[str, Any]:
         """The metadata as a dict: `id`, `timestamp`, `tags`, `labels` (a set) and `sdk_version`."""
@@ -101,6 +104,11 @@ class OctueMetadata(md.LabelsAndTags):
         """
         self._persisted = stored if stored is not None else self._current()
 
+    def _replaces_stored_metadata(self) -> bool:
+        """Whether this datafile was told to ignore what is stored and has not written since: it then replaces the
+        stored metadata, however unreadable, instead of merging with it."""
+        return self._ignore_stored_metadata and self._persisted is None
+
     def _adopt(self, stored: md.StoredMetadata) -> None:
         """Make `stored` (just written to or read from the store) both the in-memory and the persisted metadata."""
         self._id = stored.id or self._id
@@ -116,10 +124,12 @@ class OctueMetadata(md.LabelsAndTags):
             raise CloudObjectNotFoundError(
                 f"Cannot update the metadata of {self._cloud}: the object does not exist yet. Write or upload it first."
             )
+        # Both stores merge against what this datafile last read, not against each other's result.
+        base = self._persisted
         if self._object is not None:
             self._patch_cloud_metadata()
         if self._local is not None:
-            self._write_local_metadata()
+            self._write_local_metadata(base=base)
 
     def _patch_cloud_metadata(self) -> None:
         assert self._cloud is not None
@@ -127,7 +137,10 @@ class OctueMetadata(md.LabelsAndTags):
         base, ours = self._persisted or md.StoredMetadata(), self._current()
 
         def change(info: ObjectInfo) -> dict[str, str]:
-            merged = merge(base, ours, md.from_cloud_metadata(info.custom_metadata, where))
+            if self._replaces_stored_metadata():
+                merged = ours
+            else:
+                merged = merge(base, ours, md.from_cloud_metadata(info.custom_metadata, where))
             return md.to_cloud_metadata(merged.id or self._id, merged.timestamp, merged.labels or (), merged.tags or {})
 
         # fake-gcs-server ignores metageneration preconditions, so a cross-process lock also serialises
@@ -136,12 +149,31 @@ class OctueMetadata(md.LabelsAndTags):
             self._object = self.store.patch_metadata(self._cloud, change)
         self._adopt(md.from_cloud_metadata(self._object.custom_metadata, where))
 
-    def _write_local_metadata(self) -> None:
+    def _write_local_metadata(
+        self, before_commit: Callable[[], None] | None = None, base: md.StoredMetadata | None = None
+    ) -> None:
+        """Record the metadata in the `.octue` entry, three-way merged with what another writer (this library or
+        Octue's SDK) stored there since this datafile read it (`base`, default: what it last persisted).
+
+        `before_commit` runs under the `.octue` file's lock just before the new file is renamed into place (see
+        `octue_files.update_metadata_file`): nothing it does happens unless the entry can be recorded.
+        """
         assert self._local is not None
-        local_metadata.write_entry(
-            self._local, md.to_local_metadata(self._id, self._timestamp, self._labels, self._tags)
-        )
-        self._mark_persisted()
+        where = f"{self._local} in its .octue file"
+        merged: list[md.StoredMetadata] = []
+
+        def change(raw: Any) -> Any:
+            theirs: md.StoredMetadata | None
+            if self._replaces_stored_metadata():
+                theirs, result = None, self._current()
+            else:
+                theirs = md.from_local_metadata(raw, where)
+                result = merge(base or self._persisted or md.StoredMetadata(), self._current(), theirs)
+            merged[:] = [result]
+            return md.to_local_entry(raw, theirs, result)
+
+        local_metadata.update_entry(self._local, change, before_commit)
+        self._adopt(merged[0])
 
     def _persist_metadata_changes(self) -> None:
         if self._metadata_changed():

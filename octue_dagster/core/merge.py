@@ -14,10 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from octue_dagster.core.metadata import StoredMetadata
-
-_ABSENT = object()
-
+from octue_dagster.core.metadata import StoredMetadata, canonical_json
 
 def merge(base: StoredMetadata, ours: StoredMetadata, theirs: StoredMetadata) -> StoredMetadata:
     """`theirs` with the changes from `base` to `ours` applied (see the module docstring for the rule)."""
@@ -37,7 +34,8 @@ def merge_tags(base: Mapping[str, Any], ours: Mapping[str, Any], theirs: Mapping
     for name in base.keys() - ours.keys():
         tags.pop(name, None)
     for name, value in ours.items():
-        if base.get(name, _ABSENT) != value:
+        # Compared as stored JSON, so that an untouched NaN tag (NaN != NaN) does not count as our change.
+        if name not in base or canonical_json(base[name]) != canonical_json(value):
             tags[name] = value
     return tags
 

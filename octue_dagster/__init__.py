@@ -31,6 +31,7 @@ from octue_dagster.exceptions import (
     OctueDagsterError,
     ReadOnlyDatafileError,
     StoragePermissionError,
+    StorageRequestError,
     StorageUnavailableError,
     UnexpectedNumberOfResultsError,
 )
@@ -131,6 +132,7 @@ __all__ = [
     "OctueDagsterError",
     "ReadOnlyDatafileError",
     "StoragePermissionError",
+    "StorageRequestError",
     "StorageUnavailableError",
     "TagDict",
     "list_datafiles",

@@ -109,3 +109,8 @@ class ForeignObjectError(ConflictError):
 
 class MetadataFileBusyError(OctueDagsterError, TimeoutError):
     """Another process held the lock on a `.octue` file for too long; the file was not changed."""
+
+
+class StorageRequestError(OctueDagsterError, ValueError):
+    """GCS refused a request as malformed or impossible (400 Bad Request and other 4xx answers the library has no
+    more specific error for), such as a read of a requester-pays bucket without a billing project."""

@@ -11,6 +11,8 @@ response ends at end of stream), and injects faults into the first `times` reque
   (`in_body=False` counts from the start of the response head instead of the body);
 - `stall`: forward the request, then hold the whole response for `stall_seconds` before relaying it (the client is
   expected to have timed out and gone by then);
+- `garble`: forward the request (the server does the work), then answer `200 OK` with `body` instead of the
+  server's answer (`b"{not json"` for a garbled answer, `b""` for an empty one);
 - `hold_request` / `hold_response`: relay `after_bytes` bytes, set `fault.reached`, then stop relaying until the
   client disconnects (or `hold_seconds` pass): a way to catch a transfer mid-flight and kill its process;
 - `corrupt_response`: forward the request, then relay the whole response with the body byte at offset `after_bytes`
@@ -36,6 +38,10 @@ _SOCKET_TIMEOUT_SECONDS = 30.0
 
 STATUS_TEXT = {
     400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    409: "Conflict",
     408: "Request Timeout",
     412: "Precondition Failed",
     429: "Too Many Requests",
@@ -60,12 +66,21 @@ class Fault:
     stall_seconds: float = 2.0
     hold_seconds: float = 30.0
     strip_headers: tuple[str, ...] = ()
+    #: What a `garble` fault answers instead of the server's answer.
+    body: bytes = b"{not json"
+    #: The error message a `status` fault answers with (GCS's JSON error format).
+    message: str | None = None
+    #: Let this many matching requests through before the fault starts (e.g. 1: hit a resumable upload's last chunk).
+    skip: int = 0
+    skipped: int = 0
     #: Called (on the proxy's thread) when the fault fires, before it acts: e.g. to let another writer in first.
     before: Callable[[], None] | None = None
     fired: int = 0
     reached: threading.Event = dataclasses.field(default_factory=threading.Event)
 
-    KINDS = ("status", "cut_request", "cut_response", "stall", "hold_request", "hold_response", "corrupt_response")
+    KINDS = (
+        "status", "cut_request", "cut_response", "stall", "hold_request", "hold_response", "corrupt_response", "garble"
+    )
 
     def __post_init__(self) -> None:
         if self.kind not in self.KINDS:
@@ -242,6 +257,9 @@ class FaultProxy:
         with self._lock:
             for fault in self.faults:
                 if fault.fired < fault.times and fault.matches(method, target):
+                    if fault.skipped < fault.skip:
+                        fault.skipped += 1
+                        continue
                     fault.fired += 1
                     self.exchanges.append(Exchange(method, target, fault.kind))
                     return fault
@@ -292,7 +310,7 @@ class FaultProxy:
         if fault is not None and fault.kind == "status":
             for _ in reader.body(head):
                 pass
-            _send_status(client, fault.status)
+            _send_status(client, fault.status, fault.message)
             return
 
         upstream = socket.create_connection(self.upstream, timeout=_SOCKET_TIMEOUT_SECONDS)
@@ -346,6 +364,13 @@ class FaultProxy:
             self._stopping.wait(fault.stall_seconds)
             client.sendall(message)
             return
+        if fault.kind == "garble":
+            client.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=UTF-8\r\n"
+                + f"Content-Length: {len(fault.body)}\r\nConnection: close\r\n\r\n".encode()
+                + fault.body
+            )
+            return
         if fault.kind in ("cut_response", "hold_response"):
             limit = fault.after_bytes + (len(head_bytes) if fault.in_body else 0)
             client.sendall(message[:limit])
@@ -369,9 +394,10 @@ class FaultProxy:
                 return
 
 
-def _send_status(client: socket.socket, status: int) -> None:
+def _send_status(client: socket.socket, status: int, message: str | None = None) -> None:
     reason = STATUS_TEXT.get(status, "Error")
-    body = json.dumps({"error": {"code": status, "message": f"{reason} (injected by faultproxy)"}}).encode()
+    message = message or f"{reason} (injected by faultproxy)"
+    body = json.dumps({"error": {"code": status, "message": message}}).encode()
     head = (
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json; charset=UTF-8\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import json
 import logging
 import os
 import threading
@@ -33,8 +34,10 @@ from octue_dagster.exceptions import (
     ChecksumMismatchError,
     CloudObjectNotFoundError,
     ConflictError,
+    InvalidInputError,
     MissingCredentialsError,
     StoragePermissionError,
+    StorageRequestError,
     StorageUnavailableError,
 )
 
@@ -51,6 +54,14 @@ _TRANSIENT_ERRORS = (
     requests.exceptions.ChunkedEncodingError,
     ConnectionError,
 )
+
+#: An answer GCS sent but that could not be read (garbled or empty JSON). Reads report it as unavailability; writes
+#: check whether their write was carried out (see `Store._own_write`).
+_GARBLED_ANSWERS = (json.JSONDecodeError,)
+
+#: The environment variable that sets the default retry deadline (seconds) of every `Store`.
+RETRY_DEADLINE_VARIABLE = "OCTUE_DAGSTER_RETRY_DEADLINE_SECONDS"
+DEFAULT_RETRY_DEADLINE_SECONDS = 30.0
 
 #: Resumable uploads send the file in chunks of this size, read into one reused buffer (see `_ChunkReader`).
 UPLOAD_CHUNK_BYTES = 64 * 1024 * 1024
@@ -108,8 +119,9 @@ def guard_client(client: storage.Client) -> storage.Client:
     """Give a client made elsewhere (e.g. by dagster-gcp's `GCSResource`) the check `make_client` adds: an answer
     cut inside its headers is retried as a dropped connection instead of crashing the client (idempotent)."""
     hooks = client._http.hooks["response"]
-    if _reject_unframed_response not in hooks:
-        hooks.append(_reject_unframed_response)
+    for hook in (_reject_unframed_response, _reject_unreadable_answer):
+        if hook not in hooks:
+            hooks.append(hook)
     return client
 
 
@@ -128,11 +140,55 @@ def _reject_unframed_response(response: requests.Response, *args: Any, **kwargs:
             )
 
 
+def _http_error(error: BaseException) -> BaseException:
+    """google-resumable-media's `InvalidResponse` (uploads, downloads) as the api-core error of its HTTP status."""
+    if isinstance(error, InvalidResponse) and getattr(error, "response", None) is not None:
+        try:
+            return api_exceptions.from_http_response(error.response)
+        except Exception:  # an answer too broken to describe: keep the original
+            return error
+    return error
+
+
+def _emulator() -> str | None:
+    return os.environ.get("STORAGE_EMULATOR_HOST")
+
+
+def _reject_unreadable_answer(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    """Treat a success whose JSON answer is empty or cut short as a dropped connection, so that it is retried.
+
+    Without this, google-cloud-storage fails on such an answer with a JSONDecodeError, AttributeError or TypeError,
+    after a write may already have been carried out. Retried, a read gets a readable answer, and a write (every write
+    here carries a generation or metageneration precondition) finds its own write and is recognised by
+    `Store._own_write`. Only JSON answers are checked (metadata, listings: never downloaded content), by their first
+    and last bytes, without parsing them twice.
+    """
+    method, url = response.request.method, response.url or ""
+    if response.status_code not in (200, 201) or method in ("HEAD", "DELETE") or "Location" in response.headers:
+        return  # deletes and resumable-upload initiations answer without a body
+    if "json" not in response.headers.get("Content-Type", "") or "alt=media" in url:
+        return
+    body = response.content.strip()
+    if body[:1] not in (b"{", b"[") or body[-1:] not in (b"}", b"]"):
+        raise requests.exceptions.ConnectionError(
+            f"The answer to {response.request.method} {response.url} could not be read (empty or cut short: "
+            f"{body[:60]!r}).",
+            response=response,
+        )
+
+
 @contextlib.contextmanager
-def translate_errors(path: GCSPath | str, action: str) -> Iterator[None]:
-    """Re-raise the client's errors as this library's, naming the object and the action."""
+def translate_errors(
+    path: GCSPath | str, action: str, *, endpoint: str | None = None, deadline: float | None = None
+) -> Iterator[None]:
+    """Re-raise the client's errors as this library's, naming the object, the action and (where it helps) the
+    endpoint; every error that reaches users is an `OctueDagsterError` that says what happened."""
+    where = f" at {endpoint}" if endpoint else ""
     try:
-        yield
+        try:
+            yield
+        except InvalidResponse as error:
+            raise _http_error(error) from error
     except api_exceptions.PreconditionFailed:
         raise ConflictError(
             f"Could not {action} {path}: another writer changed the object since it was read, so nothing was "
@@ -142,31 +198,64 @@ def translate_errors(path: GCSPath | str, action: str) -> Iterator[None]:
         raise CloudObjectNotFoundError(f"Could not {action} {path}: it does not exist ({error.message}).") from None
     except api_exceptions.Forbidden as error:
         raise StoragePermissionError(
-            f"Permission denied to {action} {path}: the credentials in use lack the needed IAM permission "
-            f"({error.message})."
+            f"Permission denied to {action} {path}: Google Cloud Storage{where} answered 403 Forbidden, so the "
+            f"credentials in use lack the needed IAM permission ({error.message})."
         ) from None
     except api_exceptions.Unauthorized as error:
+        if _emulator():
+            advice = f"the storage emulator set by STORAGE_EMULATOR_HOST={_emulator()} refused the request"
+        else:
+            advice = "check the Google Cloud credentials in use (`gcloud auth application-default login`)"
         raise MissingCredentialsError(
-            f"Could not {action} {path}: the request was not authenticated ({error.message}). Check your Google "
-            f"Cloud credentials."
+            f"Could not {action} {path}: Google Cloud Storage{where} answered 401 Unauthorized ({error.message}); "
+            f"{advice}."
+        ) from None
+    except api_exceptions.Conflict as error:
+        raise ConflictError(
+            f"Could not {action} {path}: Google Cloud Storage{where} answered 409 Conflict ({error.message}): another "
+            f"request is changing the same object or bucket. Nothing was changed; try again."
         ) from None
     except google.auth.exceptions.RefreshError as error:
         raise MissingCredentialsError(
             f"Could not {action} {path}: the Google Cloud credentials could not be refreshed ({error}). Run "
             f"`gcloud auth application-default login` again."
         ) from None
-    except google.auth.exceptions.DefaultCredentialsError:
+    except google.auth.exceptions.DefaultCredentialsError as error:
+        if _emulator():
+            # Anonymous credentials (used with an emulator) cannot be refreshed, which is how google-auth meets a 401.
+            raise MissingCredentialsError(
+                f"Could not {action} {path}: the storage emulator set by STORAGE_EMULATOR_HOST={_emulator()} answered "
+                f"401 Unauthorized, and the anonymous credentials used with an emulator cannot be refreshed ({error})."
+            ) from None
         raise MissingCredentialsError(
             f"Could not {action} {path}: no Google Cloud credentials were found. Run `gcloud auth "
             f"application-default login` or set STORAGE_EMULATOR_HOST."
         ) from None
     except _TRANSIENT_ERRORS as error:
         # Raised once the client's retries are used up: say so, rather than leak the transport's own exception.
+        within = f" within the {deadline:g} s retry deadline" if deadline is not None else ""
         raise StorageUnavailableError(
-            f"Could not {action} {path}: Google Cloud Storage did not answer successfully, even after retries "
-            f"({type(error).__name__}: {str(error)[:300]}). Each object is as it was or fully changed, never half "
-            f"changed; try again later."
+            f"Could not {action} {path}: Google Cloud Storage{where} did not answer successfully{within}, even after "
+            f"retries ({type(error).__name__}: {str(error)[:300]}). Each object is as it was or fully changed, never "
+            f"half changed; try again later, or allow longer with StoreSettings(retry_deadline_seconds=...) or "
+            f"{RETRY_DEADLINE_VARIABLE}."
         ) from error
+    except api_exceptions.ClientError as error:
+        hint = ""
+        if "requester pays" in str(error.message).lower() or "user project" in str(error.message).lower():
+            hint = (
+                " The bucket is requester-pays: give the project to bill with Store(user_project=...) (or "
+                "StoreSettings(user_project=...))."
+            )
+        raise StorageRequestError(
+            f"Could not {action} {path}: Google Cloud Storage{where} refused the request with {error.code} "
+            f"{getattr(error, 'reason', None) or type(error).__name__} ({error.message}).{hint}"
+        ) from None
+    except _GARBLED_ANSWERS as error:
+        raise StorageUnavailableError(
+            f"Could not {action} {path}: the answer from Google Cloud Storage{where} could not be read (garbled or "
+            f"empty: {error}). Nothing is known to have changed; try again."
+        ) from None
 
 
 class _ChunkReader:
@@ -208,16 +297,21 @@ class StoreSettings:
     Retries follow google-cloud-storage's own rules (which failures are transient); these numbers say how long.
     """
 
-    #: How long one operation keeps retrying transient failures before it raises `StorageUnavailableError`.
-    retry_deadline_seconds: float = 120.0
+    #: How long one operation keeps retrying transient failures (and an unreachable endpoint) before it raises
+    #: `StorageUnavailableError`; the default is 30 s, or `$OCTUE_DAGSTER_RETRY_DEADLINE_SECONDS`. An attempt under
+    #: way when the deadline passes still finishes, so the worst case is this plus one connect timeout.
+    retry_deadline_seconds: float = dataclasses.field(default_factory=lambda: _deadline_from_environment())
     #: The first pause between retries; each later pause doubles, up to `maximum_retry_delay_seconds`.
     initial_retry_delay_seconds: float = 1.0
     maximum_retry_delay_seconds: float = 60.0
     #: How long to wait for a connection, and then for each answer.
-    connect_timeout_seconds: float = 10.0
+    connect_timeout_seconds: float = 5.0
     read_timeout_seconds: float = 60.0
     #: Objects per list request (GCS allows up to 1000): each page is one request carrying every object's metadata.
     list_page_size: int = 1000
+
+    #: The project billed for requests to requester-pays buckets (`None`: the bucket's owner pays).
+    user_project: str | None = None
 
     @property
     def retry(self) -> Retry:
@@ -230,6 +324,21 @@ class StoreSettings:
     def timeout(self) -> tuple[float, float]:
         """(connect, read) seconds, as `requests` takes them."""
         return (self.connect_timeout_seconds, self.read_timeout_seconds)
+
+
+def _deadline_from_environment() -> float:
+    text = os.environ.get(RETRY_DEADLINE_VARIABLE)
+    if not text:
+        return DEFAULT_RETRY_DEADLINE_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise InvalidInputError(
+            f"{RETRY_DEADLINE_VARIABLE}={text!r} is not a retry deadline: give a positive number of seconds, such as 30."
+        )
+    return value
 
 
 class Store:
@@ -284,11 +393,20 @@ class Store:
         return f"Store({self.settings!r})"
 
     def _bucket(self, path: GCSPath) -> storage.Bucket:
-        return self.client.bucket(path.bucket)
+        return self.client.bucket(path.bucket, user_project=self.settings.user_project)
+
+    @property
+    def endpoint(self) -> str:
+        """The address requests go to (GCS's, or the emulator's)."""
+        connection = getattr(self._client, "_connection", None)
+        return str(getattr(connection, "API_BASE_URL", None) or _emulator() or "https://storage.googleapis.com")
+
+    def _translate(self, path: GCSPath | str, action: str) -> contextlib.AbstractContextManager[None]:
+        return translate_errors(path, action, endpoint=self.endpoint, deadline=self.settings.retry_deadline_seconds)
 
     def bucket_exists(self, bucket: str) -> bool:
         """Whether a bucket exists and is visible with these credentials (one request)."""
-        with translate_errors(GCSPath(bucket, ""), "find the bucket"):
+        with self._translate(GCSPath(bucket, ""), "find the bucket"):
             return self.client.lookup_bucket(bucket) is not None
 
     def raise_if_bucket_missing(self, path: GCSPath) -> None:
@@ -300,7 +418,7 @@ class Store:
 
     def get_object(self, path: GCSPath) -> ObjectInfo | None:
         """Read an object's metadata in one request; `None` if there is no such object."""
-        with translate_errors(path, "read the metadata of"):
+        with self._translate(path, "read the metadata of"):
             blob = self._bucket(path).get_blob(path.name, retry=self.retry, timeout=self.timeout)
         return None if blob is None else ObjectInfo.from_blob(blob)
 
@@ -330,7 +448,7 @@ class Store:
         blob = self._bucket(path).blob(path.name, chunk_size=UPLOAD_CHUNK_BYTES)
         blob.metadata = dict(custom_metadata)
         size = os.path.getsize(local_path)
-        with translate_errors(path, "upload to"), open(local_path, "rb") as file:
+        with self._translate(path, "upload to"), open(local_path, "rb") as file:
             try:
                 resumable = size > MULTIPART_LIMIT_BYTES
                 # Multipart uploads carry the client's crc32c in the request, which GCS checks before committing.
@@ -353,8 +471,10 @@ class Store:
                         f"({error.message}). The object was not changed; try again."
                     ) from None
                 raise
-            except api_exceptions.PreconditionFailed:
-                # A retry of an upload whose answer was lost finds its own object there: that is success, not a conflict.
+            except (api_exceptions.PreconditionFailed, api_exceptions.NotFound, *_GARBLED_ANSWERS):
+                # A retry of an upload whose answer was lost finds its own object there (412, or 404 from a resumable
+                # session that already finished), and an upload whose answer was garbled may have been committed: if
+                # the object is exactly ours, that is success, not a conflict.
                 own = self._own_write(path, if_generation_match, crc32c, custom_metadata)
                 if own is None:
                     raise
@@ -378,7 +498,7 @@ class Store:
         """
         blob = self._bucket(info.path).blob(info.path.name)
         writer = hashing.HashingWriter(file)
-        with translate_errors(info.path, "download"):
+        with self._translate(info.path, "download"):
             try:
                 blob.download_to_file(
                     writer,
@@ -424,15 +544,25 @@ class Store:
                     f"{info.generation}, expected {if_generation_match}). Re-read the datafile and repeat the change."
                 )
             blob = self._bucket(path).blob(path.name)
-            blob.metadata = dict(change(info))
+            wanted = dict(change(info))
+            blob.metadata = wanted
             try:
-                with translate_errors(path, "update the metadata of"):
-                    blob.patch(
-                        if_generation_match=info.generation,
-                        if_metageneration_match=info.metageneration,
-                        retry=self.retry,
-                        timeout=self.timeout,
-                    )
+                with self._translate(path, "update the metadata of"):
+                    try:
+                        blob.patch(
+                            if_generation_match=info.generation,
+                            if_metageneration_match=info.metageneration,
+                            retry=self.retry,
+                            timeout=self.timeout,
+                        )
+                    except _GARBLED_ANSWERS:
+                        # The answer was garbled, but the patch may have been applied: if so, it is ours.
+                        current = self.require_object(path)
+                        if current.generation == info.generation and all(
+                            current.custom_metadata.get(key) == value for key, value in wanted.items()
+                        ):
+                            return current
+                        raise
                 return ObjectInfo.from_blob(blob)
             except ConflictError:
                 info = self.require_object(path)
@@ -456,7 +586,7 @@ class Store:
         if source.content_type:
             destination_blob.content_type = source.content_type
         rewrite_token = None
-        with translate_errors(destination, f"copy {source.path} to"):
+        with self._translate(destination, f"copy {source.path} to"):
             try:
                 while True:
                     rewrite_token, _, _ = destination_blob.rewrite(
@@ -469,8 +599,9 @@ class Store:
                     )
                     if rewrite_token is None:
                         break
-            except api_exceptions.PreconditionFailed:
-                # A retried copy whose first answer was lost finds its own copy there: success, not a conflict.
+            except (api_exceptions.PreconditionFailed, *_GARBLED_ANSWERS):
+                # A retried copy whose first answer was lost (or a copy whose answer was garbled) finds its own copy
+                # there: success, not a conflict.
                 own = self._own_write(destination, if_generation_match, source.crc32c, custom_metadata)
                 if own is None:
                     raise
@@ -502,7 +633,7 @@ class Store:
 
         With `delimiter="/"`, only the objects directly in the prefix's folder, not those in its sub-folders.
         """
-        with translate_errors(prefix, "list"):
+        with self._translate(prefix, "list"):
             blobs = self.client.list_blobs(
                 prefix.bucket,
                 prefix=prefix.name or None,
@@ -515,15 +646,27 @@ class Store:
                 yield ObjectInfo.from_blob(blob)
 
     def delete_object(self, path: GCSPath, *, if_generation_match: int | None = None) -> None:
-        """Delete an object (only at the given generation, if one is given)."""
-        with translate_errors(path, "delete"):
-            self._bucket(path).blob(path.name).delete(
-                if_generation_match=if_generation_match, retry=self.retry, timeout=self.timeout
-            )
+        """Delete an object (only at the given generation, if one is given).
+
+        An object that is already gone is not an error: a delete retried after its answer was lost finds nothing.
+        """
+        with self._translate(path, "delete"):
+            try:
+                self._bucket(path).blob(path.name).delete(
+                    if_generation_match=if_generation_match, retry=self.retry, timeout=self.timeout
+                )
+            except api_exceptions.NotFound:
+                return
+            except _GARBLED_ANSWERS:
+                # A garbled answer to a delete that was carried out: the object (at that generation) is gone.
+                current = self.get_object(path)
+                if current is None or (if_generation_match is not None and current.generation != if_generation_match):
+                    return
+                raise
 
     def ensure_bucket(self, bucket: str) -> None:
         """Create a bucket if it does not exist (for emulators, demos and tests)."""
-        with translate_errors(GCSPath(bucket, ""), "create the bucket"):
+        with self._translate(GCSPath(bucket, ""), "create the bucket"):
             try:
                 self.client.create_bucket(bucket)
             except api_exceptions.Conflict:

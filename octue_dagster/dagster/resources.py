@@ -8,7 +8,7 @@ through a `Store` made from the `GCSResource`'s client.
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import google.auth.exceptions
 from dagster import Config, ConfigurableResource, InitResourceContext, ResourceDependency
@@ -41,6 +41,7 @@ class StoreConfig(Config):
     connect_timeout_seconds: float = Field(default=_DEFAULTS.connect_timeout_seconds)
     read_timeout_seconds: float = Field(default=_DEFAULTS.read_timeout_seconds)
     list_page_size: int = Field(default=_DEFAULTS.list_page_size, description="Objects per list request (max 1000).")
+    user_project: Optional[str] = Field(default=None, description="The project billed for requester-pays buckets.")
 
     def to_settings(self) -> StoreSettings:
         return StoreSettings(**self.model_dump())

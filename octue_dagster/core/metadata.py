@@ -86,11 +86,15 @@ def validate_tag_value(name: str, value: Any) -> Any:
     try:
         return decode_json(encode_json(value))
     except (TypeError, ValueError, RecursionError) as error:
-        reason = "it is nested too deeply" if isinstance(error, RecursionError) else str(error)
         raise InvalidTagError(
             f"The value of tag {name!r} ({_shorten(value)}) cannot be stored: tag values must be JSON-serialisable "
-            f"(strings, numbers, booleans, None, lists, dicts with string keys, sets and datetimes); {reason}."
+            f"(strings, numbers, booleans, None, lists, dicts with string keys, sets and datetimes); {_reason(error)}."
         ) from None
+
+
+def _reason(error: BaseException) -> str:
+    """What went wrong, in words (a RecursionError's own message speaks of Python's stack, not of the value)."""
+    return "it is nested too deeply" if isinstance(error, RecursionError) else str(error)
 
 
 def _shorten(value: object, limit: int = 200) -> str:
@@ -437,12 +441,15 @@ def _parse_fields(fields: Mapping[str, Any], where: str) -> StoredMetadata:
         try:
             values[field] = parse(fields[field])
         except (ValueError, TypeError, OverflowError, RecursionError) as error:
-            reason = "it is nested too deeply" if isinstance(error, RecursionError) else str(error)
-            raise InvalidMetadataError(
-                f"The stored metadata field {field!r} of {where} cannot be read: {reason} Fix it, or instantiate the "
-                f"datafile with ignore_stored_metadata=True to replace it."
-            ) from None
+            raise _unreadable_field(field, where, error) from None
     return StoredMetadata(**values)
+
+
+def _unreadable_field(field: str, where: str, error: BaseException) -> InvalidMetadataError:
+    return InvalidMetadataError(
+        f"The stored metadata field {field!r} of {where} cannot be read: {_reason(error).rstrip('.')}. Fix it, or "
+        f"instantiate the datafile with ignore_stored_metadata=True to replace it."
+    )
 
 
 def from_cloud_metadata(custom_metadata: Mapping[str, str] | None, where: str) -> StoredMetadata:
@@ -473,11 +480,7 @@ def from_local_metadata(entry: Any, where: str) -> StoredMetadata:
         try:
             fields[field] = decode_raw(entry.get(field))
         except (ValueError, TypeError, RecursionError) as error:
-            reason = "it is nested too deeply" if isinstance(error, RecursionError) else str(error)
-            raise InvalidMetadataError(
-                f"The stored metadata field {field!r} of {where} cannot be read: {reason}. Fix it, or instantiate the "
-                f"datafile with ignore_stored_metadata=True to replace it."
-            ) from None
+            raise _unreadable_field(field, where, error) from None
     return _parse_fields(fields, where)
 
 

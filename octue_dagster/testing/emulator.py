@@ -5,7 +5,8 @@ reading it, so the server blocks once the pipe fills), with the in-memory backen
 object names as paths) and its output going to a log file.
 
 Command line: `python -m octue_dagster.testing.emulator [--bucket NAME ...] -- COMMAND ...` runs COMMAND with
-`STORAGE_EMULATOR_HOST` pointing at a fresh emulator, and stops the emulator afterwards. If `STORAGE_EMULATOR_HOST` is
+`STORAGE_EMULATOR_HOST` pointing at a fresh emulator, and stops the emulator afterwards, also when the runner is
+stopped with SIGTERM, SIGINT or SIGHUP (the signal is passed on to COMMAND, and the emulator stopped once it ends). If `STORAGE_EMULATOR_HOST` is
 already set, or `OCTUE_DAGSTER_REAL_GCS=1`, COMMAND runs against that instead.
 """
 
@@ -15,6 +16,7 @@ import argparse
 import contextlib
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -129,6 +131,49 @@ def running_emulator(log_path: str | os.PathLike[str] | None = None) -> Iterator
                 os.environ[EMULATOR_VARIABLE] = previous
 
 
+class _Stopped(Exception):
+    """A stop signal arrived: raised from the signal handler, so that every `with` block cleans up on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def _stop_signals_raise() -> Iterator[None]:
+    """While the block runs, SIGTERM, SIGINT and SIGHUP raise `_Stopped` (SIGTERM's default would skip clean-up)."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Stopped(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def run_command(command: list[str], grace_seconds: float = 10.0) -> int:
+    """Run `command` and return its exit code. Under `_stop_signals_raise`, a stop signal is passed on to it, and
+    `_Stopped` is re-raised once it has ended (killed after `grace_seconds`)."""
+    child = subprocess.Popen(command)
+    try:
+        return child.wait()
+    except _Stopped as stopped:
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(stopped.signum)
+        try:
+            child.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        raise
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bucket", action="append", default=[], help="create this bucket in the emulator")
@@ -140,16 +185,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give a command to run after --")
 
     use_existing = os.environ.get(EMULATOR_VARIABLE) or os.environ.get(REAL_GCS_VARIABLE) == "1"
-    with contextlib.ExitStack() as stack:
-        if not use_existing:
-            emulator = stack.enter_context(running_emulator(arguments.log))
-            print(f"GCS emulator (fake-gcs-server) at {emulator.url}; log in {emulator.log_path}", file=sys.stderr)
-            from octue_dagster.core.store import Store
+    try:
+        with _stop_signals_raise(), contextlib.ExitStack() as stack:
+            if not use_existing:
+                emulator = stack.enter_context(running_emulator(arguments.log))
+                print(f"GCS emulator (fake-gcs-server) at {emulator.url}; log in {emulator.log_path}", file=sys.stderr)
+                from octue_dagster.core.store import Store
 
-            store = Store()
-            for bucket in arguments.bucket:
-                store.ensure_bucket(bucket)
-        return subprocess.call(command)
+                store = Store()
+                for bucket in arguments.bucket:
+                    store.ensure_bucket(bucket)
+            return run_command(command)
+    except _Stopped as stopped:
+        return 128 + stopped.signum
 
 
 if __name__ == "__main__":

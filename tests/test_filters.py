@@ -16,13 +16,15 @@ from octue_dagster.exceptions import (
 )
 
 UTC = datetime.timezone.utc
+JANUARY_1 = datetime.datetime(2024, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
 def files(tmp_path) -> FilterSet:
     specs = [
-        ("t1.csv", {"turbine": "T1", "cluster": 0, "height": 80.5}, {"raw", "wind-speed"}, datetime.datetime(2024, 1, 1)),
-        ("t2.csv", {"turbine": "T2", "cluster": 1, "height": 90}, {"cleaned"}, datetime.datetime(2024, 1, 2)),
+        # Aware timestamps: a naive one stays naive (as in Octue's SDK) and cannot be compared with an aware one.
+        ("t1.csv", {"turbine": "T1", "cluster": 0, "height": 80.5}, {"raw", "wind-speed"}, JANUARY_1),
+        ("t2.csv", {"turbine": "T2", "cluster": 1, "height": 90}, {"cleaned"}, JANUARY_1 + datetime.timedelta(days=1)),
         ("notes.txt", {"turbine": "T3"}, {"raw", "notes"}, None),
     ]
     datafiles = []

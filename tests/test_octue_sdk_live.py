@@ -165,7 +165,9 @@ def test_we_read_a_dataset_the_octue_sdk_uploaded(octue_python, emulator, client
     assert {f.name: f.id for f in ours.files} == written["files"]
     assert ours.hash_value == written["hash_value"]
     assert ours.files.one(labels__contains="cleaned", tags__n__gte=2).name == "b.h5"
-    assert ours.files.one(name="a.csv").timestamp == datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+    # The SDK was given a naive datetime: it stays naive, as the SDK itself reads it.
+    timestamp = ours.files.one(name="a.csv").timestamp
+    assert timestamp == datetime.datetime(2024, 1, 2, 3, 4, 5) and timestamp.tzinfo is None
     with ours.files.one(name="a.csv").open() as file:
         assert file.read() == "a.csv"
 

@@ -86,9 +86,14 @@ def test_hostile_cloud_metadata_is_read_or_rejected_naming_object_and_field(cust
     _summary["cloud_examples"] += 1
     stored = _judge(lambda: md.from_cloud_metadata(custom, "gs://bucket/object.csv"), "gs://bucket/object.csv")
     if stored is not None:
-        # Whatever was accepted can be written back, and reads back as the same record.
-        encoded = md.to_cloud_metadata(stored.id or "a1b2c3d4-0000-4000-8000-000000000001", stored.timestamp,
-                                       stored.labels or (), stored.tags or {})
+        # Whatever was accepted can be written back (unless Octue's spacing takes it over GCS's 8 KiB limit, which
+        # is refused by name), and reads back as the same record.
+        try:
+            encoded = md.to_cloud_metadata(stored.id or "a1b2c3d4-0000-4000-8000-000000000001", stored.timestamp,
+                                           stored.labels or (), stored.tags or {})
+        except InvalidMetadataError as error:
+            assert "8192 bytes" in str(error)
+            return
         again = md.from_cloud_metadata(encoded, "gs://bucket/object.csv")
         assert again.canonical() == md.StoredMetadata(again.id, stored.timestamp, stored.labels or frozenset(),
                                                       stored.tags or {}).canonical()

@@ -1,13 +1,25 @@
 """The retention job in real Dagster runs on the emulator: dry run first, op outputs of finished runs and asset
 objects no materialization points to are removed, current and foreign objects never are."""
 
+import datetime
 import os
 import tempfile
 
-from dagster import DagsterInstance, Definitions, asset, build_schedule_context, job, materialize, op
+from dagster import (
+    AssetMaterialization,
+    DagsterInstance,
+    Definitions,
+    MetadataValue,
+    asset,
+    build_schedule_context,
+    job,
+    materialize,
+    op,
+)
 from dagster_gcp import GCSResource
 
 from octue_dagster import Datafile
+from octue_dagster.dagster import retention as retention_module
 from octue_dagster.dagster.io_manager import DatafileIOManager
 from octue_dagster.dagster.resources import DatafileResource
 from octue_dagster.dagster.retention_job import build_retention_job, build_retention_schedule
@@ -45,7 +57,7 @@ def _counts(result, op_name: str) -> dict:
     return {key: value.value for key, value in event.event_specific_data.metadata.items()}
 
 
-def test_retention_removes_only_unreferenced_objects_it_owns_after_a_dry_run(bucket, client):
+def test_retention_removes_only_unreferenced_objects_it_owns_after_a_dry_run(bucket, client, monkeypatch):
     instance = DagsterInstance.ephemeral()
     gcs = GCSResource()
     resources = {"io_manager": DatafileIOManager(bucket=bucket, gcs=gcs), "datafiles": DatafileResource(gcs=gcs)}
@@ -57,6 +69,11 @@ def test_retention_removes_only_unreferenced_objects_it_owns_after_a_dry_run(buc
     leftover = client.bucket(bucket).blob("dagster/kept/=/kept.json")
     leftover.metadata = dict(current.metadata)
     leftover.upload_from_string(b"superseded")
+    # ... that predates the latest materialization (an object written after it may belong to a run in progress).
+    instance.report_runless_asset_event(
+        AssetMaterialization("kept", metadata={"dagster/uri": MetadataValue.path(f"gs://{bucket}/{current.name}")})
+    )
+    monkeypatch.setattr(retention_module, "CLOCK_SKEW_MARGIN", datetime.timedelta(0))  # one clock here: GCS's is this one
     for name in ["dagster/kept/=/.octue", "dagster/kept/=/notes.txt", "dagster/elsewhere/copy.csv"]:
         blob = client.bucket(bucket).blob(name)
         blob.metadata = dict(current.metadata) if name.endswith("copy.csv") else None  # a mark copied elsewhere

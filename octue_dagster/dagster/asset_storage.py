@@ -40,7 +40,7 @@ from octue_dagster.dagster.type_routers import (
     resolve_router,
 )
 from octue_dagster.dagster.ui_metadata import URI_KEY, datafile_data_version, datafile_metadata
-from octue_dagster.exceptions import CloudObjectNotFoundError, ConflictError, InvalidInputError
+from octue_dagster.exceptions import CloudObjectNotFoundError, ConflictError, DatafileNotFoundError, InvalidInputError
 
 #: Asset (output) definition metadata: the object name to store this asset's file under, instead of the default.
 OBJECT_NAME_KEY = "octue_dagster/object_name"
@@ -155,9 +155,11 @@ class AssetStorage(IOManager):
         """Store a datafile at its address (upload, server-side copy, metadata patch or nothing), then remove the
         objects this address owned under other names (only at the generation listed)."""
         if datafile.cloud_path is None and not os.path.isfile(datafile.local_path):
-            raise FileNotFoundError(
-                f"{self.describe(slot)} returned the local datafile {datafile.local_path}, which does not exist: "
-                f"write it (e.g. `with datafile.open('w') as f: ...`) before returning it."
+            problem = "is a folder, not a file" if os.path.isdir(datafile.local_path) else "does not exist"
+            raise DatafileNotFoundError(
+                f"{self.describe(slot)} returned the local datafile {datafile.local_path}, which {problem}: "
+                f"write a file (e.g. `with datafile.open('w') as f: ...`) and return it (a folder of files is a "
+                f"Dataset)."
             )
         if datafile.cloud_path is not None and datafile.object_info is None:
             raise CloudObjectNotFoundError(

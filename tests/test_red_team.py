@@ -1,0 +1,158 @@
+"""Red-team attacks on what landed for storage ownership, the cache and integrity: each test is one attack as a user
+or a hostile writer would make it, through real Dagster runs on the emulator where Dagster is involved."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import tempfile
+
+import pytest
+from dagster import DagsterInstance, Definitions, asset, materialize
+
+from octue_dagster import Datafile, OctueDagsterError
+from octue_dagster.core.store import Store, make_client
+from octue_dagster.dagster import asset_storage, retention
+from octue_dagster.dagster.io_manager import DatafileIOManager
+from octue_dagster.dagster.owned_objects import OWNER_KEY
+from octue_dagster.dagster.resources import DatafileResource
+from octue_dagster.dagster.retention_job import build_retention_job
+from octue_dagster.exceptions import DatafileNotFoundError, InvalidInputError
+
+from dagster_gcp import GCSResource
+
+PLAN: dict = {}
+
+
+def _local(name: str, content: bytes) -> Datafile:
+    datafile = Datafile(os.path.join(tempfile.mkdtemp(), name))
+    with datafile.open("wb") as file:
+        file.write(content)
+    return datafile
+
+
+@asset
+def renamed() -> Datafile:
+    return _local(PLAN["name"], PLAN["content"])
+
+
+def _resources(bucket: str, **options) -> dict:
+    return {"io_manager": DatafileIOManager(bucket=bucket, gcs=GCSResource(), **options)}
+
+
+# --- retention against a materialization in progress ------------------------------------------------------------------
+
+
+def test_retention_during_a_materialization_never_removes_the_object_being_recorded(bucket, client, monkeypatch):
+    """A retention pass (older_than_days=0, "clean up everything now") runs while a run has stored an asset's new
+    object but Dagster has not yet recorded its materialization. The object is unreferenced for a moment only: it
+    must stay, or the run records a URI that no longer exists (and the old object was already replaced)."""
+    instance = DagsterInstance.ephemeral()
+    resources = _resources(bucket, object_names="datafile")
+    PLAN.update(name="first.csv", content=b"first")
+    assert materialize([renamed], resources=resources, instance=instance).success
+
+    passes = []
+    original = asset_storage.record_outputs
+
+    def retention_between_storing_and_recording(context, stored, count):
+        store = Store(make_client())
+        passes.append(
+            retention.RetentionPass(
+                store, instance, bucket=bucket, prefix="dagster", older_than=datetime.timedelta(0)
+            ).run(dry_run=False)
+        )
+        original(context, stored, count)
+
+    monkeypatch.setattr(asset_storage, "record_outputs", retention_between_storing_and_recording)
+    PLAN.update(name="second.csv", content=b"second")
+    assert materialize([renamed], resources=resources, instance=instance).success
+    assert passes and passes[0]["deleted"] == 0 and passes[0]["kept"] == 1
+    [record] = instance.fetch_materializations(renamed.key, limit=1).records
+    uri = record.asset_materialization.metadata["dagster/uri"].value
+    assert uri == f"gs://{bucket}/dagster/renamed/=/second.csv"
+    assert client.bucket(bucket).get_blob("dagster/renamed/=/second.csv").download_as_bytes() == b"second"
+
+
+def test_retention_still_removes_a_leftover_older_than_the_latest_materialization(bucket, client, monkeypatch):
+    """The rule that keeps in-progress objects must not keep leftovers for ever: an owned object written before the
+    latest materialization was recorded, which that materialization does not point to, goes."""
+    instance = DagsterInstance.ephemeral()
+    resources = _resources(bucket, object_names="datafile")
+    PLAN.update(name="first.csv", content=b"first")
+    assert materialize([renamed], resources=resources, instance=instance).success
+    first = client.bucket(bucket).get_blob("dagster/renamed/=/first.csv")
+    # A leftover as a concurrent run of the same partition leaves (its removal met a newer generation).
+    leftover = client.bucket(bucket).blob("dagster/renamed/=/old.csv")
+    leftover.metadata = dict(first.metadata)
+    leftover.upload_from_string(b"superseded")
+    PLAN.update(name="second.csv", content=b"second")
+    monkeypatch.setattr(Store, "delete_object", lambda self, path, **kwargs: None)  # the removal was lost
+    assert materialize([renamed], resources=resources, instance=instance).success
+    monkeypatch.undo()
+    monkeypatch.setattr(retention, "CLOCK_SKEW_MARGIN", datetime.timedelta(0))
+    counts = retention.RetentionPass(
+        Store(client), instance, bucket=bucket, prefix="dagster", older_than=datetime.timedelta(0)
+    ).run(dry_run=False)
+    assert counts["deleted"] == 2  # first.csv and old.csv
+    assert [blob.name for blob in client.list_blobs(bucket)] == ["dagster/renamed/=/second.csv"]
+
+
+# --- retention against forged and hostile owner marks ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "owner, folder",
+    [
+        ({"asset_key": ["renamed"], "partition": 5}, "dagster/renamed/partition=5/"),
+        ({"asset_key": ["renamed"], "partition": [1, 2]}, "dagster/renamed/partition=%5B1%2C%202%5D/"),
+        ({"asset_key": ["renamed"], "partition": True}, "dagster/renamed/partition=True/"),
+        ({"asset_key": ["renamed"], "partition": {"a": 1, "b": "x"}}, "dagster/renamed/a=1/b=x/"),
+        ({"asset_key": "renamed", "partition": None}, "dagster/r/e/n/a/m/e/d/=/"),
+        ({"run_id": 7, "step_key": "s", "output": "result", "mapping_key": None}, "dagster/run=7/step=s/output=result/=/"),
+        ({"run_id": "r", "step_key": ["s"], "output": "result", "mapping_key": None}, "dagster/run=r/"),
+    ],
+)
+def test_retention_counts_an_object_with_a_hostile_owner_mark_as_foreign(bucket, client, owner, folder):
+    """Anyone can write an object whose mark looks like ours but whose values are not what the I/O manager writes
+    (a number or list as the partition, a string as the asset key). Retention must leave it, not crash."""
+    blob = client.bucket(bucket).blob(folder + "x.csv")
+    blob.metadata = {OWNER_KEY: json.dumps(owner, sort_keys=True, separators=(",", ":"))}
+    blob.upload_from_string(b"hand written")
+    counts = retention.RetentionPass(
+        Store(client), DagsterInstance.ephemeral(), bucket=bucket, prefix="dagster", older_than=datetime.timedelta(0)
+    ).run(dry_run=False)
+    assert (counts["foreign"], counts["deleted"]) == (1, 0)
+    assert client.bucket(bucket).get_blob(folder + "x.csv") is not None
+
+
+def test_a_negative_age_threshold_at_launch_is_refused_by_name(bucket):
+    """`older_than_days` given in the launch config (not the job builder) is checked too: a negative age would make
+    every finished run's outputs and every superseded object removable, whatever their age."""
+    job = build_retention_job("retention", bucket=bucket, older_than_days=30)
+    defs = Definitions(jobs=[job], resources={"datafiles": DatafileResource(gcs=GCSResource())})
+    config = {"ops": {"retention_op": {"config": {"dry_run": False, "older_than_days": -1}}}}
+    with pytest.raises(InvalidInputError, match="older_than"):
+        defs.resolve_job_def("retention").execute_in_process(run_config=config, instance=DagsterInstance.ephemeral())
+
+
+# --- error quality of the I/O manager ----------------------------------------------------------------------------------
+
+
+@asset
+def returns_a_folder() -> Datafile:
+    return Datafile(tempfile.mkdtemp())
+
+
+@asset
+def returns_a_missing_file() -> Datafile:
+    return Datafile(os.path.join(tempfile.mkdtemp(), "never-written.csv"))
+
+
+@pytest.mark.parametrize("returning", [returns_a_folder, returns_a_missing_file])
+def test_an_asset_returning_a_missing_or_non_file_local_path_gets_a_library_error(bucket, returning):
+    with pytest.raises(DatafileNotFoundError) as raised:
+        materialize([returning], resources=_resources(bucket), instance=DagsterInstance.ephemeral())
+    assert isinstance(raised.value, OctueDagsterError)
+    assert returning.key.to_user_string() in str(raised.value)

@@ -156,3 +156,41 @@ def test_an_asset_returning_a_missing_or_non_file_local_path_gets_a_library_erro
         materialize([returning], resources=_resources(bucket), instance=DagsterInstance.ephemeral())
     assert isinstance(raised.value, OctueDagsterError)
     assert returning.key.to_user_string() in str(raised.value)
+
+
+# --- names Octue's SDK would take for its own metadata ------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from octue_dagster.core.dataset import is_octue_metadata_object  # noqa: E402
+from octue_dagster.dagster.addresses import asset_address, default_object_name  # noqa: E402
+from octue_dagster.exceptions import InvalidCloudPathError  # noqa: E402
+
+_octue_pieces = st.sampled_from(["a", ".", "/", ".octue", ".signed_metadata_files", "signed_metadata_files", "%"])
+_octue_texts = st.lists(_octue_pieces, min_size=1, max_size=4).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_octue_texts, min_size=1, max_size=3), st.one_of(st.none(), _octue_texts), st.sampled_from(["d.csv", "d"]))
+def test_no_asset_or_partition_key_makes_an_object_name_octue_would_skip(key, partition, file_name):
+    """Octue's SDK skips (and treats as its own) any object whose name ends in `.octue` or holds
+    `.signed_metadata_files`; partition keys can be anything, so a key holding those must not produce such a name:
+    the stored file would be invisible to every listing, and so never loaded and never replaced."""
+    address = asset_address("b-1", "dagster", key, partition)
+    try:
+        path = address.object_path(default_object_name(address, file_name))
+    except InvalidCloudPathError as error:  # only the object name itself may be refused, and by name
+        assert "Octue" in str(error)
+        return
+    assert not is_octue_metadata_object(path.name), path.name
+
+
+@pytest.mark.parametrize("name", [".octue", "readings.octue", "a.signed_metadata_files.csv"])
+def test_a_chosen_object_name_octue_would_take_for_metadata_is_refused(bucket, name):
+    @asset(metadata={"octue_dagster/object_name": name})
+    def chosen() -> Datafile:
+        return _local("x.csv", b"x")
+
+    with pytest.raises(InvalidCloudPathError, match="Octue"):
+        materialize([chosen], resources=_resources(bucket), instance=DagsterInstance.ephemeral())

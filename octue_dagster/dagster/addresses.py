@@ -40,6 +40,9 @@ PARTITION_DIMENSION = "partition"
 _COMPRESSION_SUFFIXES = {".gz", ".bz2", ".xz", ".zst", ".lz4", ".br"}
 
 PartitionKey = str | Mapping[str, str] | None
+#: Octue's SDK's rule for its own metadata objects: a name ending in `.octue`, or holding `.signed_metadata_files`.
+_OCTUE_METADATA = ".octue"
+_OCTUE_SIGNED_METADATA = ".signed_metadata_files"
 
 
 def encode_segment(text: str) -> str:
@@ -53,7 +56,9 @@ def encode_segment(text: str) -> str:
     if text == "":
         return "%"
     encoded = quote(text, safe=_SAFE_CHARACTERS)
-    if encoded in {".", ".."}:
+    if encoded in {".", ".."} or _OCTUE_SIGNED_METADATA in encoded:
+        # `.signed_metadata_files` anywhere in a name makes Octue's SDK (and listings that follow its rule) skip the
+        # object as a metadata file, so a key holding it must not put it in the path.
         encoded = encoded.replace(".", "%2E")
     return encoded
 
@@ -205,6 +210,12 @@ def validate_object_name(name: str) -> str:
         )
     if any(ord(character) < 32 for character in name):
         raise InvalidCloudPathError(f"The object name {name!r} contains a control character.")
+    if name.endswith(_OCTUE_METADATA) or _OCTUE_SIGNED_METADATA in name:
+        raise InvalidCloudPathError(
+            f"The object name {name!r} is one Octue's SDK treats as dataset metadata (a name ending in "
+            f"{_OCTUE_METADATA!r} or holding {_OCTUE_SIGNED_METADATA!r}), so it would be skipped by every listing and "
+            f"could overwrite a dataset's metadata. Choose another name or extension."
+        )
     return name
 
 

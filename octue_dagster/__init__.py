@@ -34,6 +34,7 @@ from octue_dagster.exceptions import (
     StorageRequestError,
     StorageUnavailableError,
     UnexpectedNumberOfResultsError,
+    UnsupportedTypeError,
 )
 from octue_dagster.core.metadata import LabelSet, TagDict
 from octue_dagster.core.selection import RetagCounts, RetagSpec, list_datafiles, retag_objects
@@ -137,6 +138,7 @@ __all__ = [
     "TagDict",
     "list_datafiles",
     "UnexpectedNumberOfResultsError",
+    "UnsupportedTypeError",
     "parse_gcs_path",
     "retag_objects",
 ]

@@ -103,6 +103,11 @@ class ReadOnlyDatafileError(OctueDagsterError, PermissionError):
     for writing or asked to change its stored content or metadata; nothing was changed."""
 
 
+class UnsupportedTypeError(OctueDagsterError, TypeError):
+    """A value or annotation of a type the library cannot handle there (for example an asset returning a `str` to
+    `DatafileIOManager`); the message names the type and what to use instead."""
+
+
 class ForeignObjectError(ConflictError):
     """An object the I/O manager did not write is where it would store an output; it was left as it was."""
 

@@ -194,3 +194,78 @@ def test_a_chosen_object_name_octue_would_take_for_metadata_is_refused(bucket, n
 
     with pytest.raises(InvalidCloudPathError, match="Octue"):
         materialize([chosen], resources=_resources(bucket), instance=DagsterInstance.ephemeral())
+
+
+# --- dataset downloads: every byte verified, nothing trusted by size or name, nothing outside the folder ----------------
+
+from faultproxy import Fault  # noqa: E402
+
+from octue_dagster import ChecksumMismatchError, Dataset  # noqa: E402
+from octue_dagster.testing.emulator import EMULATOR_VARIABLE  # noqa: E402
+
+
+def test_a_dataset_download_refuses_a_flipped_byte_and_a_same_size_local_impostor(
+    client, bucket, proxy, emulator, monkeypatch, tmp_path
+):
+    for name, content in [("a.bin", b"a" * 40_000), ("b.bin", b"b" * 40_000)]:
+        client.bucket(bucket).blob(f"ds/{name}").upload_from_string(content)
+    # A same-size, same-name file already in the target folder must not be taken for the object's content.
+    (tmp_path / "b.bin").write_bytes(b"X" * 40_000)
+    proxy.clear()
+    monkeypatch.setenv(EMULATOR_VARIABLE, proxy.url)
+    faulty = make_client()
+    monkeypatch.setenv(EMULATOR_VARIABLE, emulator.url)
+    fault = proxy.add(Fault("corrupt_response", "GET", r"a\.bin.*alt=media|alt=media.*a\.bin", after_bytes=10,
+                            strip_headers=("X-Goog-Hash",)))
+    dataset = Dataset(f"gs://{bucket}/ds", store=Store(faulty))
+    with pytest.raises(ChecksumMismatchError, match="a.bin"):
+        dataset.download(tmp_path)
+    assert fault.fired == 1
+    assert not (tmp_path / "a.bin").exists()
+    assert (tmp_path / "b.bin").read_bytes() == b"b" * 40_000
+    Dataset(f"gs://{bucket}/ds", store=Store(faulty)).download(tmp_path)  # the fault has passed
+    assert (tmp_path / "a.bin").read_bytes() == b"a" * 40_000
+
+
+def test_a_dataset_object_named_to_climb_out_of_the_folder_never_writes_outside(client, bucket, tmp_path):
+    client.bucket(bucket).blob("ds/ok.txt").upload_from_string(b"ok")
+    client.bucket(bucket).blob("ds/../../escaped.txt").upload_from_string(b"evil")
+    target = tmp_path / "deep" / "inside"
+    try:
+        Dataset(f"gs://{bucket}/ds", store=Store(client)).download(target)
+    except OctueDagsterError as error:
+        assert "escaped.txt" in str(error)
+    assert sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.is_file()) in (
+        [],
+        ["deep/inside/ok.txt"],
+    )
+
+
+# --- values the I/O manager cannot store -------------------------------------------------------------------------------
+
+from octue_dagster import UnsupportedTypeError  # noqa: E402
+
+
+@asset
+def returns_text() -> str:
+    return "hello"
+
+
+@asset
+def returns_nothing_unannotated():
+    return None
+
+
+@pytest.mark.parametrize("returning", [returns_text, returns_nothing_unannotated])
+def test_a_value_the_io_manager_cannot_store_gets_a_library_type_error(bucket, returning):
+    with pytest.raises(UnsupportedTypeError, match="Datafile") as raised:
+        materialize([returning], resources=_resources(bucket), instance=DagsterInstance.ephemeral())
+    assert isinstance(raised.value, OctueDagsterError) and isinstance(raised.value, TypeError)
+
+
+def test_a_hand_built_path_with_a_bad_bucket_is_refused_by_the_cache_with_a_library_error():
+    from octue_dagster.core import cache
+    from octue_dagster.core.gcs_path import GCSPath
+
+    with pytest.raises(InvalidCloudPathError, match="bucket"):
+        cache.cached_path(GCSPath("../..", "x"))

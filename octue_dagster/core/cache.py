@@ -43,7 +43,7 @@ import platformdirs
 from octue_dagster.core import hashing
 from octue_dagster.core.atomic import sweep_stale_temporaries, temporary_path_for
 from octue_dagster.core.gcs_path import GCSPath
-from octue_dagster.exceptions import InvalidInputError
+from octue_dagster.exceptions import InvalidCloudPathError, InvalidInputError
 
 try:  # POSIX: shared locks mark copies in use. Elsewhere an open file cannot be deleted, which protects it instead.
     import fcntl
@@ -104,7 +104,9 @@ def object_cache_dir(path: GCSPath) -> Path:
     # Defence in depth: bucket names are validated when parsed, but a GCSPath can be built by hand. The rest of the
     # path is a hex digest, so this check is all it takes to keep the folder inside the cache.
     if not path.bucket or "/" in path.bucket or "\\" in path.bucket or path.bucket.strip(".") == "":
-        raise ValueError(f"Refusing to cache an object of the bucket {path.bucket!r}: not a bucket name.")
+        raise InvalidCloudPathError(
+            f"Refusing to cache an object of the bucket {path.bucket!r}: not a bucket name."
+        )
     digest = hashlib.sha256(f"{path.bucket}/{path.name}".encode("utf-8", "surrogatepass")).hexdigest()
     return _objects_root() / path.bucket / digest[:2] / digest[2:34]
 

@@ -25,6 +25,7 @@ from dagster import DataVersion, InputContext, MetadataValue, OutputContext
 from octue_dagster.core.datafile import Datafile
 from octue_dagster.core.dataset import Dataset
 from octue_dagster.dagster.ui_metadata import dataset_data_version, dataset_metadata
+from octue_dagster.exceptions import UnsupportedTypeError
 
 #: Input metadata key: skip missing upstream partitions instead of failing (as with Dagster's UPathIOManager).
 ALLOW_MISSING_PARTITIONS = "allow_missing_partitions"
@@ -129,7 +130,7 @@ class DatafileRouter(TypeRouter):
 
     def store(self, slot: Slot, value: Any) -> list[StoredOutput]:
         if not isinstance(value, Datafile):
-            raise TypeError(
+            raise UnsupportedTypeError(
                 f"DatafileIOManager can only store a Datafile here, but {self.host.describe(slot)} returned a "
                 f"{type(value).__module__}.{type(value).__qualname__}. Return a Datafile (e.g. from "
                 f"DatafileResource.new), or give this asset another I/O manager."
@@ -154,7 +155,7 @@ class DatasetRouter(TypeRouter):
 
     def store(self, slot: Slot, value: Any) -> list[StoredOutput]:
         if not isinstance(value, Dataset):
-            raise TypeError(
+            raise UnsupportedTypeError(
                 f"DatafileIOManager can only store a Dataset here, but {self.host.describe(slot)} returned a "
                 f"{type(value).__module__}.{type(value).__qualname__}. Return a Dataset (e.g. Dataset(folder))."
             )
@@ -214,14 +215,14 @@ class PartitionsRouter(TypeRouter):
 
     def store(self, slot: Slot, value: Any) -> list[StoredOutput]:
         if slot.partition_keys == (None,):
-            raise TypeError(
+            raise UnsupportedTypeError(
                 f"DatafileIOManager stores a dict only as partition key -> value for a partitioned asset, but "
                 f"{self.host.describe(slot)} is not partitioned and returned {_describe_value(value)}. Return a "
                 f"Datafile (e.g. from DatafileResource.new), or give this asset another I/O manager."
             )
         expected = sorted(str(key) for key in slot.partition_keys)
         if not isinstance(value, Mapping) or sorted(map(str, value)) != expected:
-            raise TypeError(
+            raise UnsupportedTypeError(
                 f"{self.host.describe(slot)} materializes {len(expected)} partition(s) in one run, so it must return "
                 f"a dict of partition key to value for exactly those partitions ({', '.join(expected[:5])}"
                 f"{', ...' if len(expected) > 5 else ''}); got {_describe_value(value)}."
@@ -235,7 +236,7 @@ class PartitionsRouter(TypeRouter):
 
     def load(self, slot: Slot) -> dict[str, Any]:
         if slot.partition_keys == (None,):
-            raise TypeError(
+            raise UnsupportedTypeError(
                 f"An input loaded from {self.host.describe(slot)} is annotated as a dict of partitions, but that "
                 f"output is not partitioned. Annotate the input with the type of one value instead."
             )
@@ -282,7 +283,7 @@ def resolve_router(
         for router in routers:
             if router.match_type(typing_type):
                 return router(typing_type, host)
-        raise TypeError(
+        raise UnsupportedTypeError(
             f"DatafileIOManager cannot handle values annotated as {typing_type!r}: it handles "
             f"{', '.join(router.__name__.removesuffix('Router') for router in routers)}. Annotate the asset with one "
             f"of those, or give it another I/O manager."

@@ -269,3 +269,21 @@ def test_a_hand_built_path_with_a_bad_bucket_is_refused_by_the_cache_with_a_libr
 
     with pytest.raises(InvalidCloudPathError, match="bucket"):
         cache.cached_path(GCSPath("../..", "x"))
+
+
+# --- a copy at a chosen local path, edited in place -----------------------------------------------------------------
+
+
+def test_a_chosen_local_copy_edited_in_place_with_its_mtime_restored_is_not_served(client, bucket, tmp_path):
+    """Tools that edit in place and keep timestamps (rsync -t, `touch -r`, restoring backups) leave size and mtime as
+    they were: the copy must still not be taken for the object's content."""
+    client.bucket(bucket).blob("chosen/data.bin").upload_from_string(b"0123456789")
+    target = tmp_path / "data.bin"
+    Datafile(f"gs://{bucket}/chosen/data.bin", local_path=target, store=Store(client)).download()
+    before = os.stat(target)
+    with open(target, "r+b") as file:
+        file.write(b"X")
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    again = Datafile(f"gs://{bucket}/chosen/data.bin", local_path=target, store=Store(client))
+    with again.open("rb") as file:
+        assert file.read() == b"0123456789"

@@ -18,11 +18,16 @@ HASH_BLOCK_BYTES = 4 * 1024 * 1024
 #: How many files' hashes are remembered; long-running workers touch many files, so the cache is bounded (LRU).
 CACHE_ENTRIES = 10_000
 
-_cache: OrderedDict[str, tuple[int, int, int, int, str]] = OrderedDict()
+_cache: OrderedDict[str, tuple[int, int, int, int, int, str]] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def _store(key: str, entry: tuple[int, int, int, int, str]) -> None:
+def _identity(stat: os.stat_result) -> tuple[int, int, int, int, int]:
+    # ctime too: an in-place edit that restores the mtime (rsync -t, `touch -r`) cannot restore the ctime.
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+def _store(key: str, entry: tuple[int, int, int, int, int, str]) -> None:
     with _cache_lock:
         _cache[key] = entry
         _cache.move_to_end(key)
@@ -43,17 +48,17 @@ def crc32c_base64(data: bytes) -> str:
 def hash_file(path: str | os.PathLike[str]) -> str:
     """The base64 crc32c of a file's content, read in blocks so that memory use does not grow with the file.
 
-    The result is cached per path until the file's inode, size or modification time changes, so a second call
-    on an unchanged file does not read it again.
+    The result is cached per path until the file's inode, size, modification or change time changes, so a second
+    call on an unchanged file does not read it again.
     """
     path = os.fspath(path)
     stat = os.stat(path)
     key = os.path.realpath(path)
-    identity = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    identity = _identity(stat)
     with _cache_lock:
         cached = _cache.get(key)
-    if cached is not None and cached[:4] == identity:
-        return cached[4]
+    if cached is not None and cached[:5] == identity:
+        return cached[5]
     value = read_file_hash(path)
     _store(key, (*identity, value))
     return value
@@ -78,7 +83,7 @@ def read_stream_hash(file: IO[bytes]) -> str:
 def remember_hash(path: str | os.PathLike[str], value: str) -> None:
     """Record a hash already known for a file (for example, verified while downloading it) to save a re-read."""
     stat = os.stat(path)
-    _store(os.path.realpath(path), (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, value))
+    _store(os.path.realpath(path), (*_identity(stat), value))
 
 
 class HashingWriter(io.RawIOBase):

@@ -10,26 +10,25 @@ import tempfile
 
 import pytest
 from dagster import DagsterInstance, Definitions, asset, materialize
+from dagster_gcp import GCSResource
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from octue_dagster import Datafile, OctueDagsterError
+from octue_dagster import ChecksumMismatchError, Dataset, Datafile, OctueDagsterError, UnsupportedTypeError
 from octue_dagster.core.store import Store, make_client
 from octue_dagster.dagster import asset_storage, retention
+from octue_dagster.dagster.addresses import asset_address, default_object_name
 from octue_dagster.dagster.io_manager import DatafileIOManager
 from octue_dagster.dagster.owned_objects import OWNER_KEY
 from octue_dagster.dagster.resources import DatafileResource
 from octue_dagster.dagster.retention_job import build_retention_job
-from octue_dagster.exceptions import DatafileNotFoundError, InvalidInputError
+from octue_dagster.exceptions import DatafileNotFoundError, InvalidCloudPathError, InvalidInputError
+from octue_dagster.testing.emulator import EMULATOR_VARIABLE
 
-from dagster_gcp import GCSResource
+from faultproxy import Fault
+from test_retention import _local
 
 PLAN: dict = {}
-
-
-def _local(name: str, content: bytes) -> Datafile:
-    datafile = Datafile(os.path.join(tempfile.mkdtemp(), name))
-    with datafile.open("wb") as file:
-        file.write(content)
-    return datafile
 
 
 @asset
@@ -160,12 +159,6 @@ def test_an_asset_returning_a_missing_or_non_file_local_path_gets_a_library_erro
 
 # --- names Octue's SDK would take for its own metadata ------------------------------------------------------------------
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from octue_dagster.core.dataset import is_octue_metadata_object  # noqa: E402
-from octue_dagster.dagster.addresses import asset_address, default_object_name  # noqa: E402
-from octue_dagster.exceptions import InvalidCloudPathError  # noqa: E402
 
 _octue_pieces = st.sampled_from(["a", ".", "/", ".octue", ".signed_metadata_files", "signed_metadata_files", "%"])
 _octue_texts = st.lists(_octue_pieces, min_size=1, max_size=4).map("".join)
@@ -183,7 +176,7 @@ def test_no_asset_or_partition_key_makes_an_object_name_octue_would_skip(key, pa
     except InvalidCloudPathError as error:  # only the object name itself may be refused, and by name
         assert "Octue" in str(error)
         return
-    assert not is_octue_metadata_object(path.name), path.name
+    assert not (path.name.endswith(".octue") or ".signed_metadata_files" in path.name), path.name
 
 
 @pytest.mark.parametrize("name", [".octue", "readings.octue", "a.signed_metadata_files.csv"])
@@ -197,11 +190,6 @@ def test_a_chosen_object_name_octue_would_take_for_metadata_is_refused(bucket, n
 
 
 # --- dataset downloads: every byte verified, nothing trusted by size or name, nothing outside the folder ----------------
-
-from faultproxy import Fault  # noqa: E402
-
-from octue_dagster import ChecksumMismatchError, Dataset  # noqa: E402
-from octue_dagster.testing.emulator import EMULATOR_VARIABLE  # noqa: E402
 
 
 def test_a_dataset_download_refuses_a_flipped_byte_and_a_same_size_local_impostor(
@@ -242,8 +230,6 @@ def test_a_dataset_object_named_to_climb_out_of_the_folder_never_writes_outside(
 
 
 # --- values the I/O manager cannot store -------------------------------------------------------------------------------
-
-from octue_dagster import UnsupportedTypeError  # noqa: E402
 
 
 @asset

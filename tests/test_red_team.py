@@ -273,3 +273,27 @@ def test_a_chosen_local_copy_edited_in_place_with_its_mtime_restored_is_not_serv
     again = Datafile(f"gs://{bucket}/chosen/data.bin", local_path=target, store=Store(client))
     with again.open("rb") as file:
         assert file.read() == b"0123456789"
+
+
+# --- a tampered record of what the I/O manager last wrote ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "record",
+    ["[" * 4000 + "]" * 4000, '{"timestamp": "0001-01-01T00:00:00+05:00"}', '{"labels": 5}', "not json"],
+    ids=["nested-4000-deep", "timestamp-out-of-range", "wrong-type", "garbled"],
+)
+def test_a_tampered_written_record_is_treated_as_unknown_not_a_crash(bucket, client, record):
+    """Anyone with write access can change `octue_dagster__written` (it is plain custom metadata). The next
+    materialization must still store the output: the record is then unknown, as for an object written before it."""
+    from octue_dagster.dagster.owned_objects import WRITTEN_KEY
+
+    PLAN.update(name="r.csv", content=b"same")
+    assert materialize([renamed], resources=_resources(bucket), instance=DagsterInstance.ephemeral()).success
+    blob = client.bucket(bucket).get_blob("dagster/renamed/=/renamed.csv")
+    blob.metadata = {**blob.metadata, WRITTEN_KEY: record, "someone": "else"}
+    blob.patch()
+    PLAN.update(name="r.csv", content=b"changed")
+    assert materialize([renamed], resources=_resources(bucket), instance=DagsterInstance.ephemeral()).success
+    stored = client.bucket(bucket).get_blob("dagster/renamed/=/renamed.csv")
+    assert stored.download_as_bytes() == b"changed" and stored.metadata["someone"] == "else"

@@ -47,7 +47,8 @@ def written_base(info: ObjectInfo) -> md.StoredMetadata | None:
         return None
     try:
         return md.from_local_metadata(md.decode_json(raw), f"{info.path}'s {WRITTEN_KEY}")
-    except (InvalidMetadataError, ValueError):
+    except (InvalidMetadataError, ValueError, RecursionError, OverflowError):
+        # Tampered with or garbled (deeply nested, a timestamp out of range): treated as unknown, as if absent.
         return None
 
 

@@ -297,3 +297,19 @@ def test_a_tampered_written_record_is_treated_as_unknown_not_a_crash(bucket, cli
     assert materialize([renamed], resources=_resources(bucket), instance=DagsterInstance.ephemeral()).success
     stored = client.bucket(bucket).get_blob("dagster/renamed/=/renamed.csv")
     assert stored.download_as_bytes() == b"changed" and stored.metadata["someone"] == "else"
+
+
+# --- names of new working files -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [".octue", "results.octue", "a" * 256, "é" * 128, "a\x00b"])
+def test_a_new_working_file_name_that_would_clobber_metadata_or_no_file_system_allows_is_refused(emulator, name):
+    """`datafiles.new(".octue")` used to hand back the step folder's own metadata file: writing it destroyed the
+    metadata of every other new file of the step (their next metadata write then failed as corrupt)."""
+    resource = DatafileResource(gcs=GCSResource())
+    kept = resource.new("kept.csv", labels=["mine"])
+    with kept.open("w") as file:
+        file.write("x")
+    with pytest.raises(InvalidInputError):
+        resource.new(name)
+    assert Datafile(kept.local_path).labels == {"mine"}

@@ -20,6 +20,7 @@ from octue_dagster.core.datafile import Datafile
 from octue_dagster.core.dataset import Dataset, list_datasets, prefix_of
 from octue_dagster.core.filters import FilterList
 from octue_dagster.core.gcs_path import parse_gcs_path
+from octue_dagster.core.octue_files import METADATA_FILENAME
 from octue_dagster.core.selection import RetagCounts, RetagSpec, list_datafiles, retag_objects
 from octue_dagster.core.store import Store, StoreSettings, guard_client
 from octue_dagster.dagster.working_files import WorkingFolders, default_base
@@ -27,6 +28,8 @@ from octue_dagster.exceptions import DatafileExistsError, InvalidInputError, Mis
 
 
 _DEFAULTS = StoreSettings()
+#: The longest file name common file systems (ext4, APFS, NTFS) allow, in bytes.
+_MAX_NAME_BYTES = 255
 
 
 class StoreConfig(Config):
@@ -153,6 +156,18 @@ class DatafileResource(ConfigurableResource):
         """
         if not isinstance(name, str) or not name or "/" in name or os.sep in name or name in {".", ".."}:
             raise InvalidInputError(f"A new datafile needs a plain file name such as 'readings.csv'; got {name!r}.")
+        if name.endswith(METADATA_FILENAME):
+            # `.octue` is the folder's metadata file (every new file's metadata is written into it), and Octue's SDK
+            # skips any name ending so.
+            raise InvalidInputError(
+                f"A new datafile cannot be called {name!r}: names ending in {METADATA_FILENAME!r} are Octue's metadata "
+                f"files. Choose another name or extension."
+            )
+        if "\x00" in name or len(name.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES:
+            raise InvalidInputError(
+                f"A new datafile's name must be at most {_MAX_NAME_BYTES} bytes without NUL characters (what file "
+                f"systems allow); got {name[:40]!r}... ({len(name.encode('utf-8', 'surrogatepass'))} bytes)."
+            )
         path = self.working_folder() / name
         if path.exists():
             raise DatafileExistsError(

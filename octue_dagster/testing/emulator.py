@@ -50,7 +50,8 @@ def binary_path() -> Path:
     return binary
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now (for a server about to start)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -59,9 +60,18 @@ def _free_port() -> int:
 class Emulator:
     """A running fake-gcs-server on loopback; `url` is the value for `STORAGE_EMULATOR_HOST`."""
 
-    def __init__(self, log_path: str | os.PathLike[str] | None = None, port: int | None = None) -> None:
-        self.port = port or _free_port()
+    def __init__(
+        self,
+        log_path: str | os.PathLike[str] | None = None,
+        port: int | None = None,
+        *,
+        external_url: str | None = None,
+    ) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        #: The address the server writes into the links it hands out (media links, resumable-upload sessions): a
+        #: proxy in front of the emulator passes its own, so that follow-up requests go through it too.
+        self.external_url = external_url or self.url
         self.log_path = Path(log_path) if log_path else Path(tempfile.gettempdir()) / f"fake-gcs-{self.port}.log"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -77,7 +87,7 @@ class Emulator:
                 "-log-level", "error",
                 "-host", "127.0.0.1",
                 "-port", str(self.port),
-                "-external-url", self.url,
+                "-external-url", self.external_url,
                 "-public-host", f"127.0.0.1:{self.port}",
             ],
             stdin=subprocess.DEVNULL,

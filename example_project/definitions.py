@@ -38,8 +38,13 @@ def build_retag(bucket: str) -> tuple[dg.JobDefinition, dg.ScheduleDefinition]:
     return retag_job, build_retag_schedule(retag_job, "0 3 * * *")
 
 
-def build_definitions(bucket: str) -> dg.Definitions:
-    """The pipeline's definitions for one bucket (tests build them for a throwaway bucket)."""
+def build_definitions(bucket: str, executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:
+    """The pipeline's definitions for one bucket (tests build them for a throwaway bucket).
+
+    `executor` runs the steps elsewhere (default: Dagster's multiprocess executor), for example
+    `dagster_dask.dask_executor` or `dagster_k8s.k8s_job_executor`: every input and output goes through GCS, so steps
+    need no shared disk.
+    """
     gcs = GCSResource()
     retag_job, retag_schedule = build_retag(bucket)
     retention_job = build_retention_job("storage_retention", bucket=bucket, prefix=config.PREFIX, older_than_days=30)
@@ -54,6 +59,7 @@ def build_definitions(bucket: str) -> dg.Definitions:
             "datafiles": DatafileResource(gcs=gcs),
             "settings": config.PipelineSettings(bucket=bucket),
         },
+        executor=executor,
     )
 
 

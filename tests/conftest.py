@@ -57,6 +57,17 @@ def proxy(emulator: Emulator):
 
 
 @pytest.fixture
+def enforcing_proxy(emulator: Emulator, monkeypatch: pytest.MonkeyPatch):
+    """The emulator behind a proxy that enforces metageneration preconditions as GCS does (fake-gcs-server ignores
+    them), with STORAGE_EMULATOR_HOST pointing at the proxy for the test: clients made in the test go through it."""
+    from octue_dagster.testing.latency_proxy import LatencyProxy
+
+    with LatencyProxy(emulator.url, 0.0, enforce_preconditions=True) as running:
+        monkeypatch.setenv(EMULATOR_VARIABLE, running.url)
+        yield running
+
+
+@pytest.fixture
 def client(emulator: Emulator):
     """A storage client for the emulator."""
     return make_client()

@@ -1,6 +1,5 @@
 """Observable GCS source assets and the prefix sensor, run by Dagster against the emulator."""
 
-import json
 import os
 import tempfile
 
@@ -15,6 +14,7 @@ from dagster import (
 from dagster_gcp import GCSResource
 
 from octue_dagster import Datafile
+from octue_dagster.core.prefix_cursor import PrefixCursor, decode_cursor
 from octue_dagster.dagster.observation import OBJECT_TAG, gcs_observable_source_asset, gcs_prefix_sensor, prefix_hash
 from octue_dagster.core.store import Store
 from octue_dagster.core.gcs_path import GCSPath
@@ -92,7 +92,7 @@ def test_prefix_sensor_requests_runs_for_new_and_changed_objects_only(client, bu
         f"gs://{bucket}/incoming/a.csv",
         f"gs://{bucket}/incoming/b.csv",
     ]
-    assert set(json.loads(first.cursor)["objects"]) == {"incoming/a.csv", "incoming/b.csv"}
+    assert set(decode_cursor(first.cursor).recent) <= {"incoming/a.csv", "incoming/b.csv"}
 
     quiet = _tick(sensor, first.cursor, instance)
     assert quiet.run_requests == [] and quiet.skip_message
@@ -110,7 +110,7 @@ def test_prefix_sensor_requests_runs_for_new_and_changed_objects_only(client, bu
         f"gs://{bucket}/incoming/b.csv",
         f"gs://{bucket}/incoming/c.csv",
     ]
-    assert set(json.loads(third.cursor)["objects"]) == {"incoming/b.csv", "incoming/c.csv"}
+    assert set(decode_cursor(third.cursor).recent) <= {"incoming/b.csv", "incoming/c.csv"}
     # Run keys name the object generation, so a lost cursor cannot start a duplicate run for the same content.
     assert len({r.run_key for r in first.run_requests + third.run_requests}) == 4
 
@@ -185,3 +185,48 @@ def test_every_listing_skips_octue_metadata_objects_as_octue_does(client, bucket
     assert client.bucket(bucket).get_blob("ds/.octue").metadata is None
     assert _tick(sensor, first.cursor, instance).run_requests == []
     assert _observed_version(source, instance) == before
+
+
+def test_prefix_sensor_cursor_stays_small_and_exact_over_many_objects(client, bucket):
+    job = define_asset_job("process", selection=[process_file])
+    # settle_seconds=0: only the objects created at the newest instant are remembered by name.
+    sensor = gcs_prefix_sensor("many", f"gs://{bucket}/many/", job=job, settle_seconds=0)
+    instance = DagsterInstance.ephemeral()
+    handle = client.bucket(bucket)
+    for index in range(120):
+        handle.blob(f"many/{index:03d}.csv").upload_from_string(f"{index}".encode())
+    first = _tick(sensor, None, instance)
+    assert len(first.run_requests) == 120
+    cursor = decode_cursor(first.cursor)
+    assert isinstance(cursor, PrefixCursor) and len(cursor.recent) <= 3 and len(first.cursor) < 300
+
+    for index in range(0, 120, 10):  # metadata-only patches: no runs
+        datafile = Datafile(f"gs://{bucket}/many/{index:03d}.csv", storage_client=client)
+        datafile.labels.add("reviewed")
+        datafile.update_metadata()
+    handle.blob("many/007.csv").upload_from_string(b"new content")  # overwrite: a new generation
+    handle.blob("many/050.csv").delete()
+    handle.blob("many/050.csv").upload_from_string(b"50")  # deleted and re-created with the same bytes
+    second = _tick(sensor, first.cursor, instance)
+    assert sorted(r.tags[OBJECT_TAG] for r in second.run_requests) == [
+        f"gs://{bucket}/many/007.csv",
+        f"gs://{bucket}/many/050.csv",
+    ]
+    assert _tick(sensor, second.cursor, instance).run_requests == []
+
+
+def test_prefix_sensor_reads_a_cursor_of_the_first_version_without_repeating_runs(client, bucket):
+    job = define_asset_job("process", selection=[process_file])
+    sensor = gcs_prefix_sensor("legacy", f"gs://{bucket}/old/", job=job)
+    instance = DagsterInstance.ephemeral()
+    for name in ("a", "b"):
+        client.bucket(bucket).blob(f"old/{name}.csv").upload_from_string(name.encode())
+    blobs = {blob.name: blob for blob in client.list_blobs(bucket)}
+    legacy = (
+        '{"version": 1, "objects": {"old/a.csv": [%d, "%s"], "old/b.csv": [1, "stale"]}}'
+        % (blobs["old/a.csv"].generation, blobs["old/a.csv"].crc32c)
+    )
+    migrated = _tick(sensor, legacy, instance)
+    assert [r.tags[OBJECT_TAG] for r in migrated.run_requests] == [f"gs://{bucket}/old/b.csv"]
+    assert isinstance(decode_cursor(migrated.cursor), PrefixCursor)
+    assert _tick(sensor, migrated.cursor, instance).run_requests == []

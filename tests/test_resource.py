@@ -67,6 +67,8 @@ def test_retag_patches_metadata_keeps_content_and_counts(resource, client, bucke
         f"gs://{bucket}/d/", add_labels=["reviewed"], remove_labels=["raw"], set_tags={"batch": 7}, name_glob="*.txt"
     )
     assert (counts.scanned, counts.matched, counts.changed, counts.unchanged) == (5, 4, 4, 0)
+    # One listing, then one patch per changed object, built from the listing's metadata (no read before each).
+    assert sorted(method for method, _ in request_log.requests) == ["GET", "PATCH", "PATCH", "PATCH", "PATCH"]
     assert request_log.downloads() == []
     assert not any(method == "POST" and "upload" in url for method, url in request_log.requests)
     for blob in client.list_blobs(bucket):
@@ -83,7 +85,10 @@ def test_retag_patches_metadata_keeps_content_and_counts(resource, client, bucke
         resource.retag(f"gs://{bucket}/d/", add_labels=["Not Valid"])
 
 
-def test_concurrent_retaggers_both_take_effect(resource, client, bucket):
+def test_concurrent_retaggers_both_take_effect(enforcing_proxy, client, bucket):
+    # Re-tagging patches what the listing returned, conditional on its metageneration; GCS refuses a patch whose
+    # object another writer changed since, and the re-tagger re-reads and merges. fake-gcs-server ignores that
+    # condition, so both re-taggers go through a proxy that enforces it as GCS does.
     for index in range(5):
         _put(client, bucket, f"c/{index}.txt", b"c", labels={"raw"})
     errors: list[BaseException] = []
@@ -100,7 +105,7 @@ def test_concurrent_retaggers_both_take_effect(resource, client, bucket):
     for thread in threads:
         thread.join()
     assert errors == []
-    for datafile in resource.list(f"gs://{bucket}/c/"):
+    for datafile in DatafileResource(gcs=GCSResource()).list(f"gs://{bucket}/c/"):
         assert datafile.labels == {"raw", "first", "second"}
 
 

@@ -117,9 +117,15 @@ class OctueMetadata(md.LabelsAndTags):
         self._tags = md.TagDict(stored.tags)
         self._mark_persisted()
 
-    def update_metadata(self) -> None:
+    def update_metadata(self, *, fresh: bool = False) -> None:
         """Persist the in-memory metadata: a metadata patch on the object (content and generation untouched) and/or
-        the `.octue` entry beside a local file. Concurrent patches by other writers are merged, not lost."""
+        the `.octue` entry beside a local file. Concurrent patches by other writers are merged, not lost.
+
+        `fresh=True` says this datafile's view of its object was just read (for example from a listing, as
+        re-tagging does): the patch is sent at once, conditional on that view's metageneration, in one request, with
+        no read before it. If another writer patched since, GCS refuses it (412) and the object is re-read and the
+        change re-applied. (fake-gcs-server ignores that precondition; without `fresh`, the object is read again
+        under a lock that serialises writers on one machine, which keeps emulator runs exact too.)"""
         if self._object is None and self._local is None:
             raise CloudObjectNotFoundError(
                 f"Cannot update the metadata of {self._cloud}: the object does not exist yet. Write or upload it first."
@@ -127,11 +133,11 @@ class OctueMetadata(md.LabelsAndTags):
         # Both stores merge against what this datafile last read, not against each other's result.
         base = self._persisted
         if self._object is not None:
-            self._patch_cloud_metadata()
+            self._patch_cloud_metadata(fresh)
         if self._local is not None:
             self._write_local_metadata(base=base)
 
-    def _patch_cloud_metadata(self) -> None:
+    def _patch_cloud_metadata(self, fresh: bool) -> None:
         assert self._cloud is not None
         where = str(self._cloud)
         base, ours = self._persisted or md.StoredMetadata(), self._current()
@@ -143,10 +149,13 @@ class OctueMetadata(md.LabelsAndTags):
                 merged = merge(base, ours, md.from_cloud_metadata(info.custom_metadata, where))
             return md.to_cloud_metadata(merged.id or self._id, merged.timestamp, merged.labels or (), merged.tags or {})
 
-        # fake-gcs-server ignores metageneration preconditions, so a cross-process lock also serialises
-        # read-modify-patch cycles on one machine; across machines the metageneration precondition does.
-        with filelock.FileLock(cache.lock_path(f"patch:{self._cloud}"), timeout=cache.LOCK_TIMEOUT_SECONDS):
-            self._object = self.store.patch_metadata(self._cloud, change)
+        if fresh:
+            self._object = self.store.patch_metadata(self._cloud, change, current=self._object)
+        else:
+            # fake-gcs-server ignores metageneration preconditions, so a cross-process lock also serialises
+            # read-modify-patch cycles on one machine; across machines the metageneration precondition does.
+            with filelock.FileLock(cache.lock_path(f"patch:{self._cloud}"), timeout=cache.LOCK_TIMEOUT_SECONDS):
+                self._object = self.store.patch_metadata(self._cloud, change)
         self._adopt(md.from_cloud_metadata(self._object.custom_metadata, where))
 
     def _write_local_metadata(

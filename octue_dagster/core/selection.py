@@ -14,11 +14,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from octue_dagster.core import metadata as md
+from octue_dagster.core.bulk import run_concurrently
 from octue_dagster.core.datafile import Datafile
 from octue_dagster.core.dataset_files import is_octue_metadata_object
 from octue_dagster.core.gcs_path import GCSPath, parse_gcs_path
 from octue_dagster.core.store import ObjectInfo, Store
-from octue_dagster.exceptions import InvalidInputError, InvalidMetadataError
+from octue_dagster.exceptions import CloudObjectNotFoundError, InvalidInputError, InvalidMetadataError
 
 logger = logging.getLogger(__name__)
 
@@ -135,14 +136,19 @@ class RetagSpec:
 
 @dataclasses.dataclass
 class RetagCounts:
-    """What a re-tagging pass did: objects seen, matching the filter, changed, already right, and unreadable."""
+    """What a re-tagging pass did, exactly: objects seen, matching the filter, changed, already right, unreadable
+    (skipped), and those whose patch failed (`failures`: path -> what went wrong) or that were deleted after the
+    listing (`vanished`). Every matching object is in exactly one of changed, unchanged, failed and vanished."""
 
     scanned: int = 0
     matched: int = 0
     changed: int = 0
     unchanged: int = 0
     skipped: int = 0
+    failed: int = 0
+    vanished: int = 0
     skipped_paths: list[str] = dataclasses.field(default_factory=list)
+    failures: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -151,35 +157,66 @@ class RetagCounts:
             "changed": self.changed,
             "unchanged": self.unchanged,
             "skipped": self.skipped,
+            "failed": self.failed,
+            "vanished": self.vanished,
         }
 
 
-def retag_objects(store: Store, prefix: str | GCSPath, spec: RetagSpec, *, dry_run: bool = False) -> RetagCounts:
+#: Failure messages kept per pass (the count stays exact beyond it), so that memory stays flat.
+MAX_REPORTED_FAILURES = 1000
+
+
+def retag_objects(
+    store: Store, prefix: str | GCSPath, spec: RetagSpec, *, dry_run: bool = False, concurrency: int | None = None
+) -> RetagCounts:
     """Change labels/tags on every datafile under `prefix` that `spec` selects, without touching content.
 
-    Each change is a metadata patch merged with concurrent writers' changes (see `Datafile.update_metadata`), so two
-    re-taggers running at once both take effect. Objects whose stored metadata cannot be read are skipped and
-    counted, not rewritten. With `dry_run`, `changed` counts the objects that would change and nothing is written.
+    The listing streams page by page; each selected object's patch is built from the metadata the listing returned
+    and sent at once (one request per object, none to read it again), `concurrency` patches at a time (default:
+    `store.settings.concurrency`), with at most twice that many objects held in memory. Each patch is conditional on
+    the listed metageneration, so a concurrent writer's change is re-read and merged, never lost. One object's
+    failure is counted and reported in `failures` and does not stop the others. Objects whose stored metadata
+    cannot be read are skipped and counted, not rewritten. With `dry_run`, `changed` counts the objects that would
+    change and nothing is written.
     """
     counts = RetagCounts()
-    for info in datafile_objects(store, prefix):
-        counts.scanned += 1
-        try:
-            datafile = Datafile.from_object_info(info, store=store)
-        except InvalidMetadataError as error:
-            counts.skipped += 1
-            counts.skipped_paths.append(str(info.path))
-            logger.warning("Skipping %s: %s", info.path, error)
-            continue
-        if not spec.selects(datafile):
-            continue
-        counts.matched += 1
-        if not spec.apply(datafile):
-            counts.unchanged += 1
-            continue
-        if not dry_run:
-            datafile.update_metadata()
-        counts.changed += 1
+
+    def to_patch() -> Iterator[Datafile]:
+        # Runs in the calling thread (the pool pulls from it), so the counts need no lock.
+        for info in datafile_objects(store, prefix):
+            counts.scanned += 1
+            try:
+                datafile = Datafile.from_object_info(info, store=store)
+            except InvalidMetadataError as error:
+                counts.skipped += 1
+                counts.skipped_paths.append(str(info.path))
+                logger.warning("Skipping %s: %s", info.path, error)
+                continue
+            if not spec.selects(datafile):
+                continue
+            counts.matched += 1
+            if not spec.apply(datafile):
+                counts.unchanged += 1
+            elif dry_run:
+                counts.changed += 1
+            else:
+                yield datafile
+
+    def patch(datafile: Datafile) -> None:
+        datafile.update_metadata(fresh=True)
+
+    workers = store.settings.concurrency if concurrency is None else concurrency
+    for outcome in run_concurrently(patch, to_patch(), concurrency=workers):
+        if outcome.ok:
+            counts.changed += 1
+        elif isinstance(outcome.error, CloudObjectNotFoundError):
+            counts.vanished += 1
+        else:
+            counts.failed += 1
+            path = str(outcome.item.cloud_path)
+            if len(counts.failures) < MAX_REPORTED_FAILURES:
+                counts.failures[path] = f"{type(outcome.error).__name__}: {outcome.error}"
+            logger.warning("Could not re-tag %s: %s", path, outcome.error)
     return counts
 
 

@@ -16,11 +16,12 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, Any
 
 import google.auth.exceptions
 import requests
+import requests.adapters
 from google.api_core import exceptions as api_exceptions
 from google.cloud import storage
 from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
@@ -28,6 +29,7 @@ from google.api_core.retry import Retry
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from octue_dagster.core import hashing
+from octue_dagster.core.bulk import DEFAULT_CONCURRENCY, Outcome, run_concurrently, validate_concurrency
 from octue_dagster.core.gcs_path import GCSPath
 from octue_dagster.exceptions import (
     BucketNotFoundError,
@@ -87,6 +89,8 @@ class ObjectInfo:
     content_type: str | None
     updated: datetime.datetime | None
     custom_metadata: Mapping[str, str]
+    #: When this generation (this content) was created; metadata patches change `updated`, never this.
+    time_created: datetime.datetime | None = None
 
     @classmethod
     def from_blob(cls, blob: storage.Blob) -> ObjectInfo:
@@ -100,7 +104,28 @@ class ObjectInfo:
             content_type=blob.content_type,
             updated=blob.updated,
             custom_metadata=dict(blob.metadata or {}),
+            time_created=blob.time_created,
         )
+
+
+def _size_connection_pool(client: storage.Client, size: int) -> storage.Client:
+    """Let `size` requests share the client's session without waiting for or discarding connections.
+
+    google-cloud-storage's client is safe to share between threads (its `requests` session draws connections from
+    urllib3's thread-safe pools), but `requests` keeps at most 10 connections per host: more threads than that
+    open and throw away a connection per request ("Connection pool is full"). Mounting adapters sized for the
+    concurrency keeps every thread on a reused connection. Adapters made for other purposes (mutual TLS) are kept.
+    """
+    session = client._http
+    for scheme in ("https://", "http://"):
+        adapter = session.adapters.get(scheme)
+        if type(adapter) is not requests.adapters.HTTPAdapter or adapter._pool_maxsize >= size:
+            continue
+        session.mount(
+            scheme,
+            requests.adapters.HTTPAdapter(pool_connections=10, pool_maxsize=size, max_retries=adapter.max_retries),
+        )
+    return client
 
 
 def make_client(project: str | None = None) -> storage.Client:
@@ -309,6 +334,12 @@ class StoreSettings:
     read_timeout_seconds: float = 60.0
     #: Objects per list request (GCS allows up to 1000): each page is one request carrying every object's metadata.
     list_page_size: int = 1000
+    #: Requests in flight at once for many-object work (re-tagging, bulk deletes): GCS answers in 20-40 ms, so
+    #: overlapping requests is what makes thousands of objects fast. 1 runs one request at a time.
+    concurrency: int = DEFAULT_CONCURRENCY
+
+    def __post_init__(self) -> None:
+        validate_concurrency(self.concurrency)
 
     #: The project billed for requests to requester-pays buckets (`None`: the bucket's owner pays).
     user_project: str | None = None
@@ -362,7 +393,7 @@ class Store:
         settings: StoreSettings = StoreSettings(),
         project: str | None = None,
     ) -> None:
-        self._client = guard_client(client) if client is not None else None
+        self._client = _size_connection_pool(guard_client(client), settings.concurrency) if client is not None else None
         self._project = project
         self.settings = settings
         self.retry = settings.retry
@@ -382,7 +413,7 @@ class Store:
     def client(self) -> storage.Client:
         """The google-cloud-storage client (made on first use, so that a store can be built before credentials)."""
         if self._client is None:
-            self._client = make_client(self._project)
+            self._client = _size_connection_pool(make_client(self._project), self.settings.concurrency)
         return self._client
 
     def with_settings(self, settings: StoreSettings) -> Store:
@@ -529,14 +560,18 @@ class Store:
         change: Callable[[ObjectInfo], Mapping[str, str | None]],
         *,
         if_generation_match: int | None = None,
+        current: ObjectInfo | None = None,
     ) -> ObjectInfo:
         """Apply a metadata change without touching content (the generation stays), safe against concurrent patchers.
 
         `change` gets the object's current state and returns the custom metadata keys to set (`None` deletes a key). The
         patch is conditional on the metageneration it was computed from; if another writer patched in between, the
         object is re-read and `change` is applied again, so neither writer's change is lost.
+
+        `current` is the object's state as just read (for example by a listing): the first attempt uses it instead
+        of reading the object again, so an unchanged object costs one request.
         """
-        info = self.require_object(path)
+        info = current if current is not None else self.require_object(path)
         for _ in range(PATCH_ATTEMPTS):
             if if_generation_match is not None and info.generation != if_generation_match:
                 raise ConflictError(
@@ -663,6 +698,19 @@ class Store:
                 if current is None or (if_generation_match is not None and current.generation != if_generation_match):
                     return
                 raise
+
+    def delete_objects(self, objects: Iterable[ObjectInfo]) -> Iterator[Outcome[ObjectInfo, None]]:
+        """Delete many objects, `settings.concurrency` requests at a time, each only at the generation listed.
+
+        `objects` is consumed lazily (a listing streams through a bounded window), and each object's `Outcome` is
+        yielded as it completes: an object replaced since it was listed is not deleted (its outcome is a
+        `ConflictError`), one already gone is a `CloudObjectNotFoundError`, and neither stops the others.
+        """
+
+        def delete(info: ObjectInfo) -> None:
+            self.delete_object(info.path, if_generation_match=info.generation)
+
+        return run_concurrently(delete, objects, concurrency=self.settings.concurrency)
 
     def ensure_bucket(self, bucket: str) -> None:
         """Create a bucket if it does not exist (for emulators, demos and tests)."""

@@ -3,8 +3,8 @@
 Both read only object metadata (one `get` or paged `list` requests), never content, so watching large files is cheap.
 """
 
+import datetime
 import hashlib
-import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -26,6 +26,7 @@ from dagster import (
 from dagster._core.definitions.asset_key import CoercibleToAssetKey
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+from octue_dagster.core.prefix_cursor import DEFAULT_SETTLE, decode_cursor, scan
 from octue_dagster.core.selection import datafile_objects
 from octue_dagster.core.store import ObjectInfo
 from octue_dagster.core.gcs_path import GCSPath, parse_gcs_path
@@ -36,7 +37,6 @@ from octue_dagster.dagster.resources import store_from
 OBJECT_TAG = "octue/object"
 CRC32C_TAG = "octue/crc32c"
 GENERATION_TAG = "octue/generation"
-_CURSOR_VERSION = 1
 
 
 def prefix_hash(objects: Sequence[ObjectInfo]) -> str:
@@ -95,21 +95,6 @@ def gcs_observable_source_asset(
     return _observe
 
 
-def _read_cursor(cursor: str | None) -> dict[str, tuple[int, str]] | None:
-    """The objects seen at the last evaluation, or `None` on the first evaluation (or an unreadable cursor)."""
-    if not cursor:
-        return None
-    try:
-        data = json.loads(cursor)
-        return {name: (int(entry[0]), str(entry[1])) for name, entry in data["objects"].items()}
-    except (ValueError, KeyError, TypeError, IndexError):
-        return None
-
-
-def _write_cursor(seen: Mapping[str, tuple[int, str]]) -> str:
-    return json.dumps({"version": _CURSOR_VERSION, "objects": {name: list(entry) for name, entry in seen.items()}})
-
-
 def gcs_prefix_sensor(
     name: str,
     prefix: str,
@@ -122,17 +107,25 @@ def gcs_prefix_sensor(
     process_existing: bool = True,
     max_runs_per_tick: int | None = None,
     default_status: DefaultSensorStatus = DefaultSensorStatus.STOPPED,
+    settle_seconds: float = DEFAULT_SETTLE.total_seconds(),
 ) -> SensorDefinition:
     """A sensor that requests one run per new or changed object under `gs://bucket/prefix`.
 
-    "Changed" means new content (a different crc32c); metadata-only changes and re-uploads of identical content do
-    not trigger runs. The cursor is JSON mapping each object name to its `[generation, crc32c]`; deleted objects
-    simply drop out of it (and trigger a run if they reappear). Each run is tagged with the object's URI
-    (`octue/object`), crc32c and generation, and its run key is `<object name>@<generation>`, so a lost cursor does
-    not start duplicate runs. `run_config_fn(object_info)` can supply run config per object. With
-    `process_existing=False`, objects already there at the first evaluation are recorded without runs.
+    "Changed" means new content: a new generation of the object (an overwrite, or a delete and re-create).
+    Metadata-only changes never trigger runs, even though GCS bumps their `updated` time. Each tick reads the
+    listing (metadata only, one request per 1000 objects) and keeps a cursor of bounded size: the newest creation
+    time seen, plus the names and generations of the objects created within `settle_seconds` of it (see
+    `octue_dagster.core.prefix_cursor`), so the cursor Dagster stores on every tick does not grow with the bucket.
+    Objects re-uploaded with identical bytes by other tools are new generations and do trigger runs (`Datafile`
+    never re-uploads identical content). Each run is tagged with the object's URI (`octue/object`), crc32c and
+    generation, and its run key is `<object name>@<generation>`, so a lost cursor does not start duplicate runs.
+    `run_config_fn(object_info)` can supply run config per object. With `process_existing=False`, objects already
+    there at the first evaluation are recorded without runs. With `max_runs_per_tick`, the oldest new objects go
+    first and the rest are requested on later ticks. Cursors written by the earlier, unbounded version are read
+    once and replaced.
     """
     location = parse_gcs_path(prefix, allow_empty_name=True)
+    settle = datetime.timedelta(seconds=settle_seconds)
 
     @sensor(
         name=name,
@@ -147,32 +140,22 @@ def gcs_prefix_sensor(
         # Direct invocation (`sensor(build_sensor_context(resources=...))`) passes required resources as keywords.
         gcs = resources.get(gcs_resource_key) or getattr(context.resources, gcs_resource_key)
         store = store_from(gcs)
-        previous = _read_cursor(context.cursor)
-        first = previous is None
-        previous = previous or {}
-        seen: dict[str, tuple[int, str]] = {}
-        run_requests: list[RunRequest] = []
-        for info in sorted(datafile_objects(store, location), key=lambda item: item.path.name):
-            state = (info.generation, info.crc32c or "")
-            before = previous.get(info.path.name)
-            is_change = before is None or before[1] != state[1]
-            if first and not process_existing:
-                is_change = False
-            if is_change and max_runs_per_tick is not None and len(run_requests) >= max_runs_per_tick:
-                # Leave it out of the cursor so it is picked up next tick (keep the old state if it had one).
-                if before is not None:
-                    seen[info.path.name] = before
-                continue
-            seen[info.path.name] = state
-            if is_change:
-                run_requests.append(
-                    RunRequest(
-                        run_key=f"{info.path.name}@{info.generation}",
-                        run_config=dict(run_config_fn(info)) if run_config_fn is not None else {},
-                        tags={OBJECT_TAG: str(info.path), CRC32C_TAG: state[1], GENERATION_TAG: str(info.generation)},
-                    )
-                )
-        cursor = _write_cursor(seen)
+        result = scan(
+            datafile_objects(store, location),
+            decode_cursor(context.cursor),
+            settle=settle,
+            limit=max_runs_per_tick,
+            report_existing=process_existing,
+        )
+        run_requests = [
+            RunRequest(
+                run_key=f"{info.path.name}@{info.generation}",
+                run_config=dict(run_config_fn(info)) if run_config_fn is not None else {},
+                tags={OBJECT_TAG: str(info.path), CRC32C_TAG: info.crc32c or "", GENERATION_TAG: str(info.generation)},
+            )
+            for info in result.changed
+        ]
+        cursor = result.cursor.encode()
         if not run_requests:
             return SensorResult(skip_reason=SkipReason(f"No new or changed objects under {location}."), cursor=cursor)
         return SensorResult(run_requests=run_requests, cursor=cursor)

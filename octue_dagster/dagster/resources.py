@@ -45,6 +45,9 @@ class StoreConfig(Config):
     read_timeout_seconds: float = Field(default=_DEFAULTS.read_timeout_seconds)
     list_page_size: int = Field(default=_DEFAULTS.list_page_size, description="Objects per list request (max 1000).")
     user_project: Optional[str] = Field(default=None, description="The project billed for requester-pays buckets.")
+    concurrency: int = Field(
+        default=_DEFAULTS.concurrency, description="Requests in flight at once for many-object work such as re-tagging."
+    )
 
     def to_settings(self) -> StoreSettings:
         return StoreSettings(**self.model_dump())

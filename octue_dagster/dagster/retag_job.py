@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from dagster import (
+    Failure,
     Config,
     DefaultScheduleStatus,
     JobDefinition,
@@ -100,6 +101,16 @@ def build_retag_job(
         metadata["prefix"] = MetadataValue.path(str(location))
         if counts.skipped_paths:
             metadata["skipped_paths"] = MetadataValue.json(counts.skipped_paths[:100])
+        if counts.failures:
+            metadata["failures"] = MetadataValue.json(dict(list(counts.failures.items())[:100]))
+        if counts.failed:
+            # Every other object was re-tagged; failing the step makes the failures visible and retryable (a rerun
+            # finds the changed objects already right and patches only the rest).
+            raise Failure(
+                description=f"{counts.failed} of {counts.matched} matching objects under {location} could not be "
+                f"re-tagged; the other {counts.changed} were changed. See the failures metadata for each object.",
+                metadata=metadata,
+            )
         return metadata
 
     return build_one_op_job(

@@ -25,8 +25,8 @@ import socket
 import socketserver
 import threading
 import time
-from collections.abc import Iterator
-from urllib.parse import parse_qs, unquote, urlsplit
+from collections.abc import Callable, Iterator
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from octue_dagster.testing.emulator import EMULATOR_VARIABLE, Emulator, free_port
 
@@ -43,7 +43,8 @@ class LatencyProxy:
     """A running proxy in front of `upstream_url` (e.g. the emulator's URL); use as a context manager.
 
     `latency_seconds` is added to every request before it is forwarded. `max_connections` bounds the threads.
-    `enforce_metageneration=True` makes metadata patches behave as on GCS: see `MetagenerationBook`.
+    `enforce_preconditions=True` makes patches and deletes honour their preconditions as on GCS: see
+    `PreconditionBook`.
     """
 
     def __init__(
@@ -52,7 +53,7 @@ class LatencyProxy:
         latency_seconds: float = 0.025,
         *,
         max_connections: int = 128,
-        enforce_metageneration: bool = False,
+        enforce_preconditions: bool = False,
     ) -> None:
         parts = urlsplit(upstream_url)
         if parts.scheme != "http" or not parts.hostname:
@@ -65,8 +66,8 @@ class LatencyProxy:
         self.requests = 0
         self.peak_in_flight = 0
         self.by_method: collections.Counter[str] = collections.Counter()
-        #: With `enforce_metageneration`, the metagenerations this proxy keeps for the emulator (see the class).
-        self.metagenerations = MetagenerationBook() if enforce_metageneration else None
+        #: With `enforce_preconditions`, the metagenerations this proxy keeps for the emulator (see the class).
+        self.preconditions = PreconditionBook() if enforce_preconditions else None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -167,18 +168,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         proxy._begin(self.command)
         try:
             time.sleep(proxy.latency_seconds)  # the round trip a real request would wait for
-            book = proxy.metagenerations
-            target = book.patched_object(self.command, self.path) if book is not None else None
+            book = proxy.preconditions
+            target = book.written_object(self.command, self.path) if book is not None else None
             if target is None:
                 self._forward(book)
                 return
-            with book.lock_for(target):  # check and patch as one step, as GCS does
-                expected = book.expected_metageneration(self.path)
-                if expected is not None and expected != book.current(target):
+            with book.lock_for(target):  # check and write as one step, as GCS does
+                if not book.preconditions_hold(target, self.path, self._upstream_generation):
                     self._discard_body()
                     self._answer_precondition_failed(target)
                     return
-                self._forward(book, patched=target)
+                self._forward(book, patched=target if self.command == "PATCH" else None)
         except (OSError, http.client.HTTPException):
             self.close_connection = True  # the client sees a dropped connection, as it would from a broken network
             if self._upstream is not None:
@@ -187,7 +187,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         finally:
             proxy._end()
 
-    def _forward(self, book: MetagenerationBook | None, patched: tuple[str, str] | None = None) -> None:
+    def _forward(self, book: PreconditionBook | None, patched: tuple[str, str] | None = None) -> None:
         """Send the request upstream and relay the answer (a successful patch of `patched` counts as one)."""
         proxy = self.server.proxy
         length = int(self.headers.get("Content-Length") or 0)
@@ -235,6 +235,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             upstream.close()
             self._upstream = None
 
+    def _upstream_generation(self, target: tuple[str, str]) -> int:
+        """The object's current generation as the emulator holds it (0 if there is none), read on the side."""
+        connection = http.client.HTTPConnection(*self.server.proxy.upstream, timeout=_SOCKET_TIMEOUT_SECONDS)
+        try:
+            connection.request("GET", f"/storage/v1/b/{quote(target[0], safe='')}/o/{quote(target[1], safe='')}")
+            response = connection.getresponse()
+            body = response.read()
+            return int(json.loads(body)["generation"]) if response.status == 200 else 0
+        finally:
+            connection.close()
+
     def _discard_body(self) -> None:
         for _ in _blocks(self.rfile, int(self.headers.get("Content-Length") or 0)):
             pass
@@ -256,14 +267,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 _OBJECT_PATH = re.compile(r"^/storage/v1/b/(?P<bucket>[^/?]+)/o/(?P<name>[^/?]+)(?:\?|$)")
 
 
-class MetagenerationBook:
-    """Metagenerations as GCS keeps them, for an emulator that does not (fake-gcs-server leaves every object at
-    metageneration 1 and ignores `ifMetagenerationMatch`).
+class PreconditionBook:
+    """Preconditions as GCS enforces them, for an emulator that does not (fake-gcs-server leaves every object at
+    metageneration 1, and ignores `ifMetagenerationMatch` on patches and `ifGenerationMatch` on deletes).
 
     The proxy counts the metadata patches it forwards: each successful PATCH of an object adds one to its
-    metageneration (back to 1 when the generation changes), a PATCH whose `ifMetagenerationMatch` differs is answered
-    412 without being forwarded, and the `metageneration` of every object resource it relays (reads, listings, patch
-    and upload answers) is rewritten to the count. Only writes that go through the proxy are counted.
+    metageneration (back to 1 when the generation changes), and the `metageneration` of every object resource it
+    relays (reads, listings, patch and upload answers) is rewritten to the count. A PATCH or DELETE whose
+    `ifMetagenerationMatch` or `ifGenerationMatch` does not hold is answered 412 without being forwarded (the
+    generation is read from the emulator on the side). Only writes that go through the proxy are counted.
     """
 
     def __init__(self) -> None:
@@ -272,14 +284,19 @@ class MetagenerationBook:
         self._object_locks: dict[tuple[str, str], threading.Lock] = collections.defaultdict(threading.Lock)
 
     @staticmethod
-    def patched_object(method: str, path: str) -> tuple[str, str] | None:
-        match = _OBJECT_PATH.match(path) if method == "PATCH" else None
+    def written_object(method: str, path: str) -> tuple[str, str] | None:
+        """The (bucket, name) a metadata patch or a delete writes to, else `None`."""
+        match = _OBJECT_PATH.match(path) if method in ("PATCH", "DELETE") else None
         return None if match is None else (unquote(match["bucket"]), unquote(match["name"]))
 
-    @staticmethod
-    def expected_metageneration(path: str) -> int | None:
-        values = parse_qs(urlsplit(path).query).get("ifMetagenerationMatch")
-        return int(values[0]) if values else None
+    def preconditions_hold(
+        self, target: tuple[str, str], path: str, generation_of: Callable[[tuple[str, str]], int]
+    ) -> bool:
+        """Whether the request's `ifMetagenerationMatch` and `ifGenerationMatch` hold for the object now."""
+        query = parse_qs(urlsplit(path).query)
+        if "ifMetagenerationMatch" in query and int(query["ifMetagenerationMatch"][0]) != self.current(target):
+            return False
+        return "ifGenerationMatch" not in query or int(query["ifGenerationMatch"][0]) == generation_of(target)
 
     def lock_for(self, target: tuple[str, str]) -> threading.Lock:
         with self._lock:
@@ -328,7 +345,7 @@ def emulator_with_latency(
     log_path: str | os.PathLike[str] | None = None,
     *,
     max_connections: int = 128,
-    enforce_metageneration: bool = False,
+    enforce_preconditions: bool = False,
 ) -> Iterator[tuple[Emulator, LatencyProxy]]:
     """A fresh emulator behind a latency proxy, with `STORAGE_EMULATOR_HOST` pointing at the proxy for the block.
 
@@ -340,7 +357,7 @@ def emulator_with_latency(
         f"http://127.0.0.1:{port}",
         latency_seconds,
         max_connections=max_connections,
-        enforce_metageneration=enforce_metageneration,
+        enforce_preconditions=enforce_preconditions,
     )
     with proxy:
         with Emulator(log_path, port, external_url=proxy.url) as emulator:

@@ -1,4 +1,7 @@
-"""`python -m benchmarks [--quick] [--size-mib N] ...`: run every benchmark against a fresh emulator, print the table.
+"""`python -m benchmarks [--quick] [--only NAMES] ...`: run the benchmarks against a fresh emulator, print the table.
+
+Benchmarks (choose with `--only hash,metadata,...`; default all): hash, metadata, transfer, memory, dataset, and the
+latency ones: retag, list, inputs, sensor (through a proxy adding `--latency-ms` to every request).
 
 The emulator (fake-gcs-server, in-memory) and the download cache are private to the run; big files go in a temporary
 folder that is deleted at the end. The table is also written to benchmarks/results/latest.txt.
@@ -17,7 +20,7 @@ import time
 import uuid
 from pathlib import Path
 
-from benchmarks import cache_bench, dataset_bench, hash_bench, memory_bench, metadata_bench, transfer_bench
+from benchmarks import cache_bench, dataset_bench, hash_bench, latency_bench, memory_bench, metadata_bench, transfer_bench
 from benchmarks.measure import MIB, make_random_file
 from benchmarks.table import Row, render
 from octue_dagster.core import store
@@ -25,6 +28,7 @@ from octue_dagster.core.cache import CACHE_DIR_VARIABLE
 from octue_dagster.testing.emulator import running_emulator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ALL_BENCHMARKS = ("hash", "metadata", "transfer", "memory", "dataset", *latency_bench.BENCHMARKS)
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.txt"
 
 
@@ -37,11 +41,21 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="timed repetitions; the best is reported (default 2)")
     parser.add_argument("--workdir", help="where big temporary files go (default: the system temp folder)")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 if any goal is missed")
+    parser.add_argument("--only", help=f"comma-separated benchmarks to run, of: {', '.join(ALL_BENCHMARKS)}")
+    parser.add_argument("--latency-ms", type=float, default=25.0, help="delay the proxy adds per request (25)")
+    parser.add_argument("--latency-objects", type=int, help="objects for the latency benchmarks (default 1000)")
+    parser.add_argument("--sensor-objects", type=int, help="objects under the sensor's prefix (default 20000)")
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight for many-object work (16)")
     arguments = parser.parse_args(argv)
-    defaults = (64, 64, 100, 2) if arguments.quick else (1024, 256, 1000, 2)
-    for field, default in zip(("size_mib", "hash_mib", "datafiles", "rounds"), defaults):
+    defaults = (64, 64, 100, 2, 200, 2000) if arguments.quick else (1024, 256, 1000, 2, 1000, 20000)
+    fields = ("size_mib", "hash_mib", "datafiles", "rounds", "latency_objects", "sensor_objects")
+    for field, default in zip(fields, defaults):
         if getattr(arguments, field) is None:
             setattr(arguments, field, default)
+    arguments.only = set(ALL_BENCHMARKS) if not arguments.only else set(arguments.only.split(","))
+    unknown = arguments.only - set(ALL_BENCHMARKS)
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(sorted(unknown))}; choose from {', '.join(ALL_BENCHMARKS)}")
     return arguments
 
 
@@ -51,37 +65,58 @@ def _step(message: str) -> None:
 
 def run(arguments: argparse.Namespace, workdir: Path) -> list[Row]:
     rows: list[Row] = []
-    _step(f"writing a {arguments.hash_mib} MiB file for hashing")
-    hash_file = make_random_file(workdir / "hash.bin", arguments.hash_mib * MIB)
-    _step("1. hash throughput")
-    rows += hash_bench.throughput_rows(hash_file, repeats=max(5, arguments.rounds))
-    _step("2. second hash_value access")
-    rows += hash_bench.second_access_rows(hash_file)
-    hash_file.unlink()
+    if "hash" in arguments.only:
+        _step(f"writing a {arguments.hash_mib} MiB file for hashing")
+        hash_file = make_random_file(workdir / "hash.bin", arguments.hash_mib * MIB)
+        _step("1. hash throughput")
+        rows += hash_bench.throughput_rows(hash_file, repeats=max(5, arguments.rounds))
+        _step("2. second hash_value access")
+        rows += hash_bench.second_access_rows(hash_file)
+        hash_file.unlink()
+    if arguments.only & {"metadata", "transfer", "memory", "dataset"}:
+        rows += _emulator_rows(arguments, workdir)
+    latency = arguments.only & set(latency_bench.BENCHMARKS)
+    if latency:
+        _step(f"7. many-object work at {arguments.latency_ms:g} ms per request ({', '.join(sorted(latency))})")
+        rows += latency_bench.latency_rows(
+            workdir,
+            latency_ms=arguments.latency_ms,
+            objects=arguments.latency_objects,
+            sensor_objects=arguments.sensor_objects,
+            concurrency=arguments.concurrency,
+            which=latency,
+        )
+    return rows
 
+
+def _emulator_rows(arguments: argparse.Namespace, workdir: Path) -> list[Row]:
+    rows: list[Row] = []
     with running_emulator(workdir / "fake-gcs-server.log"):
         client = store.Store.default().client
         bucket = f"benchmark-{uuid.uuid4().hex[:8]}"
         store.Store(client).ensure_bucket(bucket)
 
-        _step(f"3. metadata reads of {arguments.datafiles} cloud datafiles (creating the objects first)")
-        names = metadata_bench.create_small_objects(client, bucket, arguments.datafiles)
-        rows += metadata_bench.metadata_read_rows(client, bucket, names, max(3, arguments.rounds))
-        _step(f"3b. downloading {len(names)} small objects: cost of the cache's size limit and eviction")
-        rows += cache_bench.eviction_rows(client, bucket, names, workdir, max(3, arguments.rounds))
-
-        _step(f"writing a {arguments.size_mib} MiB file for transfers")
-        big_file = make_random_file(workdir / "big.bin", arguments.size_mib * MIB)
-        _step(f"4. upload and download, {arguments.rounds} round(s)")
-        rows += transfer_bench.transfer_rows(client, big_file, bucket, workdir, arguments.rounds)
-        _step("5. peak memory, one fresh process per operation")
-        rows += memory_bench.memory_rows(client, big_file, bucket, workdir, PROJECT_ROOT)
-        big_file.unlink()
-
-        _step(f"6. datasets of {arguments.datafiles} files: instantiation, re-upload, peak memory")
-        rows += dataset_bench.instantiation_rows(client, bucket, workdir, arguments.datafiles)
-        rows += dataset_bench.reupload_rows(client, bucket, workdir, arguments.datafiles, changed=10)
-        rows += dataset_bench.memory_rows(bucket, workdir, PROJECT_ROOT, arguments.datafiles, arguments.size_mib)
+        if "metadata" in arguments.only:
+            _step(f"3. metadata reads of {arguments.datafiles} cloud datafiles (creating the objects first)")
+            names = metadata_bench.create_small_objects(client, bucket, arguments.datafiles)
+            rows += metadata_bench.metadata_read_rows(client, bucket, names, max(3, arguments.rounds))
+            _step(f"3b. downloading {len(names)} small objects: cost of the cache's size limit and eviction")
+            rows += cache_bench.eviction_rows(client, bucket, names, workdir, max(3, arguments.rounds))
+        if arguments.only & {"transfer", "memory"}:
+            _step(f"writing a {arguments.size_mib} MiB file for transfers")
+            big_file = make_random_file(workdir / "big.bin", arguments.size_mib * MIB)
+            if "transfer" in arguments.only:
+                _step(f"4. upload and download, {arguments.rounds} round(s)")
+                rows += transfer_bench.transfer_rows(client, big_file, bucket, workdir, arguments.rounds)
+            if "memory" in arguments.only:
+                _step("5. peak memory, one fresh process per operation")
+                rows += memory_bench.memory_rows(client, big_file, bucket, workdir, PROJECT_ROOT)
+            big_file.unlink()
+        if "dataset" in arguments.only:
+            _step(f"6. datasets of {arguments.datafiles} files: instantiation, re-upload, peak memory")
+            rows += dataset_bench.instantiation_rows(client, bucket, workdir, arguments.datafiles)
+            rows += dataset_bench.reupload_rows(client, bucket, workdir, arguments.datafiles, changed=10)
+            rows += dataset_bench.memory_rows(bucket, workdir, PROJECT_ROOT, arguments.datafiles, arguments.size_mib)
     return rows
 
 
@@ -92,6 +127,9 @@ def header(arguments: argparse.Namespace) -> list[str]:
         f"(in-memory) on loopback",
         f"transfer/memory file {arguments.size_mib} MiB, hash file {arguments.hash_mib} MiB, "
         f"{arguments.datafiles} datafiles, best of {arguments.rounds} round(s) for transfers; ratio = ours / baseline",
+        f"latency benchmarks: {arguments.latency_ms:g} ms added per request by a loopback proxy, "
+        f"{arguments.latency_objects} objects ({arguments.sensor_objects} for the sensor), concurrency "
+        f"{arguments.concurrency}; run: {', '.join(name for name in ALL_BENCHMARKS if name in arguments.only)}",
         "",
     ]
 

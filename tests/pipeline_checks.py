@@ -26,6 +26,25 @@ def by_path(bucket: str) -> dict[str, Datafile]:
     return {datafile.cloud_path: datafile for datafile in listed}
 
 
+def check_day(stored: dict[str, Datafile], bucket: str, day: str) -> int:
+    """Assert one day's raw and cleaned readings (content, metadata, provenance); return the cleaned row count."""
+    raw = stored[f"gs://{bucket}/dagster/raw_readings/partition={day}/raw_readings.csv"]
+    cleaned = stored[f"gs://{bucket}/dagster/cleaned_readings/partition={day}/cleaned_readings.csv"]
+    raw_rows, cleaned_rows = rows(raw), rows(cleaned)
+    # Every turbine reports every 10 minutes; cleaning drops the bad rows and only those.
+    assert len(raw_rows) == len(readings.TURBINES) * 144
+    assert 0 < len(cleaned_rows) < len(raw_rows)
+    assert all(readings.is_good(row) for row in cleaned_rows)
+    assert len(cleaned_rows) == sum(readings.is_good(row) for row in raw_rows)
+    assert raw.labels == {"turbine-readings", "raw"} and cleaned.labels == {"turbine-readings", "cleaned"}
+    assert cleaned.tags["rows"] == len(cleaned_rows)
+    assert cleaned.tags["dropped_rows"] == len(raw_rows) - len(cleaned_rows)
+    # Provenance: the cleaned file names the raw file it came from by id and crc32c.
+    assert cleaned.tags["source_id"] == raw.id and cleaned.tags["source_crc32c"] == raw.hash_value
+    assert raw.timestamp.date().isoformat() == day
+    return len(cleaned_rows)
+
+
 def check_pipeline_outputs(bucket: str, site_uri: str, instance: dg.DagsterInstance) -> dict[str, Datafile]:
     """Assert every stored file's content, metadata and provenance, and what Dagster recorded; return the files."""
     stored = by_path(bucket)
@@ -34,23 +53,7 @@ def check_pipeline_outputs(bucket: str, site_uri: str, instance: dg.DagsterInsta
     expected |= {f"gs://{bucket}/dagster/cleaned_readings/partition={day}/cleaned_readings.csv" for day in DAYS}
     assert set(stored) == expected
 
-    total_cleaned = 0
-    for day in DAYS:
-        raw = stored[f"gs://{bucket}/dagster/raw_readings/partition={day}/raw_readings.csv"]
-        cleaned = stored[f"gs://{bucket}/dagster/cleaned_readings/partition={day}/cleaned_readings.csv"]
-        raw_rows, cleaned_rows = rows(raw), rows(cleaned)
-        # Every turbine reports every 10 minutes; cleaning drops the bad rows and only those.
-        assert len(raw_rows) == len(readings.TURBINES) * 144
-        assert 0 < len(cleaned_rows) < len(raw_rows)
-        assert all(readings.is_good(row) for row in cleaned_rows)
-        assert len(cleaned_rows) == sum(readings.is_good(row) for row in raw_rows)
-        assert raw.labels == {"turbine-readings", "raw"} and cleaned.labels == {"turbine-readings", "cleaned"}
-        assert cleaned.tags["rows"] == len(cleaned_rows)
-        assert cleaned.tags["dropped_rows"] == len(raw_rows) - len(cleaned_rows)
-        # Provenance: the cleaned file names the raw file it came from by id and crc32c.
-        assert cleaned.tags["source_id"] == raw.id and cleaned.tags["source_crc32c"] == raw.hash_value
-        assert raw.timestamp.date().isoformat() == day
-        total_cleaned += len(cleaned_rows)
+    total_cleaned = sum(check_day(stored, bucket, day) for day in DAYS)
 
     summary = stored[f"gs://{bucket}/dagster/turbine_summary/=/turbine_summary.h5"]
     assert summary.tags["days"] == DAYS

@@ -22,10 +22,12 @@ from typing import Any, Protocol
 
 from dagster import DataVersion, InputContext, MetadataValue, OutputContext
 
+from octue_dagster.core.bulk import run_concurrently
 from octue_dagster.core.datafile import Datafile
 from octue_dagster.core.dataset import Dataset
 from octue_dagster.dagster.ui_metadata import dataset_data_version, dataset_metadata
 from octue_dagster.exceptions import UnsupportedTypeError
+from octue_dagster.core.store import Store
 
 #: Input metadata key: skip missing upstream partitions instead of failing (as with Dagster's UPathIOManager).
 ALLOW_MISSING_PARTITIONS = "allow_missing_partitions"
@@ -65,6 +67,8 @@ class StoredOutput:
 
 class RouterHost(Protocol):
     """What routers need from the I/O manager's worker (implemented by `AssetStorage`)."""
+
+    store: Store
 
     def store_datafile(self, slot: Slot, datafile: Datafile) -> StoredOutput: ...
 
@@ -243,14 +247,25 @@ class PartitionsRouter(TypeRouter):
         metadata = slot.context.definition_metadata if isinstance(slot.context, InputContext) else None
         allow_missing = bool((metadata or {}).get(ALLOW_MISSING_PARTITIONS, False))
         router = self.host.router_for(self.value_type)
+        singles = list(slot.each())
+        # At least one listing request per partition: run `concurrency` at a time (a fan-in over 1000 daily
+        # partitions is 1000 requests, 25 s one after another at 25 ms each), and keep the partitions' order.
+        concurrency = self.host.store.settings.concurrency
+        outcomes = {
+            str(outcome.item.partition_key): outcome
+            for outcome in run_concurrently(router.load, singles, concurrency=concurrency)
+        }
         loaded: dict[str, Any] = {}
-        for single in slot.each():
-            try:
-                loaded[str(single.partition_key)] = router.load(single)
-            except FileNotFoundError as error:
-                if not allow_missing:
-                    raise
-                slot.context.log.warning(f"Skipping a missing partition ({ALLOW_MISSING_PARTITIONS}=True): {error}")
+        for single in singles:
+            outcome = outcomes[str(single.partition_key)]
+            if outcome.ok:
+                loaded[str(single.partition_key)] = outcome.result
+            elif allow_missing and isinstance(outcome.error, FileNotFoundError):
+                slot.context.log.warning(
+                    f"Skipping a missing partition ({ALLOW_MISSING_PARTITIONS}=True): {outcome.error}"
+                )
+            else:
+                raise outcome.error
         return loaded
 
 

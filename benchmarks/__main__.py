@@ -1,7 +1,8 @@
 """`python -m benchmarks [--quick] [--only NAMES] ...`: run the benchmarks against a fresh emulator, print the table.
 
-Benchmarks (choose with `--only hash,metadata,...`; default all): hash, metadata, transfer, memory, dataset, and the
-latency ones: retag, list, inputs, sensor (through a proxy adding `--latency-ms` to every request).
+Benchmarks (choose with `--only hash,metadata,...`; default all): hash, metadata, transfer, sliced, memory,
+dataset, and the latency ones: retag, list, inputs, sensor, dataset-latency (through a proxy adding `--latency-ms`
+to each request).
 
 The emulator (fake-gcs-server, in-memory) and the download cache are private to the run; big files go in a temporary
 folder that is deleted at the end. The table is also written to benchmarks/results/latest.txt.
@@ -20,7 +21,16 @@ import time
 import uuid
 from pathlib import Path
 
-from benchmarks import cache_bench, dataset_bench, hash_bench, latency_bench, memory_bench, metadata_bench, transfer_bench
+from benchmarks import (
+    cache_bench,
+    dataset_bench,
+    hash_bench,
+    latency_bench,
+    memory_bench,
+    metadata_bench,
+    sliced_bench,
+    transfer_bench,
+)
 from benchmarks.measure import MIB, make_random_file
 from benchmarks.table import Row, render
 from octue_dagster.core import store
@@ -28,7 +38,7 @@ from octue_dagster.core.cache import CACHE_DIR_VARIABLE
 from octue_dagster.testing.emulator import running_emulator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-ALL_BENCHMARKS = ("hash", "metadata", "transfer", "memory", "dataset", *latency_bench.BENCHMARKS)
+ALL_BENCHMARKS = ("hash", "metadata", "transfer", "sliced", "memory", "dataset", *latency_bench.LATENCY_BENCHMARKS)
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.txt"
 
 
@@ -73,9 +83,9 @@ def run(arguments: argparse.Namespace, workdir: Path) -> list[Row]:
         _step("2. second hash_value access")
         rows += hash_bench.second_access_rows(hash_file)
         hash_file.unlink()
-    if arguments.only & {"metadata", "transfer", "memory", "dataset"}:
+    if arguments.only & {"metadata", "transfer", "sliced", "memory", "dataset"}:
         rows += _emulator_rows(arguments, workdir)
-    latency = arguments.only & set(latency_bench.BENCHMARKS)
+    latency = arguments.only & set(latency_bench.LATENCY_BENCHMARKS)
     if latency:
         _step(f"7. many-object work at {arguments.latency_ms:g} ms per request ({', '.join(sorted(latency))})")
         rows += latency_bench.latency_rows(
@@ -102,12 +112,15 @@ def _emulator_rows(arguments: argparse.Namespace, workdir: Path) -> list[Row]:
             rows += metadata_bench.metadata_read_rows(client, bucket, names, max(3, arguments.rounds))
             _step(f"3b. downloading {len(names)} small objects: cost of the cache's size limit and eviction")
             rows += cache_bench.eviction_rows(client, bucket, names, workdir, max(3, arguments.rounds))
-        if arguments.only & {"transfer", "memory"}:
+        if arguments.only & {"transfer", "sliced", "memory"}:
             _step(f"writing a {arguments.size_mib} MiB file for transfers")
             big_file = make_random_file(workdir / "big.bin", arguments.size_mib * MIB)
             if "transfer" in arguments.only:
                 _step(f"4. upload and download, {arguments.rounds} round(s)")
                 rows += transfer_bench.transfer_rows(client, big_file, bucket, workdir, arguments.rounds)
+            if "sliced" in arguments.only:
+                _step(f"4b. sliced downloads with the transfer manager, {arguments.rounds} round(s)")
+                rows += sliced_bench.sliced_rows(client, big_file, bucket, workdir, arguments.rounds)
             if "memory" in arguments.only:
                 _step("5. peak memory, one fresh process per operation")
                 rows += memory_bench.memory_rows(client, big_file, bucket, workdir, PROJECT_ROOT)

@@ -14,6 +14,7 @@ import dataclasses
 import datetime
 import json
 import os
+import shutil
 import sys
 import time
 import uuid
@@ -24,9 +25,11 @@ from typing import Any
 import dagster as dg
 from google.cloud import storage
 
+from benchmarks.dataset_bench import make_local_dataset
 from benchmarks.table import Row
 from octue_dagster.core import metadata as md
 from octue_dagster.core.bulk import run_concurrently
+from octue_dagster.core.dataset import Dataset
 from octue_dagster.core.gcs_path import GCSPath
 from octue_dagster.core.prefix_cursor import decode_cursor, scan
 from octue_dagster.core.selection import RetagSpec, list_datafiles, retag_objects
@@ -223,7 +226,29 @@ def sensor_rows(proxy: LatencyProxy, direct: storage.Client, store: Store, bucke
     ]
 
 
-BENCHMARKS = ("retag", "list", "inputs", "sensor")
+def dataset_rows(proxy, store: Store, bucket: str, workdir: Path, count: int, latency: float) -> list[Row]:
+    """Re-upload a local dataset of `count` files of which 10 changed: ours (concurrent) vs one transfer at a time."""
+    folder = workdir / "latency-dataset"
+    _step(f"upload a dataset of {count} files twice (untimed), then change 10 of them")
+    make_local_dataset(folder, count)
+    for side in ("ours", "serial"):
+        Dataset(folder, store=store, max_workers=store.settings.concurrency).upload(f"gs://{bucket}/dataset-{side}")
+    for index in range(10):
+        (folder / f"turbine-{index:05d}.csv").write_text(f"time,speed\n0,{index + 0.5}\n")
+
+    def upload(side: str, workers: int) -> None:
+        report = Dataset(folder, store=store, max_workers=workers).upload_with_report(f"gs://{bucket}/dataset-{side}")
+        assert len(report.transferred) == 10, report
+
+    concurrency = store.settings.concurrency
+    _step(f"re-upload it, {concurrency} transfers at a time, then one at a time")
+    ours = _measure(proxy, concurrency, lambda: upload("ours", concurrency))
+    serial = _measure(proxy, 1, lambda: upload("serial", 1))
+    shutil.rmtree(folder, ignore_errors=True)
+    return _rows(f"re-upload a dataset of {count} files, 10 changed", ours, serial, latency, {})
+
+
+LATENCY_BENCHMARKS = ("retag", "list", "inputs", "sensor", "dataset-latency")
 
 
 def latency_rows(
@@ -232,7 +257,7 @@ def latency_rows(
     """Every latency figure that `which` names, on a fresh emulator behind a fresh latency proxy."""
     latency = latency_ms / 1000
     rows: list[Row] = []
-    with emulator_with_latency(latency, workdir / "latency-emulator.log") as (emulator, proxy):
+    with emulator_with_latency(latency, workdir / "latency-emulator.log", separate_process=True) as (emulator, proxy):
         direct = _direct_client(emulator.url)
         store = Store(settings=StoreSettings(concurrency=concurrency))
         serial = store.with_settings(dataclasses.replace(store.settings, concurrency=1))
@@ -249,6 +274,8 @@ def latency_rows(
             rows += listing_rows(proxy, store, bucket, objects, latency)
         if "inputs" in which:
             rows += lazy_input_rows(proxy, direct, store, serial, bucket, objects, latency)
+        if "dataset-latency" in which:
+            rows += dataset_rows(proxy, store, bucket, workdir, objects, latency)
         if "sensor" in which:
             rows += sensor_rows(proxy, direct, store, bucket, sensor_objects)
     return rows

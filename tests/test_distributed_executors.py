@@ -61,7 +61,8 @@ def _run_pipeline(
     """Run each (job, tags) of `runs` in turn; return the pids that ran steps."""
     pids: set[int] = set()
     for job, tags in runs:
-        with dg.execute_job(dg.reconstructable(getattr(distributed_jobs, job)), instance, run_config=run_config, tags=tags) as result:
+        reconstructable = dg.reconstructable(getattr(distributed_jobs, job))
+        with dg.execute_job(reconstructable, instance, run_config=run_config, tags=tags) as result:
             assert result.success, [event.message for event in result.all_events if event.is_failure]
             step_pids = _step_pids(instance, result.run_id)
         assert step_pids, "no step succeeded"

@@ -13,9 +13,10 @@ from octue_dagster.testing.emulator import EMULATOR_VARIABLE
 from octue_dagster.testing.latency_proxy import LatencyProxy, emulator_with_latency
 
 
-def test_large_transfers_pass_through_intact_and_every_request_is_counted(tmp_path):
+@pytest.mark.parametrize("separate_process", [False, True], ids=["in-process", "own-process"])
+def test_large_transfers_pass_through_intact_and_every_request_is_counted(tmp_path, separate_process):
     content = os.urandom(20 * 1024 * 1024 + 7)
-    with emulator_with_latency(0.001, tmp_path / "emulator.log") as (_, proxy):
+    with emulator_with_latency(0.001, tmp_path / "emulator.log", separate_process=separate_process) as (_, proxy):
         proxy_url = proxy.url
         assert os.environ[EMULATOR_VARIABLE] == proxy_url
         client = storage.Client()

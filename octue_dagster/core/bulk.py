@@ -61,9 +61,9 @@ def run_concurrently(
 
     Items are taken from `items` only as slots free up: at most `window` (default `2 * concurrency`) are taken and
     not yet yielded. Exceptions raised by `function` become outcomes; an exception raised by `items` itself (the
-    listing failing) propagates after the outcomes of every item already taken have been yielded. With `concurrency=1` every call runs
-    in the calling thread, in order. Closing the iterator early waits for the calls already running and starts no
-    more, so nothing is left writing in the background.
+    listing failing) propagates after the outcomes of every item already taken have been yielded. With
+    `concurrency=1` every call runs in the calling thread, in order. Closing the iterator early waits for the calls
+    already running and starts no more, so nothing is left writing in the background.
     """
     validate_concurrency(concurrency)
     if concurrency == 1:

@@ -137,7 +137,7 @@ class OctueMetadata(md.LabelsAndTags):
         if self._local is not None:
             self._write_local_metadata(base=base)
 
-    def _patch_cloud_metadata(self, fresh: bool) -> None:
+    def _patch_cloud_metadata(self, fresh: bool = False) -> None:
         assert self._cloud is not None
         where = str(self._cloud)
         base, ours = self._persisted or md.StoredMetadata(), self._current()

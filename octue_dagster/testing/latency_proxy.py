@@ -14,6 +14,7 @@ Counters: `requests` (total), `peak_in_flight` (most requests being served at th
 
 from __future__ import annotations
 
+import argparse
 import collections
 import contextlib
 import http.client
@@ -23,14 +24,19 @@ import os
 import re
 import socket
 import socketserver
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from octue_dagster.testing.emulator import EMULATOR_VARIABLE, Emulator, free_port
 
 _BLOCK = 256 * 1024
+#: Requests under this path are the proxy's own counters, for a parent process (see `ProxyProcess`).
+CONTROL_PATH = "/__latency_proxy__/"
 _SOCKET_TIMEOUT_SECONDS = 60.0
 #: Hop-by-hop headers (RFC 9110 section 7.6.1) are not forwarded; the proxy frames bodies itself.
 _HOP_BY_HOP = {
@@ -165,6 +171,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _relay(self) -> None:
         proxy = self.server.proxy
+        if self.path.startswith(CONTROL_PATH):
+            self._control(proxy)
+            return
         proxy._begin(self.command)
         try:
             time.sleep(proxy.latency_seconds)  # the round trip a real request would wait for
@@ -245,6 +254,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return int(json.loads(body)["generation"]) if response.status == 200 else 0
         finally:
             connection.close()
+
+    def _control(self, proxy: LatencyProxy) -> None:
+        """Answer the counters (GET) or reset them (POST) for a parent process; never delayed, never counted."""
+        if self.command == "POST":
+            self._discard_body()
+            proxy.reset()
+        with proxy._lock:
+            stats = {"requests": proxy.requests, "peak_in_flight": proxy.peak_in_flight, "by_method": proxy.by_method}
+            body = json.dumps(stats).encode()
+        self.send_response_only(200, "OK")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
 
     def _discard_body(self) -> None:
         for _ in _blocks(self.rfile, int(self.headers.get("Content-Length") or 0)):
@@ -339,6 +363,63 @@ class PreconditionBook:
             return known[1]
 
 
+class ProxyProcess:
+    """A `LatencyProxy` in a process of its own, with the same counters and `reset`.
+
+    Benchmarks use it so that the proxy's Python work (parsing and relaying every request) does not compete for the
+    measured process's interpreter lock: a network adds latency without taking the client's CPU.
+    """
+
+    def __init__(self, upstream_url: str, latency_seconds: float, *, max_connections: int = 128,
+                 enforce_preconditions: bool = False) -> None:
+        command = [sys.executable, "-m", "octue_dagster.testing.latency_proxy", "--upstream", upstream_url,
+                   "--latency", str(latency_seconds), "--max-connections", str(max_connections)]
+        if enforce_preconditions:
+            command.append("--enforce-preconditions")
+        # The child serves until its stdin closes, so it cannot outlive this process.
+        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.url = self._process.stdout.readline().strip()
+        if not self.url.startswith("http://"):
+            self.stop()
+            raise RuntimeError("The latency proxy process did not start.")
+
+    def _stats(self, method: str = "GET") -> dict:
+        data = b"" if method == "POST" else None
+        request = urllib.request.Request(f"{self.url}{CONTROL_PATH}stats", method=method, data=data)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+
+    @property
+    def requests(self) -> int:
+        return self._stats()["requests"]
+
+    @property
+    def peak_in_flight(self) -> int:
+        return self._stats()["peak_in_flight"]
+
+    @property
+    def by_method(self) -> collections.Counter[str]:
+        return collections.Counter(self._stats()["by_method"])
+
+    def reset(self) -> None:
+        self._stats("POST")
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.stdin.close()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+    def __enter__(self) -> ProxyProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 @contextlib.contextmanager
 def emulator_with_latency(
     latency_seconds: float,
@@ -346,14 +427,16 @@ def emulator_with_latency(
     *,
     max_connections: int = 128,
     enforce_preconditions: bool = False,
-) -> Iterator[tuple[Emulator, LatencyProxy]]:
+    separate_process: bool = False,
+) -> Iterator[tuple[Emulator, LatencyProxy | ProxyProcess]]:
     """A fresh emulator behind a latency proxy, with `STORAGE_EMULATOR_HOST` pointing at the proxy for the block.
 
     The emulator hands out links (media links, resumable-upload sessions) that name the proxy, so that every request
-    of a transfer pays the latency, not just the first.
+    of a transfer pays the latency, not just the first. `separate_process=True` runs the proxy in its own process.
     """
     port = free_port()
-    proxy = LatencyProxy(
+    kind = ProxyProcess if separate_process else LatencyProxy
+    proxy = kind(
         f"http://127.0.0.1:{port}",
         latency_seconds,
         max_connections=max_connections,
@@ -382,4 +465,22 @@ def _blocks(stream, length: int) -> Iterator[bytes]:
         yield block
 
 
-__all__ = ["LatencyProxy", "emulator_with_latency"]
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run a latency proxy until stdin closes; print its URL first.")
+    parser.add_argument("--upstream", required=True, help="the emulator's URL")
+    parser.add_argument("--latency", type=float, default=0.025, help="seconds added to every request")
+    parser.add_argument("--max-connections", type=int, default=128)
+    parser.add_argument("--enforce-preconditions", action="store_true")
+    arguments = parser.parse_args(argv)
+    with LatencyProxy(arguments.upstream, arguments.latency, max_connections=arguments.max_connections,
+                      enforce_preconditions=arguments.enforce_preconditions) as proxy:
+        print(proxy.url, flush=True)
+        sys.stdin.read()
+    return 0
+
+
+__all__ = ["LatencyProxy", "ProxyProcess", "emulator_with_latency"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -42,6 +42,8 @@ def test_readme_store_and_selection_example_runs(bucket, client):
     namespace: dict = {}
     exec(compile(block.replace("my-bucket", bucket), "README.md", "exec", dont_inherit=True), namespace)
     assert [datafile.name for datafile in namespace["raw"]] == ["2024-05-01.csv"]
-    assert namespace["counts"].as_dict() == {"scanned": 1, "matched": 1, "changed": 1, "unchanged": 0, "skipped": 0}
+    assert namespace["counts"].as_dict() == {
+        "scanned": 1, "matched": 1, "changed": 1, "unchanged": 0, "skipped": 0, "failed": 0, "vanished": 0
+    }
     assert Datafile(raw.cloud_path, storage_client=client).labels == {"raw", "validated"}
     assert client.bucket(bucket).blob("raw/.octue").download_as_bytes() == b'{"dataset": {}}'

@@ -34,7 +34,7 @@ from octue_dagster.core.gcs_path import GCSPath
 from octue_dagster.core.prefix_cursor import decode_cursor, scan
 from octue_dagster.core.selection import RetagSpec, list_datafiles, retag_objects
 from octue_dagster.core.store import Store, StoreSettings, make_client
-from octue_dagster.dagster.io_manager import DatafileIOManager
+from octue_dagster.dagster.asset_storage import AssetStorage
 from octue_dagster.testing.emulator import EMULATOR_VARIABLE
 from octue_dagster.testing.latency_proxy import LatencyProxy, emulator_with_latency
 
@@ -176,8 +176,7 @@ def lazy_input_rows(
     partitions = dg.StaticPartitionsDefinition(keys)
 
     def load(with_store: Store) -> None:
-        manager = DatafileIOManager(bucket=bucket, prefix="dagster", gcs=dg.ResourceDefinition.none_resource())
-        manager._gcs_store = with_store
+        manager = AssetStorage(with_store, bucket=bucket, prefix="dagster")  # what DatafileIOManager delegates to
         context = dg.build_input_context(
             asset_key=dg.AssetKey("upstream"),
             asset_partitions_def=partitions,

@@ -31,7 +31,7 @@ from octue_dagster.core import metadata as md
 from octue_dagster.core.bulk import run_concurrently
 from octue_dagster.core.dataset import Dataset
 from octue_dagster.core.gcs_path import GCSPath
-from octue_dagster.core.prefix_cursor import decode_cursor, scan
+from octue_dagster.core.prefix_cursor import DEFAULT_SETTLE, decode_cursor, scan
 from octue_dagster.core.selection import RetagSpec, list_datafiles, retag_objects
 from octue_dagster.core.store import Store, StoreSettings, make_client
 from octue_dagster.dagster.asset_storage import AssetStorage
@@ -193,20 +193,19 @@ def lazy_input_rows(
 
 
 def sensor_rows(proxy: LatencyProxy, direct: storage.Client, store: Store, bucket: str, count: int) -> list[Row]:
-    """One prefix-sensor tick over `count` objects, and its cursor: ours vs the plain listing and a name map."""
+    """Prefix-sensor ticks over `count` objects, and their cursors: ours vs a listing into a name map (what the
+    first version of the sensor stored on every tick)."""
     names = [f"watched/{index:06d}.csv" for index in range(count)]
     _step(f"create {count} objects for the sensor (direct to the emulator)")
     _create_objects(direct, bucket, names, lambda index: set())
     prefix = GCSPath(bucket, "watched/")
-    first = scan(store.list_objects(prefix), None)  # the first tick reports everything; measure the steady state
+    cursors: list[str] = []
 
-    cursor_text = first.cursor.encode()
-
-    def tick() -> None:
-        nonlocal cursor_text
-        result = scan(store.list_objects(prefix), decode_cursor(cursor_text))
-        assert result.changed == []
-        cursor_text = result.cursor.encode()
+    def tick(expected_changes: int) -> None:
+        previous = decode_cursor(cursors[-1]) if cursors else None
+        result = scan(store.list_objects(prefix), previous, settle=DEFAULT_SETTLE)
+        assert len(result.changed) == expected_changes, (len(result.changed), expected_changes)
+        cursors.append(result.cursor.encode())
 
     map_size = 0
 
@@ -215,13 +214,22 @@ def sensor_rows(proxy: LatencyProxy, direct: storage.Client, store: Store, bucke
         objects = {info.path.name: [info.generation, info.crc32c] for info in store.list_objects(prefix)}
         map_size = len(json.dumps({"version": 1, "objects": objects}))
 
-    _step(f"sensor tick over {count} objects")
-    ours, baseline = _measure(proxy, 1, tick), _measure(proxy, 1, listing_and_name_map)
+    _step(f"sensor ticks over {count} objects: the first, then one after a new object arrives")
+    first = _measure(proxy, 1, lambda: tick(count))
+    time.sleep(DEFAULT_SETTLE.total_seconds() + 0.5)  # the burst settles; then one more object arrives
+    direct.bucket(bucket).blob("watched/new.csv").upload_from_string(b"new")
+    later = _measure(proxy, 1, lambda: tick(1))
+    baseline = _measure(proxy, 1, listing_and_name_map)
+    settle = f"settle {DEFAULT_SETTLE.total_seconds():g} s"
     return [
-        Row(f"sensor tick over {count} objects: time (vs listing into a name map)", ours.seconds, baseline.seconds,
-            "s", "report only", None),
-        Row(f"sensor cursor size, {count} objects (vs name -> generation, crc32c map)", len(cursor_text), map_size,
-            "B", "does not grow with the bucket", len(cursor_text) < 10_000),
+        Row(f"sensor tick over {count} objects, 1 new: time (vs listing into a name map)", later.seconds,
+            baseline.seconds, "s", "report only", None),
+        Row(f"sensor tick over {count} objects, 1 new: requests", later.requests, baseline.requests, "req",
+            "report only", None),
+        Row(f"sensor cursor, {count} objects, then 1 more (vs a name -> generation, crc32c map)", len(cursors[-1]),
+            map_size, "B", "does not grow with the bucket", len(cursors[-1]) < 1000),
+        Row(f"sensor cursor right after a burst of {count} writes ({settle}; first tick {first.seconds:.1f} s)",
+            len(cursors[0]), map_size, "B", "report only (grows with writes per settle window)", None),
     ]
 
 

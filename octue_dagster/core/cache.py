@@ -350,10 +350,21 @@ def entries() -> list[Entry]:
             for folder in _scandir(prefix.path):
                 if not folder.is_dir(follow_symlinks=False):
                     continue
-                size = sum(item.stat(follow_symlinks=False).st_size for item in _scandir(folder.path)
-                           if item.is_file(follow_symlinks=False))
-                found.append(Entry(Path(folder.path), size, folder.stat(follow_symlinks=False).st_mtime_ns))
+                size = sum(_size(item) for item in _scandir(folder.path) if item.is_file(follow_symlinks=False))
+                try:
+                    found.append(Entry(Path(folder.path), size, folder.stat(follow_symlinks=False).st_mtime_ns))
+                except FileNotFoundError:  # evicted by another process since the listing
+                    continue
     return found
+
+
+def _size(item: os.DirEntry[str]) -> int:
+    """A listed file's size, or 0 if it is gone: another thread or process renamed a temporary file into place (or
+    evicted it) between the listing and the stat, as concurrent dataset downloads do."""
+    try:
+        return item.stat(follow_symlinks=False).st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _scandir(folder: str | Path) -> list[os.DirEntry[str]]:

@@ -34,7 +34,9 @@ from octue_dagster.core.gcs_path import GCSPath
 from octue_dagster.core.prefix_cursor import DEFAULT_SETTLE, decode_cursor, scan
 from octue_dagster.core.selection import RetagSpec, list_datafiles, retag_objects
 from octue_dagster.core.store import Store, StoreSettings, make_client
+from octue_dagster.dagster.addresses import asset_address
 from octue_dagster.dagster.asset_storage import AssetStorage
+from octue_dagster.dagster.owned_objects import OWNER_KEY
 from octue_dagster.testing.emulator import EMULATOR_VARIABLE
 from octue_dagster.testing.latency_proxy import LatencyProxy, emulator_with_latency
 
@@ -80,13 +82,20 @@ def _rows(label: str, ours: Run, baseline: Run, latency: float, goals: dict[str,
     ]
 
 
-def _create_objects(client: storage.Client, bucket: str, names: list[str], labels: Callable[[int], set[str]]) -> None:
+def _create_objects(
+    client: storage.Client,
+    bucket: str,
+    names: list[str],
+    labels: Callable[[int], set[str]],
+    extra_metadata: Callable[[int], dict[str, str]] = lambda index: {},
+) -> None:
     timestamp = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
 
     def create(indexed: tuple[int, str]) -> None:
         index, name = indexed
         blob = client.bucket(bucket).blob(name)
-        blob.metadata = md.to_cloud_metadata(str(uuid.uuid4()), timestamp, labels(index), {"index": index})
+        metadata = md.to_cloud_metadata(str(uuid.uuid4()), timestamp, labels(index), {"index": index})
+        blob.metadata = {**metadata, **extra_metadata(index)}
         blob.upload_from_string(f"{index}\n".encode(), content_type="text/csv")
 
     failures = [o.error for o in run_concurrently(create, enumerate(names), concurrency=_CREATE_CONCURRENCY) if o.error]
@@ -171,25 +180,32 @@ def lazy_input_rows(
 ) -> list[Row]:
     """Load `count` partitions of an upstream asset as one input (a fan-in), as the I/O manager's load_input does."""
     keys = [f"p{index:05d}" for index in range(count)]
-    names = [f"dagster/upstream/{key}/data.csv" for key in keys]
-    _create_objects(direct, bucket, names, lambda index: {"benchmark"})
+    # Objects as the I/O manager stores them: at each partition's address, carrying its owner mark.
+    places = [asset_address(bucket, "dagster", ["upstream"], key) for key in keys]
+    names = [f"{place.folder.name}upstream.csv" for place in places]
+    owner = lambda index: {OWNER_KEY: places[index].owner}  # noqa: E731
+    _create_objects(direct, bucket, names, lambda index: {"benchmark"}, owner)
     partitions = dg.StaticPartitionsDefinition(keys)
 
-    def load(with_store: Store) -> None:
-        manager = AssetStorage(with_store, bucket=bucket, prefix="dagster")  # what DatafileIOManager delegates to
-        context = dg.build_input_context(
+    def context() -> dg.InputContext:
+        return dg.build_input_context(
             asset_key=dg.AssetKey("upstream"),
             asset_partitions_def=partitions,
             asset_partition_key_range=dg.PartitionKeyRange(keys[0], keys[-1]),
             dagster_type=dg.DagsterType(lambda _, value: True, name="AnyDatafiles", typing_type=dict),
         )
-        loaded = manager.load_input(context)
+
+    contexts = {"ours": context(), "serial": context()}  # built untimed: the first one imports much of Dagster
+
+    def load(with_store: Store, side: str) -> None:
+        manager = AssetStorage(with_store, bucket=bucket, prefix="dagster")  # what DatafileIOManager delegates to
+        loaded = manager.load_input(contexts[side])
         assert len(loaded) == count and all(datafile.hash_value for datafile in loaded.values())
 
     concurrency = store.settings.concurrency
     _step(f"load {count} partitions as lazy inputs, {concurrency} at a time, then one at a time")
-    return _rows(f"load {count} lazy inputs (fan-in)", _measure(proxy, concurrency, lambda: load(store)),
-                 _measure(proxy, 1, lambda: load(serial)), latency, {})
+    return _rows(f"load {count} lazy inputs (fan-in)", _measure(proxy, concurrency, lambda: load(store, "ours")),
+                 _measure(proxy, 1, lambda: load(serial, "serial")), latency, {})
 
 
 def sensor_rows(proxy: LatencyProxy, direct: storage.Client, store: Store, bucket: str, count: int) -> list[Row]:

@@ -17,7 +17,7 @@ import dagster as dg
 from example_project import config
 from example_project.definitions import build_definitions
 
-PARTITIONED = [dg.AssetKey("raw_readings"), dg.AssetKey("cleaned_readings")]
+PARTITIONED = [dg.AssetKey("raw_readings"), dg.AssetKey("cleaned_readings"), dg.AssetKey("turbine_files")]
 SUMMARY = [dg.AssetKey("site_metadata"), dg.AssetKey("turbine_summary")]
 
 

@@ -51,6 +51,9 @@ def check_pipeline_outputs(bucket: str, site_uri: str, instance: dg.DagsterInsta
     expected = {site_uri, f"gs://{bucket}/dagster/turbine_summary/=/turbine_summary.h5"}
     expected |= {f"gs://{bucket}/dagster/raw_readings/partition={day}/raw_readings.csv" for day in DAYS}
     expected |= {f"gs://{bucket}/dagster/cleaned_readings/partition={day}/cleaned_readings.csv" for day in DAYS}
+    expected |= {
+        f"gs://{bucket}/dagster/turbine_files/partition={day}/{turbine}.csv" for day in DAYS for turbine in readings.TURBINES
+    }
     assert set(stored) == expected
 
     total_cleaned = sum(check_day(stored, bucket, day) for day in DAYS)

@@ -102,14 +102,14 @@ def test_example_pipeline_on_a_dask_cluster_of_two_worker_processes(bucket, monk
 def test_example_pipeline_on_the_multiprocess_executor_with_a_persistent_instance(
     bucket, monkeypatch, persistent_instance
 ):
-    # One day (each step a fresh process costs seconds on a busy machine): raw and cleaned readings are made in two
-    # processes, so the cleaned step can only have read the raw file from GCS.
+    # One day (each step a fresh process costs seconds on a busy machine): its raw, cleaned and per-turbine files are
+    # made in separate processes, so each step can only have read its input from GCS.
     monkeypatch.setenv(config.BUCKET_VARIABLE, bucket)
     day = DAYS[0]
     run_config = {"execution": {"config": {"max_concurrent": 2}}}
     runs = [("readings_on_processes", {"dagster/partition": day})]
     step_pids = _run_pipeline(persistent_instance, run_config, runs, lambda: None)
-    assert os.getpid() not in step_pids and len(step_pids) == 2
+    assert os.getpid() not in step_pids and len(step_pids) == len(distributed_jobs.PARTITIONED)
     check_day(by_path(bucket), bucket, day)
     record = persistent_instance.get_latest_materialization_event(dg.AssetKey("cleaned_readings"))
     assert record is not None and record.asset_materialization.partition == day

@@ -144,7 +144,7 @@ def test_pipeline_materializes_every_asset_against_the_emulator(bucket: str, mon
     counts = {key: value.value for key, value in event.event_specific_data.metadata.items()}
     assert counts["dry_run"] is True and counts["deleted"] == 0
     assert counts["kept"] == len(DAYS) * 2 + 1 and counts["old_op_outputs"] == counts["unreferenced_asset_objects"] == 0
-    assert set(by_path(bucket)) == set(after)
+    assert set(_by_path(bucket)) == set(after)
 
 
 def test_external_files_sensor_requests_a_summary_rebuild_only_for_new_content(bucket: str) -> None:

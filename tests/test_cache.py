@@ -11,11 +11,12 @@ import sys
 import textwrap
 import threading
 
+import filelock
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from octue_dagster import ChecksumMismatchError, Datafile
+from octue_dagster import ChecksumMismatchError, ConflictError, Datafile
 from octue_dagster.core import cache, hashing
 from octue_dagster.core import store as storage
 from octue_dagster.core.gcs_path import GCSPath
@@ -85,6 +86,17 @@ def test_a_flipped_byte_is_refused_at_a_chosen_local_path_too(client, bucket, pr
     with pytest.raises(ChecksumMismatchError, match="flip/chosen.bin"):
         Datafile(uri, local_path=target, storage_client=faulty).download()
     assert not target.exists() and os.listdir(tmp_path) == []
+
+
+def test_an_object_replaced_before_its_download_is_a_conflict_and_nothing_is_cached(client, bucket):
+    """Whether the server refuses the old generation (GCS: 412) or serves the new bytes anyway (fake-gcs-server),
+    the reader gets `ConflictError`, and neither generation's bytes are cached under the old one."""
+    uri = _put(client, bucket, "replaced/data.bin", b"1" * 5000)
+    reader = Datafile(uri, storage_client=client)
+    _put(client, bucket, "replaced/data.bin", b"2" * 5000)
+    with pytest.raises(ConflictError, match="replaced/data.bin"):
+        reader.download()
+    assert cache.read_record(reader.gcs_path) is None and _folder_files(reader.gcs_path) == []
 
 
 def test_hashing_writer_hashes_exactly_what_it_writes(tmp_path):
@@ -255,6 +267,33 @@ def test_distinct_objects_never_share_a_folder_or_a_lock(first, second, other_bu
     assert cache.object_lock(a).lock_file == cache.object_lock(GCSPath("b-one", first)).lock_file
 
 
+def test_a_cached_copy_is_opened_under_the_objects_lock(client, bucket, monkeypatch):
+    """Between verifying a copy and opening it, a writer could install the next generation at the same path; so the
+    reader opens it before letting go of the object's lock (a stress run once caught a reader served generation
+    k+1's bytes as generation k when the open came after)."""
+    from octue_dagster.core import opener
+
+    uri = _put(client, bucket, "locked/data.txt", b"read under the lock")
+    datafile = Datafile(uri, storage_client=client)
+    copy = cache.cached_path(datafile.gcs_path)
+    opened_under_lock: list[bool] = []
+
+    def spying_open(file, mode="r", *args, **kwargs):
+        if os.fspath(file) == os.fspath(copy):
+            try:
+                with cache.object_lock(datafile.gcs_path, timeout=0):
+                    opened_under_lock.append(False)
+            except filelock.Timeout:
+                opened_under_lock.append(True)
+        return open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(opener, "open", spying_open, raising=False)
+    for _ in range(2):  # once downloading, once reusing the copy
+        with datafile.open("rb") as file:
+            assert file.read() == b"read under the lock"
+    assert opened_under_lock == [True, True]
+
+
 # --- a bounded cache ----------------------------------------------------------------------------------------------
 
 
@@ -347,3 +386,87 @@ def test_a_garbled_size_estimate_is_rebuilt_from_the_files(client, bucket, monke
     Datafile(_put(client, bucket, "usage/b.bin", b"b" * 500), storage_client=client).download()
     assert cache.read_record(GCSPath(bucket, "usage/a.bin")) is None
     assert cache.read_record(GCSPath(bucket, "usage/b.bin")) is not None
+
+
+# --- all of it at once, across processes ------------------------------------------------------------------------
+
+_STRESS_SIZE = 20_000
+
+
+def _run_role(name: str, uri: str, rounds: int, barrier, results) -> None:
+    """Run a stress role, sending its result, or the error that stopped it, to the test (which then fails fast)."""
+    try:
+        results.put(globals()[name](uri, rounds, barrier))
+    except BaseException as error:
+        results.put(("error", f"{name}: {type(error).__name__}: {error}", 0))
+        raise
+
+
+def _stress_reader(uri: str, rounds: int, barrier):
+    from octue_dagster import ConflictError, Datafile
+    from octue_dagster.core.hashing import crc32c_base64
+
+    seen, conflicts = [], 0
+    barrier.wait()
+    for _ in range(rounds):
+        datafile = Datafile(uri)
+        try:
+            with datafile.open("rb") as file:
+                data = file.read()
+        except ConflictError:  # replaced between instantiation and download: nothing served
+            conflicts += 1
+            continue
+        consistent = data == bytes(data[:1]) * _STRESS_SIZE and crc32c_base64(data) == datafile.hash_value
+        seen.append((datafile.generation, data[0], consistent))
+    return ("reader", seen, conflicts)
+
+
+def _stress_writer(uri: str, rounds: int, barrier):
+    from octue_dagster import Datafile
+
+    written = []
+    barrier.wait()
+    for value in range(1, rounds + 1):
+        datafile = Datafile(uri)
+        with datafile.open("wb") as file:
+            file.write(bytes([value]) * _STRESS_SIZE)
+        written.append((datafile.generation, value))
+    return ("writer", written, 0)
+
+
+def _stress_evictor(uri: str, rounds: int, barrier):
+    from octue_dagster.core import cache
+
+    barrier.wait()
+    return ("evictor", sum(cache.clear().removed for _ in range(rounds)), 0)
+
+
+def test_readers_writer_and_evictor_in_separate_processes_never_mix_generations(client, bucket):
+    """Three processes read one object in a loop while another commits new generations of the same size through
+    the cache and another clears the cache: every read is one generation's exact bytes, labelled as that generation."""
+    import multiprocessing
+
+    uri = _put(client, bucket, "stress/data.bin", bytes([0]) * _STRESS_SIZE)
+    initial = client.bucket(bucket).get_blob("stress/data.bin").generation
+    context = multiprocessing.get_context("spawn")
+    roles = [(_stress_reader, 20)] * 3 + [(_stress_writer, 10), (_stress_evictor, 60)]
+    barrier, results = context.Barrier(len(roles)), context.Queue()
+    processes = [
+        context.Process(target=_run_role, args=(role.__name__, uri, rounds, barrier, results)) for role, rounds in roles
+    ]
+    for process in processes:
+        process.start()
+    collected = [results.get(timeout=300) for _ in processes]
+    assert not [message for kind, message, _ in collected if kind == "error"]
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    content_of = {initial: 0} | dict(next(found for kind, found, _ in collected if kind == "writer"))
+    reads = [read for kind, found, _ in collected if kind == "reader" for read in found]
+    assert reads, "no reader managed a read"
+    for generation, first_byte, consistent in reads:
+        assert consistent, f"a read of generation {generation} was not one generation's bytes"
+        assert content_of[generation] == first_byte, f"generation {generation} was served another's bytes"
+    final = Datafile(uri, storage_client=client)
+    with final.open("rb") as file:
+        assert file.read() == bytes([content_of[final.generation]]) * _STRESS_SIZE

@@ -12,9 +12,9 @@ import contextlib
 import datetime
 import os
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from google.cloud import storage
 
@@ -31,6 +31,7 @@ from octue_dagster.exceptions import (
     InvalidInputError,
 )
 
+T = TypeVar("T")
 HDF5_EXTENSIONS = (".hdf5", ".h5")
 EMPTY_HASH = hashing.crc32c_base64(b"")
 
@@ -170,11 +171,12 @@ class Datafile(OctueMetadata):
                 self.download()
         return str(self._local_target())
 
-    def _readable_path(self, hold: contextlib.ExitStack) -> Path:
-        """A local path to read the content from; a cached copy is held against eviction until `hold` closes."""
+    def _open_content(self, hold: contextlib.ExitStack, open_file: Callable[[Path], T]) -> T:
+        """`open_file(path)` on a local copy of the content; a cached copy is held against eviction until `hold`
+        closes."""
         if self._uses_cache() and self._object is not None:
-            return local_copy.fetch(self.store, self._object, self._local_target(), cached=True, hold=hold)
-        return Path(self.local_path)
+            return local_copy.open_cached(self.store, self._object, hold, open_file)
+        return open_file(Path(self.local_path))
 
     @property
     def name(self) -> str:
@@ -347,7 +349,7 @@ class Datafile(OctueMetadata):
             name=str(self),
             hdf5=self._is_hdf5(),
             exists=exists,
-            read_path=self._readable_path,
+            open_content=self._open_content,
             target=self._local_target(),
             commit=self._commit_written_file,
             after_read=self._persist_metadata_changes,

@@ -13,12 +13,16 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from octue_dagster.core import cache, hashing
 from octue_dagster.core.atomic import atomic_replace, sweep_stale_temporaries, temporary_path_for
 from octue_dagster.core.store import ObjectInfo, Store
 from octue_dagster.exceptions import ConflictError
+
+T = TypeVar("T")
 
 
 def holds(target: Path, info: ObjectInfo, *, cached: bool) -> bool:
@@ -32,26 +36,36 @@ def holds(target: Path, info: ObjectInfo, *, cached: bool) -> bool:
     return hashing.hash_file(target) == info.crc32c
 
 
-def fetch(
-    store: Store, info: ObjectInfo, target: Path, *, cached: bool, hold: contextlib.ExitStack | None = None
-) -> Path:
-    """Make a local copy hold the content of `info`, downloading only if none provably does, and return its path.
-
-    With `hold`, a cached copy is marked in use until that stack closes, so that no eviction (in any process)
-    removes it while it is read; the mark is taken under the object's lock, right after the copy was verified.
-    """
+def fetch(store: Store, info: ObjectInfo, target: Path, *, cached: bool) -> Path:
+    """Make a local copy hold the content of `info`, downloading only if none provably does, and return its path."""
     if not cached:
         if not holds(target, info, cached=False):
             download_to(store, info, target)
         return target
     with cache.object_lock(info.path):
-        copy = cache.verified_copy(info.path, info.generation, info.crc32c, info.size)
-        if copy is None:
-            copy = _download_into_cache(store, info)
-        if hold is not None:
-            hold.enter_context(cache.hold(copy))
+        copy = _verified_or_downloaded(store, info)
     cache.enforce_limit(keep=[info.path])
     return copy
+
+
+def open_cached(store: Store, info: ObjectInfo, hold: contextlib.ExitStack, open_file: Callable[[Path], T]) -> T:
+    """`open_file(path)` on a cached copy that holds the content of `info` (downloaded first if none does).
+
+    The copy is opened under the object's lock, so what is opened is the very file just verified (a writer could
+    otherwise install the next generation at the same path in between), and it is marked in use until `hold`
+    closes, so that no eviction, in any process, removes it while it is read.
+    """
+    with cache.object_lock(info.path):
+        copy = _verified_or_downloaded(store, info)
+        hold.enter_context(cache.hold(copy))
+        opened = open_file(copy)
+    cache.enforce_limit(keep=[info.path])
+    return opened
+
+
+def _verified_or_downloaded(store: Store, info: ObjectInfo) -> Path:
+    copy = cache.verified_copy(info.path, info.generation, info.crc32c, info.size)
+    return copy if copy is not None else _download_into_cache(store, info)
 
 
 def _download_into_cache(store: Store, info: ObjectInfo) -> Path:
@@ -114,4 +128,4 @@ def _nanoseconds(moment: datetime.datetime | None) -> int | None:
     return int(moment.replace(microsecond=0).timestamp()) * 1_000_000_000 + moment.microsecond * 1000
 
 
-__all__ = ["commit_written", "download_to", "fetch", "holds"]
+__all__ = ["commit_written", "download_to", "fetch", "holds", "open_cached"]

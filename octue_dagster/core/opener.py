@@ -42,8 +42,8 @@ def parse_mode(mode: str) -> tuple[str, bool]:
 class DatafileOpener:
     """The context manager returned by `Datafile.open`.
 
-    `read_path(hold)` gives the path of the current content (downloading it if needed), kept from eviction until the
-    `hold` stack closes; `target` is where new content goes, `commit(temporary)` makes a fully written temporary file the datafile's content, and `after_read()`
+    `open_content(hold, open_file)` calls `open_file` on the path of the current content (downloading it if
+    needed), kept from eviction until the `hold` stack closes; `target` is where new content goes, `commit(temporary)` makes a fully written temporary file the datafile's content, and `after_read()`
     persists metadata changes made while the file was open for reading.
     """
 
@@ -55,7 +55,7 @@ class DatafileOpener:
         name: str,
         hdf5: bool,
         exists: bool,
-        read_path: Callable[[contextlib.ExitStack], Path],
+        open_content: Callable[[contextlib.ExitStack, Callable[[Path], Any]], Any],
         target: Path,
         commit: Callable[[Path], None],
         after_read: Callable[[], None],
@@ -64,7 +64,7 @@ class DatafileOpener:
         self.base, self.binary = parse_mode(mode)
         self.kwargs = kwargs
         self.name, self.hdf5, self.exists = name, hdf5, exists
-        self._read_path, self._target, self._commit, self._after_read = read_path, target, commit, after_read
+        self._open_content, self._target, self._commit, self._after_read = open_content, target, commit, after_read
         self.file: Any = None
         self.temporary: Path | None = None
         self._holds = contextlib.ExitStack()
@@ -84,7 +84,7 @@ class DatafileOpener:
         if self.base == "r":
             self._require_existing()
             with contextlib.ExitStack() as hold:
-                self.file = self._open(self._read_path(hold), self.mode)
+                self.file = self._open_content(hold, lambda path: self._open(path, self.mode))
                 self._holds = hold.pop_all()  # released when the file is closed
             return self.file
 
@@ -99,7 +99,7 @@ class DatafileOpener:
                     self._require_existing()
                 if self.exists:
                     with contextlib.ExitStack() as hold:
-                        shutil.copyfile(self._read_path(hold), self.temporary)
+                        self._open_content(hold, lambda path: shutil.copyfile(path, self.temporary))
             mode = self.mode.replace("x", "w")
             if self.base == "r+" and not self.temporary.exists():
                 mode = mode.replace("r", "w")

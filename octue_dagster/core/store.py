@@ -547,6 +547,14 @@ class Store:
                 ) from None
         writer.flush()
         if writer.bytes_written != info.size or (info.crc32c is not None and writer.crc32c != info.crc32c):
+            current = self.get_object(info.path)
+            if current is None or current.generation != info.generation:
+                # A server that ignored the generation precondition served the new object's bytes.
+                raise ConflictError(
+                    f"Could not download {info.path} at generation {info.generation}: another writer replaced or "
+                    f"deleted it during the download, and the bytes received were not that generation's; nothing "
+                    f"was kept. Re-read the datafile to get the current content."
+                )
             raise ChecksumMismatchError(
                 f"The content downloaded from {info.path} (generation {info.generation}) does not match the object: "
                 f"{writer.bytes_written} bytes with crc32c {writer.crc32c}, expected {info.size} bytes with crc32c "

@@ -325,6 +325,7 @@ def test_least_recently_used_copies_are_evicted_to_fit_the_limit(client, bucket,
     present = [cache.read_record(GCSPath(bucket, f"lru/{index}.bin")) is not None for index in range(4)]
     assert present == [True, False, True, False]
     assert cache.usage_bytes() <= 2500
+    assert cache._read_usage() == cache.usage_bytes(), "the shared estimate counts exactly what a scan finds"
     assert not cache.cached_path(GCSPath(bucket, "lru/1.bin")).exists()
     with Datafile(uris[1], storage_client=client).open("rb") as file:  # an evicted copy is simply downloaded again
         assert file.read() == bytes([1]) * 1000

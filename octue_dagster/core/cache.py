@@ -248,7 +248,7 @@ def install(
     """Make a complete, verified temporary file (in the object's cache folder) the cached copy of `path` at
     `generation`, with its record. Call it under `object_lock(path)`; returns the copy's path."""
     target = cached_path(path)
-    previous = _size_or_zero(target)
+    previous = _folder_bytes(target.parent) - _size_or_zero(temporary)
     with open(temporary, "rb") as file:
         os.fsync(file.fileno())
         _backdate(file, updated_ns)
@@ -258,7 +258,7 @@ def install(
         stat = os.fstat(file.fileno())
     _write_record(path, CacheRecord(path.bucket, path.name, generation, crc32c, **_identity_fields(stat)))
     _mark_used(target.parent)
-    _add_usage(stat.st_size - previous)
+    _add_usage(_folder_bytes(target.parent) - previous)  # the copy and its record, as a scan counts them
     return target
 
 
@@ -350,21 +350,23 @@ def entries() -> list[Entry]:
             for folder in _scandir(prefix.path):
                 if not folder.is_dir(follow_symlinks=False):
                     continue
-                size = sum(_size(item) for item in _scandir(folder.path) if item.is_file(follow_symlinks=False))
                 try:
-                    found.append(Entry(Path(folder.path), size, folder.stat(follow_symlinks=False).st_mtime_ns))
+                    found.append(Entry(Path(folder.path), _folder_bytes(folder.path),
+                                       folder.stat(follow_symlinks=False).st_mtime_ns))
                 except FileNotFoundError:  # evicted by another process since the listing
                     continue
     return found
 
 
-def _size(item: os.DirEntry[str]) -> int:
-    """A listed file's size, or 0 if it is gone: another thread or process renamed a temporary file into place (or
-    evicted it) between the listing and the stat, as concurrent dataset downloads do."""
-    try:
-        return item.stat(follow_symlinks=False).st_size
-    except FileNotFoundError:
-        return 0
+def _folder_bytes(folder: str | Path) -> int:
+    """The bytes of the files in one object's folder (its copy, record and any temporary file); a file renamed or
+    evicted by another thread or process between the listing and the stat counts as 0."""
+    total = 0
+    for item in _scandir(folder):
+        with contextlib.suppress(OSError):
+            if item.is_file(follow_symlinks=False):
+                total += item.stat(follow_symlinks=False).st_size
+    return total
 
 
 def _scandir(folder: str | Path) -> list[os.DirEntry[str]]:

@@ -1,7 +1,7 @@
 """Measurement 6: what bounding the download cache costs. The same small objects are downloaded through `Datafile`
 into a fresh cache three ways: with no size bookkeeping at all (the baseline: `cache.enforce_limit` and the shared
 size estimate switched off), with bookkeeping under the limit (the normal case), and with the cache at its limit so
-that every download evicts the least recently used copy (the worst case: a full scan per download)."""
+that it keeps evicting least recently used copies (the worst case: a scan every few downloads)."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def eviction_rows(client: storage.Client, bucket: str, names: list[str], workdir
     return [
         Row(f"download {count} small objects, cache under its limit vs no size bookkeeping", under, none, "s",
             f"<= {BOOKKEEPING_TOLERANCE:.2f}", under / none <= BOOKKEEPING_TOLERANCE),
-        Row(f"download {count} small objects, cache full (evicting on each) vs no size bookkeeping", full, none,
+        Row(f"download {count} small objects, cache full (evicting as it fills) vs no size bookkeeping", full, none,
             "s", "reported", None),
         Row(f"clear a cache of {count} copies (per copy)", min(clear_times) / count, none / count, "s",
             "reported; baseline = one download", None),

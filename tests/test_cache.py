@@ -317,14 +317,14 @@ def test_size_limit_setting_and_variable(monkeypatch):
 
 def test_least_recently_used_copies_are_evicted_to_fit_the_limit(client, bucket, monkeypatch):
     uris = [_put(client, bucket, f"lru/{index}.bin", bytes([index]) * 1000) for index in range(4)]
-    monkeypatch.setenv(cache.MAX_BYTES_VARIABLE, "2500")
+    monkeypatch.setenv(cache.MAX_BYTES_VARIABLE, "2800")
     for uri in uris[:2]:
         Datafile(uri, storage_client=client).download()
     Datafile(uris[0], storage_client=client).local_path  # 0 is now more recently used than 1
-    Datafile(uris[2], storage_client=client).download()  # 3000 bytes > 2500: the least recently used (1) goes
+    Datafile(uris[2], storage_client=client).download()  # 3 copies > 2800 bytes: the least recently used (1) goes
     present = [cache.read_record(GCSPath(bucket, f"lru/{index}.bin")) is not None for index in range(4)]
     assert present == [True, False, True, False]
-    assert cache.usage_bytes() <= 2500
+    assert cache.usage_bytes() <= 2800 * cache.LOW_WATER_FRACTION
     assert cache._read_usage() == cache.usage_bytes(), "the shared estimate counts exactly what a scan finds"
     assert not cache.cached_path(GCSPath(bucket, "lru/1.bin")).exists()
     with Datafile(uris[1], storage_client=client).open("rb") as file:  # an evicted copy is simply downloaded again

@@ -18,7 +18,8 @@ the object's lock (`object_lock`), kept in the cache's `locks` folder. A reader 
 
 Size: after each new copy the cache's total size is estimated (a small shared counter, corrected by a full scan
 whenever it passes the limit); over the limit, the least recently used copies that nobody holds are removed until
-it fits. The limit is `configure(max_bytes=...)`, else `$OCTUE_DAGSTER_CACHE_MAX_BYTES`, else 10 GiB.
+it is down to 90% of the limit. The limit is `configure(max_bytes=...)`, else `$OCTUE_DAGSTER_CACHE_MAX_BYTES`,
+else 10 GiB.
 `python -m octue_dagster.core.cache clear` (or `clear()`) removes every copy not in use.
 """
 
@@ -56,6 +57,9 @@ DEFAULT_MAX_BYTES = 10 * 2**30
 #: How long any of the library's file locks is waited for before `filelock.Timeout` is raised: long enough for a
 #: multi-GB download by another process to finish, short enough that a lock held by a hung process is reported.
 LOCK_TIMEOUT_SECONDS = 600
+#: Over the limit, eviction goes down to this fraction of it, so that a full cache evicts once per several
+#: downloads rather than on every one (each eviction scans the cache).
+LOW_WATER_FRACTION = 0.9
 #: How far in the past a recorded copy's mtime is set: more than the coarsest file system timestamp (FAT: 2 s).
 MTIME_MARGIN_NS = 2_000_000_000
 
@@ -412,14 +416,15 @@ def usage_bytes() -> int:
 
 def enforce_limit(keep: Iterable[GCSPath] = ()) -> EvictionReport | None:
     """If the cache's estimated size is over the limit, evict least recently used copies (never those in `keep`
-    or in use) until it fits. Cheap when under the limit: one small read. Returns what was done, or `None`."""
+    or in use) down to `LOW_WATER_FRACTION` of it. Cheap when under the limit: one small read. Returns what was
+    done, or `None`."""
     limit = max_bytes()
     if limit is None:
         return None
     estimate = _read_usage()
     if estimate is not None and estimate <= limit:
         return None
-    return evict(limit, keep=keep)
+    return evict(int(limit * LOW_WATER_FRACTION), keep=keep)
 
 
 def evict(limit: int, keep: Iterable[GCSPath] = (), *, wait: bool = False) -> EvictionReport:
@@ -436,7 +441,7 @@ def evict(limit: int, keep: Iterable[GCSPath] = (), *, wait: bool = False) -> Ev
             for entry in found:
                 if total <= limit:
                     break
-                if entry.folder in kept:
+                if entry.folder in kept or entry.size == 0:  # an evicted object's empty folder frees nothing
                     continue
                 freed = _evict_entry(entry.folder)
                 if freed is None:

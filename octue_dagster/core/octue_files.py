@@ -107,7 +107,13 @@ def _read_recent(path: Path) -> dict[str, Any]:
 def read_entry(local_path: str | os.PathLike[str]) -> Any:
     """The uninterpreted `.octue` entry for the file at `local_path` (a copy), or `None` if there is none."""
     records = _read_recent(metadata_path_for(local_path))
-    return copy.deepcopy(records.get("datafiles", {}).get(Path(local_path).name))
+    entry = records.get("datafiles", {}).get(Path(local_path).name)
+    try:
+        return copy.deepcopy(entry)
+    except RecursionError:
+        # Nested too deeply to copy: handed over as it is (readers never change it) for the reader to reject, naming
+        # the field, as it rejects any value nested too deeply.
+        return entry
 
 
 def _same_file(descriptor: int, path: Path) -> bool:

@@ -215,3 +215,32 @@ def test_a_cloud_dataset_returned_by_an_asset_is_copied_server_side(bucket, clie
     assert sorted(str(stored.relative_path(f)) for f in stored.files) == ["a.csv", "d/b.csv"]
     assert {f.name: f.id for f in stored.files} == {f.name: f.id for f in source.files}
     assert stored.files.one(name="a.csv").tags == {"turbine": "T1"} and stored.name == "source"
+
+
+def test_foreign_files_in_a_dataset_folder_are_never_loaded_as_the_assets_or_replaced(bucket, client):
+    FILES.clear()
+    FILES.update({f"t{index}.csv": (f"t,v\n0,{index}\n", {"raw"}, {"turbine": f"T{index}"}) for index in range(3)})
+    instance = DagsterInstance.ephemeral()
+    assert materialize([farm], resources=_resources(bucket), instance=instance).success
+    folder = "dagster/farm/=/"
+    client.bucket(bucket).blob(folder + "notes-by-a-person.txt").upload_from_string("not the asset's")
+    client.bucket(bucket).blob(folder + "t3.csv").upload_from_string("a person's t3")
+
+    # Downstream sees exactly the asset's files, not the person's two.
+    SEEN.clear()
+    resources = _resources(bucket)
+    assert materialize([farm, farm_report], resources=resources, instance=instance, selection=[farm_report]).success
+    assert sorted(file.name for file in SEEN["dataset"].files) == ["t0.csv", "t1.csv", "t2.csv"]
+
+    # Returning a file where the person's object is would replace it: refused, and the object is as it was.
+    FILES["t3.csv"] = ("t,v\n0,3\n", {"raw"}, {"turbine": "T3"})
+    result = materialize([farm], resources=_resources(bucket), instance=instance, raise_on_error=False)
+    assert not result.success
+    errors = [event.event_specific_data.error for event in result.get_step_failure_events()]
+    chain = []
+    for error in errors:
+        while error is not None:
+            chain.append(error.cls_name)
+            error = error.cause or error.context
+    assert "ForeignObjectError" in chain, chain
+    assert client.bucket(bucket).blob(folder + "t3.csv").download_as_bytes() == b"a person's t3"

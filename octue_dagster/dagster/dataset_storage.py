@@ -20,7 +20,7 @@ from octue_dagster.core.datafile import Datafile
 from octue_dagster.core.dataset import METADATA_FILENAME, Dataset, prefix_of
 from octue_dagster.core.filters import FilterSet
 from octue_dagster.dagster.inputs import ReadOnlyDatafile
-from octue_dagster.exceptions import CloudObjectNotFoundError, ConflictError
+from octue_dagster.exceptions import CloudObjectNotFoundError, ConflictError, ForeignObjectError
 
 #: The key of the dataset's `.octue` object under which the I/O manager records the files it wrote.
 OWNER_KEY = "octue_dagster"
@@ -85,6 +85,7 @@ def store_dataset(host: DatasetHost, slot: Any, dataset: Dataset) -> Dataset:
     stored = Dataset(str(folder), store=host.store, _listing=listing)
     owned_before = _written_by_us(stored)
     to_upload = _bind_files(dataset, stored, host.store)
+    _refuse_foreign_targets(host, slot, folder, listing, owned_before, to_upload)
     report = to_upload.upload_with_report(str(folder), update_cloud_metadata=False, listing=listing)
     # The folder's `.octue` object was read with `stored`: this dataset's metadata replaces it, keeping other keys.
     to_upload._metadata_object, to_upload._stored_document = stored._metadata_object, stored._stored_document  # noqa: SLF001
@@ -109,6 +110,25 @@ def store_dataset(host: DatasetHost, slot: Any, dataset: Dataset) -> Dataset:
     return to_upload
 
 
+def _refuse_foreign_targets(
+    host: DatasetHost, slot: Any, folder: Any, listing: list, owned: set[str], to_upload: Dataset
+) -> None:
+    """Raise `ForeignObjectError` if storing would replace an object this I/O manager did not write.
+
+    An object already holding the very content to be stored is not replaced (nothing is written), so it is no
+    conflict: that is also how files written just before a crash, whose ownership was never recorded, are taken back.
+    """
+    existing = {info.path.name[len(folder.name) :]: info for info in listing}
+    for file in to_upload.files:
+        relative = str(to_upload.relative_path(file))
+        info = existing.get(relative)
+        if info is not None and relative not in owned and info.crc32c != file.hash_value:
+            raise ForeignObjectError(
+                f"{info.path} was not written by the I/O manager, and storing {host.describe(slot)} would replace it, "
+                f"so nothing was written. Move or delete that object, or return the file under another path."
+            )
+
+
 def load_dataset(host: DatasetHost, slot: Any) -> Dataset:
     """The dataset stored at the slot's folder, from one listing and one read of its `.octue` object."""
     folder = prefix_of(host.address(slot).folder)
@@ -118,10 +138,12 @@ def load_dataset(host: DatasetHost, slot: Any) -> Dataset:
         raise CloudObjectNotFoundError(
             f"No stored dataset for {host.describe(slot)}: {folder} is empty. Materialize it first."
         )
+    # Only the files the I/O manager stored are the asset's: anything else in the folder is someone else's. Without
+    # a record (Octue's SDK rewrote the `.octue` object), every file is taken, as Octue's SDK would take them.
+    owned = _written_by_us(dataset)
+    files = [file for file in dataset.files if not owned or str(dataset.relative_path(file)) in owned]
     # Inputs are read-only, file by file, as a single datafile input is: the files belong to the upstream asset.
-    dataset.files = FilterSet(
-        ReadOnlyDatafile.from_object_info(file.object_info, store=host.store) for file in dataset.files
-    )
+    dataset.files = FilterSet(ReadOnlyDatafile.from_object_info(file.object_info, store=host.store) for file in files)
     return dataset
 
 

@@ -141,3 +141,18 @@ def test_plain_objects_and_dicts_can_be_filtered():
     assert items.filter(a__b__gte=2) == [{"a": {"b": 2}}]
     assert satisfies({"x": True}, "x__is", True)
     assert not satisfies({"x": True}, "x__is_not", True)
+
+
+def test_comparing_naive_with_aware_timestamps_is_a_library_error_naming_both():
+    import datetime
+
+    from octue_dagster.core.filters import FilterList
+    from octue_dagster.exceptions import InvalidFilterError
+
+    class Item:
+        timestamp = datetime.datetime(2024, 1, 1)  # naive, as Octue's SDK writes a naive datetime
+
+    aware = datetime.datetime(2023, 1, 1, tzinfo=datetime.timezone.utc)
+    with pytest.raises(InvalidFilterError, match="naive or both timezone-aware"):
+        FilterList([Item()]).filter(timestamp__gt=aware)
+    assert len(FilterList([Item()]).filter(timestamp__gt=datetime.datetime(2023, 1, 1))) == 1

@@ -168,7 +168,15 @@ def satisfies(item: Any, filter_name: str, value: Any, *, ignore_items_without_a
             raise
         action = actions_for(parent).get(parts[-1])
         if action is not None:
-            return bool(action(parent, value))
+            try:
+                return bool(action(parent, value))
+            except TypeError as error:
+                # Such as a naive timestamp (as Octue's SDK writes them) compared with an aware one.
+                raise InvalidFilterError(
+                    f"The filter {filter_name}={value!r} cannot compare {type(parent).__name__} {parent!r} with "
+                    f"{type(value).__name__} {value!r} ({error}). Give a value of the same kind (for timestamps: both "
+                    f"naive or both timezone-aware)."
+                ) from None
         if parent is None and parts[-1] in _ALL_ACTION_NAMES:
             # A missing value (no timestamp, a tag set to None) does not satisfy a comparison, rather than raising.
             return False

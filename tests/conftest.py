@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 
@@ -22,6 +23,26 @@ QUICK_SETTINGS = StoreSettings(
     connect_timeout_seconds=0.5,
     read_timeout_seconds=0.5,
 )
+
+
+def _restore_interrupt_signals() -> None:
+    """Give SIGINT and SIGTERM their usual handling when the suite was started with them ignored (as a background job
+    is: SIGINT ignored), since Dagster maps SIGTERM to SIGINT's handler, and ignored signals are inherited by every
+    process a test starts, which then cannot be stopped."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+_restore_interrupt_signals()
+
+
+@pytest.fixture(autouse=True)
+def interrupt_signals_restored() -> Iterator[None]:
+    """After each test, undo any signal that a test (or Dagster inside it) left ignored."""
+    yield
+    _restore_interrupt_signals()
 
 
 @pytest.fixture(scope="session")

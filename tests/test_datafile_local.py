@@ -101,8 +101,19 @@ def test_metadata_hash_ignores_id_and_order_and_is_stable(tmp_path):
     assert one.metadata_hash_value == two.metadata_hash_value
     two.labels.add("c")
     assert one.metadata_hash_value != two.metadata_hash_value
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
+    pool = multiprocessing.get_context("spawn").Pool(1)
+    try:
         assert pool.apply(_metadata_hash_in_another_process, (str(tmp_path / "c"),)) == one.metadata_hash_value
+    finally:
+        _close(pool)
+
+
+def _close(pool) -> None:
+    """Let the workers finish and exit. Not `Pool.terminate` (what `with Pool()` does): it holds the task queue's lock
+    for good and relies on SIGTERM, which a process started with SIGINT ignored (a background job) ignores too, once
+    Dagster has mapped SIGTERM to SIGINT's handler; its workers would then wait for the lock forever."""
+    pool.close()
+    pool.join()
 
 
 def _metadata_hash_in_another_process(path: str) -> str:
@@ -210,8 +221,11 @@ def test_invalid_modes(tmp_path, mode):
 
 def test_concurrent_processes_writing_one_folder_keep_every_octue_entry(tmp_path):
     names = [f"file-{index}.txt" for index in range(8)]
-    with multiprocessing.get_context("spawn").Pool(4) as pool:
+    pool = multiprocessing.get_context("spawn").Pool(4)
+    try:
         pool.map(_write_one, [str(tmp_path / name) for name in names])
+    finally:
+        _close(pool)
     entries = decode_json((tmp_path / ".octue").read_text())["datafiles"]
     assert sorted(entries) == sorted(names)
     for name in names:

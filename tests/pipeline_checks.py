@@ -45,19 +45,10 @@ def check_day(stored: dict[str, Datafile], bucket: str, day: str) -> int:
     return len(cleaned_rows)
 
 
-def check_pipeline_outputs(bucket: str, site_uri: str, instance: dg.DagsterInstance) -> dict[str, Datafile]:
-    """Assert every stored file's content, metadata and provenance, and what Dagster recorded; return the files."""
-    stored = by_path(bucket)
-    expected = {site_uri, f"gs://{bucket}/dagster/turbine_summary/=/turbine_summary.h5"}
-    expected |= {f"gs://{bucket}/dagster/raw_readings/partition={day}/raw_readings.csv" for day in DAYS}
-    expected |= {f"gs://{bucket}/dagster/cleaned_readings/partition={day}/cleaned_readings.csv" for day in DAYS}
-    expected |= {
-        f"gs://{bucket}/dagster/turbine_files/partition={day}/{turbine}.csv" for day in DAYS for turbine in readings.TURBINES
-    }
-    assert set(stored) == expected
-
-    total_cleaned = sum(check_day(stored, bucket, day) for day in DAYS)
-
+def check_summary(
+    stored: dict[str, Datafile], bucket: str, site_uri: str, total_cleaned: int, instance: dg.DagsterInstance
+) -> None:
+    """The summary holds every turbine's cleaned readings, and Dagster recorded its URI, crc32c and data version."""
     summary = stored[f"gs://{bucket}/dagster/turbine_summary/=/turbine_summary.h5"]
     assert summary.tags["days"] == DAYS
     assert summary.tags["site_metadata_crc32c"] == stored[site_uri].hash_value
@@ -82,4 +73,19 @@ def check_pipeline_outputs(bucket: str, site_uri: str, instance: dg.DagsterInsta
     observation = instance.fetch_observations(dg.AssetKey("site_metadata"), limit=1).records[0]
     assert observation.asset_observation.data_version == stored[site_uri].hash_value
 
+
+def check_pipeline_outputs(bucket: str, site_uri: str, instance: dg.DagsterInstance) -> dict[str, Datafile]:
+    """Assert every stored file's content, metadata and provenance, and what Dagster recorded; return the files."""
+    stored = by_path(bucket)
+    expected = {site_uri, f"gs://{bucket}/dagster/turbine_summary/=/turbine_summary.h5"}
+    expected |= {f"gs://{bucket}/dagster/raw_readings/partition={day}/raw_readings.csv" for day in DAYS}
+    expected |= {f"gs://{bucket}/dagster/cleaned_readings/partition={day}/cleaned_readings.csv" for day in DAYS}
+    expected |= {
+        f"gs://{bucket}/dagster/turbine_files/partition={day}/{turbine}.csv" for day in DAYS for turbine in readings.TURBINES
+    }
+    assert set(stored) == expected
+
+    total_cleaned = sum(check_day(stored, bucket, day) for day in DAYS)
+
+    check_summary(stored, bucket, site_uri, total_cleaned, instance)
     return stored

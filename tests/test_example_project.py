@@ -10,16 +10,14 @@ import sys
 from pathlib import Path
 
 import dagster as dg
-import pytest
 from dagster_gcp import GCSResource
 
 from example_project import demo, readings
 from example_project.definitions import RETAG_JOB_NAME, build_definitions
 from example_project.partitions import daily_partitions
 from octue_dagster import Datafile, Dataset
-from octue_dagster.core.gcs_path import parse_gcs_path
-from octue_dagster.core.selection import list_datafiles
-from octue_dagster.core.store import Store
+
+from pipeline_checks import by_path, check_summary, rows
 
 ROOT = Path(__file__).resolve().parents[1]
 DAYS = daily_partitions.get_partition_keys()
@@ -44,16 +42,6 @@ def test_definitions_validate_through_the_cli(emulator) -> None:
     assert "Validation successful" in output
 
 
-def _rows(datafile: Datafile) -> list[dict[str, str]]:
-    with datafile.open() as file:
-        return readings.read_csv(file)
-
-
-def _by_path(bucket: str) -> dict[str, Datafile]:
-    listed = list_datafiles(Store.default(), parse_gcs_path(f"gs://{bucket}/", allow_empty_name=True))
-    return {datafile.cloud_path: datafile for datafile in listed}
-
-
 def test_pipeline_materializes_every_asset_against_the_emulator(bucket: str, monkeypatch) -> None:
     monkeypatch.setenv("OCTUE_DAGSTER_BUCKET", bucket)
     site_uri = demo.seed(bucket)
@@ -72,7 +60,7 @@ def test_pipeline_materializes_every_asset_against_the_emulator(bucket: str, mon
     )
     assert summary_run.success
 
-    stored = _by_path(bucket)
+    stored = by_path(bucket)
     expected = {site_uri, f"gs://{bucket}/dagster/turbine_summary/=/turbine_summary.h5"}
     expected |= {f"gs://{bucket}/dagster/raw_readings/partition={day}/raw_readings.csv" for day in DAYS}
     expected |= {f"gs://{bucket}/dagster/cleaned_readings/partition={day}/cleaned_readings.csv" for day in DAYS}
@@ -85,7 +73,7 @@ def test_pipeline_materializes_every_asset_against_the_emulator(bucket: str, mon
     for day in DAYS:
         raw = stored[f"gs://{bucket}/dagster/raw_readings/partition={day}/raw_readings.csv"]
         cleaned = stored[f"gs://{bucket}/dagster/cleaned_readings/partition={day}/cleaned_readings.csv"]
-        raw_rows, cleaned_rows = _rows(raw), _rows(cleaned)
+        raw_rows, cleaned_rows = rows(raw), rows(cleaned)
         # Every turbine reports every 10 minutes; cleaning drops the bad rows and only those.
         assert len(raw_rows) == len(readings.TURBINES) * 144
         assert 0 < len(cleaned_rows) < len(raw_rows)
@@ -101,39 +89,16 @@ def test_pipeline_materializes_every_asset_against_the_emulator(bucket: str, mon
         # The day's dataset: one file per turbine, together exactly the cleaned rows, read by Octue's rules.
         dataset = Dataset(f"gs://{bucket}/dagster/turbine_files/partition={day}")
         assert dataset.name == f"turbine-files-{day}" and dataset.tags["source_id"] == cleaned.id
-        per_turbine = {file.tags["turbine"]: _rows(file) for file in dataset.files}
+        per_turbine = {file.tags["turbine"]: rows(file) for file in dataset.files}
         assert sorted(per_turbine) == sorted(readings.TURBINES)
         assert sorted(map(str, sum(per_turbine.values(), []))) == sorted(map(str, cleaned_rows))
         assert all(row["turbine_id"] == turbine for turbine, rows in per_turbine.items() for row in rows)
 
-    summary = stored[f"gs://{bucket}/dagster/turbine_summary/=/turbine_summary.h5"]
-    assert summary.tags["days"] == DAYS
-    assert summary.tags["site_metadata_crc32c"] == stored[site_uri].hash_value
-    with summary.open() as h5:
-        assert sorted(h5.keys()) == sorted(readings.TURBINES)
-        assert h5.attrs["site"] == demo.SITE_METADATA["site"]
-        assert sum(int(h5[turbine].attrs["readings"]) for turbine in h5) == total_cleaned
-        for turbine in h5:
-            power = h5[turbine]["power_kw"][()]
-            assert len(power) == h5[turbine].attrs["readings"]
-            assert h5[turbine].attrs["max_power_kw"] == pytest.approx(power.max())
-            assert 0 < h5[turbine].attrs["capacity_factor"] < 1
-
-    # What Dagster recorded: the URI and crc32c of each stored file, and the crc32c as the data version.
-    record = instance.get_latest_materialization_event(dg.AssetKey("turbine_summary"))
-    metadata = record.asset_materialization.metadata
-    assert metadata["dagster/uri"].value == summary.cloud_path
-    assert metadata["crc32c"].value == summary.hash_value
-    assert metadata["labels"].value == ["statistics", "turbine-summary"]
-    assert metadata["timestamp"].value == summary.posix_timestamp
-    assert record.asset_materialization.tags["dagster/data_version"] == summary.hash_value
-    observation = instance.fetch_observations(dg.AssetKey("site_metadata"), limit=1).records[0]
-    assert observation.asset_observation.data_version == stored[site_uri].hash_value
-
+    check_summary(stored, bucket, site_uri, total_cleaned, instance)
     # The re-tagging job changes metadata only: same generations, new label on cleaned files alone.
-    generations = {path: datafile.generation for path, datafile in _by_path(bucket).items()}
+    generations = {path: datafile.generation for path, datafile in by_path(bucket).items()}
     assert definitions.resolve_job_def(RETAG_JOB_NAME).execute_in_process(instance=instance).success
-    after = _by_path(bucket)
+    after = by_path(bucket)
     assert {path: datafile.generation for path, datafile in after.items()} == generations
     for path, datafile in after.items():
         assert ("quality-checked" in datafile.labels) == ("/cleaned_readings/" in path), path
@@ -144,7 +109,7 @@ def test_pipeline_materializes_every_asset_against_the_emulator(bucket: str, mon
     counts = {key: value.value for key, value in event.event_specific_data.metadata.items()}
     assert counts["dry_run"] is True and counts["deleted"] == 0
     assert counts["kept"] == len(DAYS) * 2 + 1 and counts["old_op_outputs"] == counts["unreferenced_asset_objects"] == 0
-    assert set(_by_path(bucket)) == set(after)
+    assert set(by_path(bucket)) == set(after)
 
 
 def test_external_files_sensor_requests_a_summary_rebuild_only_for_new_content(bucket: str) -> None:

@@ -25,10 +25,10 @@ from pathlib import Path
 from example_project import config
 from example_project.partitions import daily_partitions
 from octue_dagster import Datafile
-from octue_dagster.core.gcs_path import parse_gcs_path
-from octue_dagster.core.dataset import list_datasets
-from octue_dagster.core.selection import list_datafiles
-from octue_dagster.core.store import Store
+from octue_dagster.core.storage.gcs_path import parse_gcs_path
+from octue_dagster.core.dataset.dataset import list_datasets
+from octue_dagster.core.listing.selection import list_datafiles
+from octue_dagster.core.storage.store import Store
 
 DEFINITIONS_MODULE = "example_project.definitions"
 

@@ -3,11 +3,11 @@
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from octue_dagster.core.gcs_path import GCSPath, parse_gcs_path
-from octue_dagster.core.datafile import Datafile
-from octue_dagster.core.dataset import Dataset
-from octue_dagster.core.filters import FilterDict, FilterList, FilterSet
-from octue_dagster.core.manifest import Manifest
+from octue_dagster.core.storage.gcs_path import GCSPath, parse_gcs_path
+from octue_dagster.core.datafile.datafile import Datafile
+from octue_dagster.core.dataset.dataset import Dataset
+from octue_dagster.core.dataset.filters import FilterDict, FilterList, FilterSet
+from octue_dagster.core.dataset.manifest import Manifest
 from octue_dagster.exceptions import (
     BrokenSequenceError,
     BucketNotFoundError,
@@ -36,9 +36,9 @@ from octue_dagster.exceptions import (
     UnexpectedNumberOfResultsError,
     UnsupportedTypeError,
 )
-from octue_dagster.core.metadata import LabelSet, TagDict
-from octue_dagster.core.selection import RetagCounts, RetagSpec, list_datafiles, retag_objects
-from octue_dagster.core.store import Store, StoreSettings
+from octue_dagster.core.metadata.values import LabelSet, TagDict
+from octue_dagster.core.listing.selection import RetagCounts, RetagSpec, list_datafiles, retag_objects
+from octue_dagster.core.storage.store import Store, StoreSettings
 
 # The Dagster layer is imported on first use, so that scripts and worker processes that only handle Datafiles do not
 # pay for importing dagster (seconds per process).

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from octue_dagster.core.store import Store, StoreSettings, make_client
-from octue_dagster.core.cache import CACHE_DIR_VARIABLE
+from octue_dagster.core.storage.store import Store, StoreSettings, make_client
+from octue_dagster.core.cache.copies import CACHE_DIR_VARIABLE
 from octue_dagster.testing.emulator import EMULATOR_VARIABLE, Emulator
 
 

@@ -11,9 +11,9 @@ from dagster import AssetKey, AssetOut, DagsterInstance, StaticPartitionsDefinit
 from dagster_gcp import GCSResource
 
 from octue_dagster import Datafile, OctueDagsterError, ReadOnlyDatafileError
-from octue_dagster.core import metadata as md
-from octue_dagster.core.selection import RetagSpec, retag_objects
-from octue_dagster.core.store import Store
+from octue_dagster.core.metadata import values as md
+from octue_dagster.core.listing.selection import RetagSpec, retag_objects
+from octue_dagster.core.storage.store import Store
 from octue_dagster.dagster.io_manager import DatafileIOManager
 from octue_dagster.dagster.owned_objects import OWNER_KEY, WRITTEN_KEY
 from octue_dagster.dagster.resources import DatafileResource

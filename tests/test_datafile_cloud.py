@@ -8,8 +8,8 @@ import tempfile
 import pytest
 
 from octue_dagster import ConflictError, Datafile
-from octue_dagster.core import cache
-from octue_dagster.core.metadata import crc32c_base64
+from octue_dagster.core.cache import copies as cache
+from octue_dagster.core.metadata.values import crc32c_base64
 
 
 def _make(client, bucket, name="data/readings.csv", content=b"a,b\n1,2\n", **kwargs) -> Datafile:

@@ -18,9 +18,9 @@ from octue_dagster import (
     InvalidTagError,
     InvalidTimestampError,
 )
-from octue_dagster.core import hashing
-from octue_dagster.core.atomic import is_temporary
-from octue_dagster.core.metadata import crc32c_base64, decode_json
+from octue_dagster.core.local import hashing
+from octue_dagster.core.local.atomic import is_temporary
+from octue_dagster.core.metadata.values import crc32c_base64, decode_json
 
 
 def test_write_creates_file_and_octue_entry(tmp_path):

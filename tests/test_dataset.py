@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from octue_dagster import Datafile
-from octue_dagster.core.store import Store, StoreSettings
-from octue_dagster.core.dataset import Dataset
-from octue_dagster.core.filters import FilterSet
+from octue_dagster.core.storage.store import Store, StoreSettings
+from octue_dagster.core.dataset.dataset import Dataset
+from octue_dagster.core.dataset.filters import FilterSet
 from octue_dagster.exceptions import (
     InvalidInputError,
     UnexpectedNumberOfResultsError,
@@ -298,7 +298,7 @@ def test_many_files_are_listed_in_pages_not_per_file(client, bucket, request_log
 
 
 def test_a_local_folder_of_many_files_decodes_its_octue_file_once(tmp_path, monkeypatch):
-    from octue_dagster.core import octue_files
+    from octue_dagster.core.metadata import octue_files
 
     folder = tmp_path / "many"
     folder.mkdir()

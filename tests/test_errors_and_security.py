@@ -20,8 +20,8 @@ from octue_dagster import (
     InvalidCloudPathError,
     StoragePermissionError,
 )
-from octue_dagster.core import cache
-from octue_dagster.core.gcs_path import GCSPath, parse_gcs_path
+from octue_dagster.core.cache import copies as cache
+from octue_dagster.core.storage.gcs_path import GCSPath, parse_gcs_path
 
 
 @pytest.mark.parametrize(

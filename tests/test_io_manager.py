@@ -43,7 +43,7 @@ from octue_dagster.dagster.io_manager import (
     materialize_datafile,
     on_upstream_data_version_change,
 )
-from octue_dagster.core.metadata import crc32c_base64
+from octue_dagster.core.metadata.values import crc32c_base64
 from octue_dagster.dagster.resources import DatafileResource
 
 READINGS_TIME = datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)

@@ -19,7 +19,7 @@ import filelock
 import pytest
 
 from octue_dagster import Datafile
-from octue_dagster.core.dataset import Dataset
+from octue_dagster.core.dataset.dataset import Dataset
 
 OCTUE_VERSION = "0.69.1"
 VENV = Path(tempfile.gettempdir()) / f"octue-dagster-test-octue-sdk-{OCTUE_VERSION}"

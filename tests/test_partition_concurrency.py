@@ -21,7 +21,7 @@ from dagster import (
 from dagster_gcp import GCSResource
 
 from octue_dagster import Datafile
-from octue_dagster.core import metadata as md
+from octue_dagster.core.metadata import values as md
 from octue_dagster.dagster.ui_metadata import URI_KEY
 from octue_dagster.dagster.io_manager import DatafileIOManager
 from reliability_summary import save_summary

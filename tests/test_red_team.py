@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from octue_dagster import ChecksumMismatchError, Dataset, Datafile, OctueDagsterError, UnsupportedTypeError
-from octue_dagster.core.store import Store, make_client
+from octue_dagster.core.storage.store import Store, make_client
 from octue_dagster.dagster import asset_storage, retention
 from octue_dagster.dagster.addresses import asset_address, default_object_name
 from octue_dagster.dagster.io_manager import DatafileIOManager
@@ -250,8 +250,8 @@ def test_a_value_the_io_manager_cannot_store_gets_a_library_type_error(bucket, r
 
 
 def test_a_hand_built_path_with_a_bad_bucket_is_refused_by_the_cache_with_a_library_error():
-    from octue_dagster.core import cache
-    from octue_dagster.core.gcs_path import GCSPath
+    from octue_dagster.core.cache import copies as cache
+    from octue_dagster.core.storage.gcs_path import GCSPath
 
     with pytest.raises(InvalidCloudPathError, match="bucket"):
         cache.cached_path(GCSPath("../..", "x"))

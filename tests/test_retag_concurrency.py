@@ -13,10 +13,10 @@ from dagster_gcp import GCSResource
 
 from faultproxy import Fault, FaultProxy
 from octue_dagster import ConflictError, Datafile, InvalidInputError
-from octue_dagster.core import metadata as md
-from octue_dagster.core.gcs_path import GCSPath
-from octue_dagster.core.selection import RetagSpec, retag_objects
-from octue_dagster.core.store import Store, StoreSettings
+from octue_dagster.core.metadata import values as md
+from octue_dagster.core.storage.gcs_path import GCSPath
+from octue_dagster.core.listing.selection import RetagSpec, retag_objects
+from octue_dagster.core.storage.store import Store, StoreSettings
 from octue_dagster.dagster.resources import DatafileResource, StoreConfig
 from octue_dagster.dagster.retag_job import build_retag_job
 from octue_dagster.testing.emulator import EMULATOR_VARIABLE

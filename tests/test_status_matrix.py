@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from octue_dagster.core import metadata as md
-from octue_dagster.core import store as storage
-from octue_dagster.core.gcs_path import GCSPath
-from octue_dagster.core.store import Store, StoreSettings
+from octue_dagster.core.metadata import values as md
+from octue_dagster.core.storage import store as storage
+from octue_dagster.core.storage.gcs_path import GCSPath
+from octue_dagster.core.storage.store import Store, StoreSettings
 from octue_dagster.exceptions import (
     ChecksumMismatchError,
     CloudObjectNotFoundError,

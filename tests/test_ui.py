@@ -30,8 +30,8 @@ from example_project import demo
 from example_project.definitions import build_definitions
 from example_project.partitions import daily_partitions
 from octue_dagster import Datafile
-from octue_dagster.core.store import Store
-from octue_dagster.core.gcs_path import parse_gcs_path
+from octue_dagster.core.storage.store import Store
+from octue_dagster.core.storage.gcs_path import parse_gcs_path
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Set to 1 to copy the screenshot to docs/asset-page.png (for the README).

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
 from urllib.parse import quote
 
-from octue_dagster.core.gcs_path import GCSPath, make_gcs_path, validate_bucket_name
+from octue_dagster.core.storage.gcs_path import GCSPath, make_gcs_path, validate_bucket_name
 from octue_dagster.exceptions import InvalidCloudPathError
 
 #: Characters left as they are in a segment; everything else (including `=`, `%` and `/`) is percent-encoded.

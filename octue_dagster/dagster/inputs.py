@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from octue_dagster.core.datafile import Datafile
-from octue_dagster.core.gcs_path import parse_gcs_path
-from octue_dagster.core.opener import DatafileOpener, parse_mode
+from octue_dagster.core.datafile.datafile import Datafile
+from octue_dagster.core.storage.gcs_path import parse_gcs_path
+from octue_dagster.core.datafile.opener import DatafileOpener, parse_mode
 from octue_dagster.exceptions import ReadOnlyDatafileError
 
 

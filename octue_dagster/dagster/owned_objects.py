@@ -22,12 +22,12 @@ from collections.abc import Mapping
 
 import filelock
 
-from octue_dagster.core import cache
-from octue_dagster.core import metadata as md
-from octue_dagster.core.datafile import Datafile
-from octue_dagster.core.gcs_path import GCSPath
-from octue_dagster.core.merge import merge
-from octue_dagster.core.store import ObjectInfo, Store
+from octue_dagster.core.cache import copies as cache
+from octue_dagster.core.metadata import values as md
+from octue_dagster.core.datafile.datafile import Datafile
+from octue_dagster.core.storage.gcs_path import GCSPath
+from octue_dagster.core.metadata.merge import merge
+from octue_dagster.core.storage.store import ObjectInfo, Store
 from octue_dagster.exceptions import ForeignObjectError, InvalidMetadataError
 
 OWNER_KEY = "octue_dagster__owner"

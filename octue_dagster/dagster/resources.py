@@ -1,6 +1,6 @@
 """`DatafileResource`: get, create, list and re-tag datafiles (and datasets) from inside Dagster assets, ops, sensors and jobs.
 
-A configuration shell over the core: listing and re-tagging are `octue_dagster.core.selection`'s functions, run
+A configuration shell over the core: listing and re-tagging are `octue_dagster.core.listing.selection`'s functions, run
 through a `Store` made from the `GCSResource`'s client.
 """
 
@@ -16,13 +16,13 @@ from dagster_gcp import GCSResource
 from google.cloud import storage as gcs_client
 from pydantic import Field, PrivateAttr
 
-from octue_dagster.core.datafile import Datafile
-from octue_dagster.core.dataset import Dataset, list_datasets, prefix_of
-from octue_dagster.core.filters import FilterList
-from octue_dagster.core.gcs_path import parse_gcs_path
-from octue_dagster.core.octue_files import METADATA_FILENAME
-from octue_dagster.core.selection import RetagCounts, RetagSpec, list_datafiles, retag_objects
-from octue_dagster.core.store import Store, StoreSettings, guard_client
+from octue_dagster.core.datafile.datafile import Datafile
+from octue_dagster.core.dataset.dataset import Dataset, list_datasets, prefix_of
+from octue_dagster.core.dataset.filters import FilterList
+from octue_dagster.core.storage.gcs_path import parse_gcs_path
+from octue_dagster.core.metadata.octue_files import METADATA_FILENAME
+from octue_dagster.core.listing.selection import RetagCounts, RetagSpec, list_datafiles, retag_objects
+from octue_dagster.core.storage.store import Store, StoreSettings, guard_client
 from octue_dagster.dagster.working_files import WorkingFolders, default_base
 from octue_dagster.exceptions import DatafileExistsError, InvalidInputError, MissingCredentialsError
 
@@ -33,7 +33,7 @@ _MAX_NAME_BYTES = 255
 
 
 class StoreConfig(Config):
-    """How the library waits for and retries GCS requests (see `octue_dagster.core.store.StoreSettings`).
+    """How the library waits for and retries GCS requests (see `octue_dagster.core.storage.store.StoreSettings`).
 
     Example: `DatafileIOManager(bucket="b", gcs=gcs, store=StoreConfig(retry_deadline_seconds=30))`.
     """
@@ -193,7 +193,7 @@ class DatafileResource(ConfigurableResource):
         """Re-tag matching objects under `prefix`: give a `RetagSpec`, or its fields as keywords.
 
         `datafiles.retag("gs://b/readings/", labels=["raw"], add_labels=["validated"])` adds the label `validated`
-        to every datafile labelled `raw`; see `RetagSpec` and `octue_dagster.core.selection.retag_objects`.
+        to every datafile labelled `raw`; see `RetagSpec` and `octue_dagster.core.listing.selection.retag_objects`.
         """
         if spec is not None and fields:
             raise InvalidInputError("Give either a RetagSpec or its fields as keywords, not both.")

@@ -8,9 +8,9 @@ from typing import Any
 
 from dagster import DataVersion, MetadataValue, TableColumn, TableRecord, TableSchema
 
-from octue_dagster.core.datafile import Datafile
-from octue_dagster.core.dataset import Dataset
-from octue_dagster.core.metadata import OctueJSONEncoder
+from octue_dagster.core.datafile.datafile import Datafile
+from octue_dagster.core.dataset.dataset import Dataset
+from octue_dagster.core.metadata.values import OctueJSONEncoder
 
 #: The standard Dagster metadata key for where an asset's data is stored.
 URI_KEY = "dagster/uri"

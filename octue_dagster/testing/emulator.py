@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             if not use_existing:
                 emulator = stack.enter_context(running_emulator(arguments.log))
                 print(f"GCS emulator (fake-gcs-server) at {emulator.url}; log in {emulator.log_path}", file=sys.stderr)
-                from octue_dagster.core.store import Store
+                from octue_dagster.core.storage.store import Store
 
                 store = Store()
                 for bucket in arguments.bucket:

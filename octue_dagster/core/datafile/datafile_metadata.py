@@ -2,7 +2,7 @@
 
 It holds the metadata in memory, validates every change, and knows what was last persisted, so that it can tell
 what changed and write only that: a metadata patch on the cloud object, merged with other writers' changes (see
-`octue_dagster.core.merge`), and/or the entry in the `.octue` file beside a local file.
+`octue_dagster.core.metadata.merge`), and/or the entry in the `.octue` file beside a local file.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import Any
 
 import filelock
 
-from octue_dagster.core import cache
-from octue_dagster.core import metadata as md
-from octue_dagster.core import octue_files as local_metadata
-from octue_dagster.core.gcs_path import GCSPath
-from octue_dagster.core.merge import merge
-from octue_dagster.core.store import ObjectInfo, Store
+from octue_dagster.core.cache import copies as cache
+from octue_dagster.core.metadata import values as md
+from octue_dagster.core.metadata import octue_files as local_metadata
+from octue_dagster.core.storage.gcs_path import GCSPath
+from octue_dagster.core.metadata.merge import merge
+from octue_dagster.core.storage.store import ObjectInfo, Store
 from octue_dagster.exceptions import CloudObjectNotFoundError
 
 

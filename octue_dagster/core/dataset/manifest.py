@@ -15,11 +15,13 @@ from typing import Any
 
 from google.cloud import storage
 
-from octue_dagster.core import json_objects, metadata as md
-from octue_dagster.core.store import Store
-from octue_dagster.core.dataset import Dataset
-from octue_dagster.core.gcs_path import parse_gcs_path
-from octue_dagster.core.transfers import default_workers
+from octue_dagster.core.metadata import json_objects
+
+from octue_dagster.core.metadata import values as md
+from octue_dagster.core.storage.store import Store
+from octue_dagster.core.dataset.dataset import Dataset
+from octue_dagster.core.storage.gcs_path import parse_gcs_path
+from octue_dagster.core.storage.transfers import default_workers
 from octue_dagster.exceptions import InvalidInputError
 
 

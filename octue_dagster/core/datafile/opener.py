@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from octue_dagster.core.atomic import sweep_stale_temporaries, temporary_path_for
+from octue_dagster.core.local.atomic import sweep_stale_temporaries, temporary_path_for
 from octue_dagster.exceptions import (
     DatafileExistsError,
     DatafileNotFoundError,

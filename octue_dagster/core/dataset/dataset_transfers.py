@@ -1,7 +1,7 @@
 """Moving a dataset's files: the upload and download loops, run concurrently with bounded memory.
 
 `Dataset.upload`/`download` decide what goes where; these functions send it, file by file, on the bounded pool of
-`octue_dagster.core.transfers`, and report what each file needed.
+`octue_dagster.core.storage.transfers`, and report what each file needed.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from octue_dagster.core import metadata as md
-from octue_dagster.core.datafile import Datafile
-from octue_dagster.core.gcs_path import GCSPath
-from octue_dagster.core.store import MULTIPART_LIMIT_BYTES, UPLOAD_CHUNK_BYTES, ObjectInfo
-from octue_dagster.core.transfers import DEFAULT_MEMORY_BUDGET_BYTES, MemoryBudget, run_concurrently
+from octue_dagster.core.metadata import values as md
+from octue_dagster.core.datafile.datafile import Datafile
+from octue_dagster.core.storage.gcs_path import GCSPath
+from octue_dagster.core.storage.store import MULTIPART_LIMIT_BYTES, UPLOAD_CHUNK_BYTES, ObjectInfo
+from octue_dagster.core.storage.transfers import DEFAULT_MEMORY_BUDGET_BYTES, MemoryBudget, run_concurrently
 
 
 @dataclasses.dataclass

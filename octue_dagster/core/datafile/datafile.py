@@ -18,13 +18,19 @@ from typing import Any, TypeVar
 
 from google.cloud import storage
 
-from octue_dagster.core import cache, hashing, local_copy, octue_files as local_metadata
-from octue_dagster.core import metadata as md
-from octue_dagster.core.store import ObjectInfo, Store
-from octue_dagster.core.gcs_path import GCSPath, is_gcs_path, parse_gcs_path
-from octue_dagster.core.datafile_metadata import OctueMetadata
-from octue_dagster.core.opener import DatafileOpener
-from octue_dagster.core.upload_plan import UploadAction, plan_upload
+from octue_dagster.core.cache import copies as cache
+
+from octue_dagster.core.local import hashing
+
+from octue_dagster.core.cache import local_copy
+
+from octue_dagster.core.metadata import octue_files as local_metadata
+from octue_dagster.core.metadata import values as md
+from octue_dagster.core.storage.store import ObjectInfo, Store
+from octue_dagster.core.storage.gcs_path import GCSPath, is_gcs_path, parse_gcs_path
+from octue_dagster.core.datafile.datafile_metadata import OctueMetadata
+from octue_dagster.core.datafile.opener import DatafileOpener
+from octue_dagster.core.datafile.upload_plan import UploadAction, plan_upload
 from octue_dagster.exceptions import (
     CloudObjectNotFoundError,
     ConflictError,
@@ -400,7 +406,7 @@ class Datafile(OctueMetadata):
         """
         if self._cloud is None or self._object is None:
             raise CloudObjectNotFoundError(f"{self} must exist in the cloud for a signed URL to be generated for it.")
-        from octue_dagster.core import signing
+        from octue_dagster.core.storage import signing
 
         return signing.generate_signed_url(self.store.client, self._cloud, expiration, credentials=credentials)
 

@@ -8,9 +8,11 @@ import tempfile
 from collections.abc import Mapping
 from typing import Any
 
-from octue_dagster.core import hashing, metadata as md
-from octue_dagster.core.store import ObjectInfo, Store
-from octue_dagster.core.gcs_path import GCSPath
+from octue_dagster.core.local import hashing
+
+from octue_dagster.core.metadata import values as md
+from octue_dagster.core.storage.store import ObjectInfo, Store
+from octue_dagster.core.storage.gcs_path import GCSPath
 from octue_dagster.exceptions import CorruptMetadataFileError
 
 

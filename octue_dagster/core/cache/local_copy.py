@@ -17,9 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from octue_dagster.core import cache, hashing
-from octue_dagster.core.atomic import atomic_replace, sweep_stale_temporaries, temporary_path_for
-from octue_dagster.core.store import ObjectInfo, Store
+from octue_dagster.core.cache import copies as cache
+
+from octue_dagster.core.local import hashing
+from octue_dagster.core.local.atomic import atomic_replace, sweep_stale_temporaries, temporary_path_for
+from octue_dagster.core.storage.store import ObjectInfo, Store
 from octue_dagster.exceptions import ConflictError
 
 T = TypeVar("T")

@@ -41,9 +41,9 @@ from typing import IO, Any
 import filelock
 import platformdirs
 
-from octue_dagster.core import hashing
-from octue_dagster.core.atomic import sweep_stale_temporaries, temporary_path_for
-from octue_dagster.core.gcs_path import GCSPath
+from octue_dagster.core.local import hashing
+from octue_dagster.core.local.atomic import sweep_stale_temporaries, temporary_path_for
+from octue_dagster.core.storage.gcs_path import GCSPath
 from octue_dagster.exceptions import InvalidCloudPathError, InvalidInputError
 
 try:  # POSIX: shared locks mark copies in use. Elsewhere an open file cannot be deleted, which protects it instead.

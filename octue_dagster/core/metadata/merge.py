@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from octue_dagster.core.metadata import StoredMetadata, canonical_json
+from octue_dagster.core.metadata.values import StoredMetadata, canonical_json
 
 def merge(base: StoredMetadata, ours: StoredMetadata, theirs: StoredMetadata) -> StoredMetadata:
     """`theirs` with the changes from `base` to `ours` applied (see the module docstring for the rule)."""

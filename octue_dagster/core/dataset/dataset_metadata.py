@@ -2,7 +2,7 @@
 
 The metadata lives in the `"dataset"` entry of the folder's `.octue` file, or in a `<prefix>/.octue` object holding
 `{"dataset": {...}}`. Entries and keys this library does not own are kept; concurrent writers of the cloud object are
-merged by the library's one rule (`octue_dagster.core.merge`).
+merged by the library's one rule (`octue_dagster.core.metadata.merge`).
 """
 
 from __future__ import annotations
@@ -11,13 +11,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from octue_dagster.core import json_objects, octue_files
-from octue_dagster.core import metadata as md
-from octue_dagster.core.dataset_files import METADATA_FILENAME
-from octue_dagster.core.filters import FilterSet
-from octue_dagster.core.gcs_path import GCSPath
-from octue_dagster.core.merge import merge
-from octue_dagster.core.store import ObjectInfo, Store
+from octue_dagster.core.metadata import json_objects
+
+from octue_dagster.core.metadata import octue_files
+from octue_dagster.core.metadata import values as md
+from octue_dagster.core.dataset.dataset_files import METADATA_FILENAME
+from octue_dagster.core.dataset.filters import FilterSet
+from octue_dagster.core.storage.gcs_path import GCSPath
+from octue_dagster.core.metadata.merge import merge
+from octue_dagster.core.storage.store import ObjectInfo, Store
 from octue_dagster.exceptions import ConflictError, CorruptMetadataFileError, InvalidInputError
 
 #: How often a `.octue` object write is re-read and re-applied after losing a race with another writer.

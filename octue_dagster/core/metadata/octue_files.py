@@ -26,9 +26,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from octue_dagster.core import cache
-from octue_dagster.core.atomic import sweep_stale_temporaries, temporary_path_for
-from octue_dagster.core.metadata import encode_json, parse_raw_json
+from octue_dagster.core.cache import copies as cache
+from octue_dagster.core.local.atomic import sweep_stale_temporaries, temporary_path_for
+from octue_dagster.core.metadata.values import encode_json, parse_raw_json
 from octue_dagster.exceptions import CorruptMetadataFileError, MetadataFileBusyError
 
 try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 
-from octue_dagster.core.store import ObjectInfo
+from octue_dagster.core.storage.store import ObjectInfo
 
 
 class UploadAction(enum.Enum):

@@ -16,7 +16,7 @@ from google.auth import credentials as auth_credentials
 from google.auth.transport import requests as auth_requests
 from google.cloud import storage
 
-from octue_dagster.core.gcs_path import GCSPath
+from octue_dagster.core.storage.gcs_path import GCSPath
 from octue_dagster.exceptions import InvalidInputError, MissingCredentialsError
 
 #: GCS refuses V4 signed URLs that live longer than seven days.

@@ -28,9 +28,9 @@ from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
 from google.api_core.retry import Retry
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from octue_dagster.core import hashing
-from octue_dagster.core.bulk import DEFAULT_CONCURRENCY, Outcome, run_concurrently, validate_concurrency
-from octue_dagster.core.gcs_path import GCSPath
+from octue_dagster.core.local import hashing
+from octue_dagster.core.storage.bulk import DEFAULT_CONCURRENCY, Outcome, run_concurrently, validate_concurrency
+from octue_dagster.core.storage.gcs_path import GCSPath
 from octue_dagster.exceptions import (
     BucketNotFoundError,
     ChecksumMismatchError,

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 
-from octue_dagster.core.hashing import crc32c_base64
+from octue_dagster.core.local.hashing import crc32c_base64
 from octue_dagster.exceptions import (
     InvalidLabelError,
     InvalidMetadataError,

@@ -11,10 +11,10 @@ import os
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
-from octue_dagster.core import octue_files
-from octue_dagster.core.atomic import is_temporary
-from octue_dagster.core.gcs_path import GCSPath, make_gcs_path
-from octue_dagster.core.store import ObjectInfo
+from octue_dagster.core.metadata import octue_files
+from octue_dagster.core.local.atomic import is_temporary
+from octue_dagster.core.storage.gcs_path import GCSPath, make_gcs_path
+from octue_dagster.core.storage.store import ObjectInfo
 from octue_dagster.exceptions import InvalidInputError
 
 METADATA_FILENAME = octue_files.METADATA_FILENAME

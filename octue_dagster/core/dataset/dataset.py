@@ -23,12 +23,18 @@ from typing import Any
 
 from google.cloud import storage
 
-from octue_dagster.core import hashing, json_objects, metadata as md, signing
-from octue_dagster.core.store import ObjectInfo, Store
-from octue_dagster.core.atomic import atomic_replace
-from octue_dagster.core.datafile import Datafile
-from octue_dagster.core.dataset_metadata import DatasetMetadata
-from octue_dagster.core.dataset_files import (
+from octue_dagster.core.local import hashing
+
+from octue_dagster.core.metadata import json_objects
+
+from octue_dagster.core.metadata import values as md
+
+from octue_dagster.core.storage import signing
+from octue_dagster.core.storage.store import ObjectInfo, Store
+from octue_dagster.core.local.atomic import atomic_replace
+from octue_dagster.core.datafile.datafile import Datafile
+from octue_dagster.core.dataset.dataset_metadata import DatasetMetadata
+from octue_dagster.core.dataset.dataset_files import (
     METADATA_FILENAME,
     SIGNED_METADATA_DIRECTORY,
     is_octue_metadata_object,
@@ -37,9 +43,9 @@ from octue_dagster.core.dataset_files import (
     safe_relative_path,
     select_cloud_files,
 )
-from octue_dagster.core.dataset_transfers import TransferReport, download_files, upload_files
-from octue_dagster.core.filters import FilterList, FilterSet
-from octue_dagster.core.gcs_path import GCSPath, is_gcs_path, parse_gcs_path
+from octue_dagster.core.dataset.dataset_transfers import TransferReport, download_files, upload_files
+from octue_dagster.core.dataset.filters import FilterList, FilterSet
+from octue_dagster.core.storage.gcs_path import GCSPath, is_gcs_path, parse_gcs_path
 from octue_dagster.exceptions import (
     InvalidInputError,
     InvalidMetadataError,

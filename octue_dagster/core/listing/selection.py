@@ -13,12 +13,12 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from octue_dagster.core import metadata as md
-from octue_dagster.core.bulk import run_concurrently
-from octue_dagster.core.datafile import Datafile
-from octue_dagster.core.dataset_files import is_octue_metadata_object
-from octue_dagster.core.gcs_path import GCSPath, parse_gcs_path
-from octue_dagster.core.store import ObjectInfo, Store
+from octue_dagster.core.metadata import values as md
+from octue_dagster.core.storage.bulk import run_concurrently
+from octue_dagster.core.datafile.datafile import Datafile
+from octue_dagster.core.dataset.dataset_files import is_octue_metadata_object
+from octue_dagster.core.storage.gcs_path import GCSPath, parse_gcs_path
+from octue_dagster.core.storage.store import ObjectInfo, Store
 from octue_dagster.exceptions import CloudObjectNotFoundError, InvalidInputError, InvalidMetadataError
 
 logger = logging.getLogger(__name__)

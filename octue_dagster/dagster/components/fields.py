@@ -1,0 +1,156 @@
+"""Field types shared by the components: each validates with the library's own rules, so that `dg check defs` names
+the attribute and says what is wrong with it (a bad `gs://` path, label, tag, bucket, folder or cron string).
+
+The validators raise the library's errors (`InvalidCloudPathError`, `InvalidLabelError`, ...), which are `ValueError`s;
+pydantic reports them under the field's name and the line of `defs.yaml` that set it.
+"""
+
+import zoneinfo
+from typing import Annotated, Any, Literal
+
+import dagster as dg
+from dagster._utils.schedules import is_valid_cron_string
+from pydantic import AfterValidator, Field
+
+from octue_dagster.core import metadata as md
+from octue_dagster.core.gcs_path import parse_gcs_path, validate_bucket_name
+from octue_dagster.core.store import StoreSettings
+from octue_dagster.dagster import addresses
+from octue_dagster.dagster.resources import StoreConfig
+from octue_dagster.exceptions import InvalidInputError
+
+_DEFAULTS = StoreSettings()
+
+
+def _gcs_prefix(value: str) -> str:
+    parse_gcs_path(value, allow_empty_name=True)
+    return value
+
+
+def _gcs_path(value: str) -> str:
+    parse_gcs_path(value, allow_empty_name=True)
+    return value
+
+
+def _cron(value: str) -> str:
+    if not isinstance(value, str) or not is_valid_cron_string(value):
+        raise InvalidInputError(
+            f"{value!r} is not a cron string Dagster accepts: give five fields, minute hour day-of-month month "
+            f"day-of-week, such as '0 3 * * *' (03:00 every day)."
+        )
+    return value
+
+
+def _timezone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise InvalidInputError(
+            f"{value!r} is not a time zone name: give an IANA name such as 'UTC' or 'Europe/London'."
+        ) from None
+    return value
+
+
+def _tags(value: dict[str, Any]) -> dict[str, Any]:
+    return dict(md.TagDict(value))
+
+
+def _asset_key(value: str) -> str:
+    if not isinstance(value, str) or not value.strip("/") or any(not part for part in value.split("/")):
+        raise InvalidInputError(
+            f"{value!r} is not an asset key: give its parts joined by '/', such as 'site_metadata' or 'external/site'."
+        )
+    if "=" in value:
+        raise InvalidInputError(f"Asset key {value!r} contains '=', which Dagster does not allow in asset keys.")
+    return value
+
+
+#: A `gs://bucket` or `gs://bucket/folder/` URI (a prefix: every object under it).
+GcsPrefix = Annotated[str, AfterValidator(_gcs_prefix)]
+#: A `gs://bucket/object` URI, or a prefix ending in '/'.
+GcsObjectOrPrefix = Annotated[str, AfterValidator(_gcs_path)]
+#: A bucket name (no `gs://`).
+BucketName = Annotated[str, AfterValidator(validate_bucket_name)]
+#: A folder inside a bucket, such as `dagster` or `team/assets` ('' is the bucket root).
+Folder = Annotated[str, AfterValidator(addresses.validate_prefix)]
+#: An Octue label: lowercase letters, digits and '-'.
+Label = Annotated[str, AfterValidator(md.validate_label)]
+#: An Octue tag name: lowercase letters, digits and '_'.
+TagName = Annotated[str, AfterValidator(md.validate_tag_name)]
+#: Octue tags: tag names to JSON values.
+Tags = Annotated[dict[str, Any], AfterValidator(_tags)]
+#: A five-field cron string, validated as Dagster validates schedules.
+CronString = Annotated[str, AfterValidator(_cron)]
+#: An IANA time zone name, such as 'UTC' or 'Europe/London'.
+Timezone = Annotated[str, AfterValidator(_timezone)]
+#: A Dagster definition name (jobs, schedules, sensors).
+DefinitionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+$")]
+#: An asset key as a '/'-joined string.
+AssetKeyString = Annotated[str, AfterValidator(_asset_key)]
+#: Whether a schedule or sensor starts running when the definitions are loaded.
+DefaultStatus = Literal["RUNNING", "STOPPED"]
+
+
+class StoreSettingsFields(dg.Model):
+    """How requests to GCS are retried and timed (`StoreConfig` of the Python API), as flat attributes."""
+
+    retry_deadline_seconds: float = Field(
+        default=_DEFAULTS.retry_deadline_seconds,
+        gt=0,
+        description="Retry transient GCS failures for this long before giving up with StorageUnavailableError.",
+    )
+    concurrency: int = Field(
+        default=_DEFAULTS.concurrency,
+        ge=1,
+        description="Requests in flight at once for work on many objects (re-tagging, multi-partition inputs).",
+    )
+    connect_timeout_seconds: float = Field(
+        default=_DEFAULTS.connect_timeout_seconds, gt=0, description="Timeout to connect, per attempt."
+    )
+    read_timeout_seconds: float = Field(
+        default=_DEFAULTS.read_timeout_seconds, gt=0, description="Timeout to read an answer, per attempt."
+    )
+    list_page_size: int = Field(
+        default=_DEFAULTS.list_page_size, ge=1, le=1000, description="Objects per list request (at most 1000)."
+    )
+    user_project: str | None = Field(default=None, description="The project billed for requester-pays buckets.")
+
+    def store_config(self) -> StoreConfig:
+        """The store settings as the resources' `StoreConfig`."""
+        return StoreConfig(
+            retry_deadline_seconds=self.retry_deadline_seconds,
+            concurrency=self.concurrency,
+            connect_timeout_seconds=self.connect_timeout_seconds,
+            read_timeout_seconds=self.read_timeout_seconds,
+            list_page_size=self.list_page_size,
+            user_project=self.user_project,
+        )
+
+
+def default_status(status: DefaultStatus) -> Any:
+    """Dagster's status enum for a schedule's `default_status` attribute."""
+    return dg.DefaultScheduleStatus.RUNNING if status == "RUNNING" else dg.DefaultScheduleStatus.STOPPED
+
+
+def default_sensor_status(status: DefaultStatus) -> Any:
+    """Dagster's status enum for a sensor's `default_status` attribute."""
+    return dg.DefaultSensorStatus.RUNNING if status == "RUNNING" else dg.DefaultSensorStatus.STOPPED
+
+
+__all__ = [
+    "AssetKeyString",
+    "BucketName",
+    "CronString",
+    "DefaultStatus",
+    "Folder",
+    "GcsObjectOrPrefix",
+    "GcsPrefix",
+    "Label",
+    "StoreSettingsFields",
+    "TagName",
+    "Tags",
+    "Timezone",
+    "DefinitionName",
+    "default_sensor_status",
+    "default_status",
+]

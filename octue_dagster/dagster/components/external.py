@@ -4,6 +4,7 @@ import dagster as dg
 from pydantic import Field
 
 from octue_dagster.dagster.components.fields import (
+    Documented,
     AssetKeyString,
     DefaultStatus,
     DefinitionName,
@@ -15,7 +16,7 @@ from octue_dagster.dagster.components.scaffolding import ExternalDatafilesScaffo
 from octue_dagster.dagster.observation import gcs_observable_source_asset, gcs_prefix_sensor
 
 
-class ExternalDatafile(dg.Resolvable, dg.Model):
+class ExternalDatafile(Documented, dg.Model):
     """One observable source asset: a GCS object, or every object under a prefix."""
 
     key: AssetKeyString = Field(description="The asset key, parts joined by '/', e.g. 'site_metadata'.")
@@ -26,7 +27,7 @@ class ExternalDatafile(dg.Resolvable, dg.Model):
     group_name: str | None = Field(default=None, description="The asset group to show it in.")
 
 
-class PrefixSensor(dg.Resolvable, dg.Model):
+class PrefixSensor(Documented, dg.Model):
     """A sensor that requests a run of `job_name` for each new or changed object under `prefix`."""
 
     name: DefinitionName = Field(description="The sensor's name.")
@@ -45,7 +46,7 @@ class PrefixSensor(dg.Resolvable, dg.Model):
 
 
 @dg.scaffold_with(ExternalDatafilesScaffolder)
-class ExternalDatafilesComponent(dg.Component, dg.Resolvable, dg.Model):
+class ExternalDatafilesComponent(dg.Component, Documented, dg.Model):
     """Observable source assets for GCS objects or prefixes the pipeline reads but does not make, and optionally a
     sensor that requests a job when a file under a prefix gets new content.
 

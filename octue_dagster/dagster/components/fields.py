@@ -6,11 +6,12 @@ pydantic reports them under the field's name and the line of `defs.yaml` that se
 """
 
 import zoneinfo
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import dagster as dg
 from dagster._utils.schedules import is_valid_cron_string
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from octue_dagster.core import metadata as md
 from octue_dagster.core.gcs_path import parse_gcs_path, validate_bucket_name
@@ -20,6 +21,21 @@ from octue_dagster.dagster.resources import StoreConfig
 from octue_dagster.exceptions import InvalidInputError
 
 _DEFAULTS = StoreSettings()
+
+
+def checked(rule: Callable[[Any], Any]) -> AfterValidator:
+    """A pydantic validator applying `rule`, except to `None` and to `{{ ... }}` templates.
+
+    Dagster validates `defs.yaml` twice: as written (templates such as `{{ env('BUCKET') }}` not yet rendered), then
+    the rendered values when it builds the component; a template is checked in the second pass.
+    """
+
+    def validate(value: Any) -> Any:
+        if value is None or (isinstance(value, str) and "{{" in value):
+            return value
+        return rule(value)
+
+    return AfterValidator(validate)
 
 
 def _gcs_prefix(value: str) -> str:
@@ -66,29 +82,52 @@ def _asset_key(value: str) -> str:
 
 
 #: A `gs://bucket` or `gs://bucket/folder/` URI (a prefix: every object under it).
-GcsPrefix = Annotated[str, AfterValidator(_gcs_prefix)]
+GcsPrefix = Annotated[str, checked(_gcs_prefix)]
 #: A `gs://bucket/object` URI, or a prefix ending in '/'.
-GcsObjectOrPrefix = Annotated[str, AfterValidator(_gcs_path)]
+GcsObjectOrPrefix = Annotated[str, checked(_gcs_path)]
 #: A bucket name (no `gs://`).
-BucketName = Annotated[str, AfterValidator(validate_bucket_name)]
+BucketName = Annotated[str, checked(validate_bucket_name)]
 #: A folder inside a bucket, such as `dagster` or `team/assets` ('' is the bucket root).
-Folder = Annotated[str, AfterValidator(addresses.validate_prefix)]
+Folder = Annotated[str, checked(addresses.validate_prefix)]
 #: An Octue label: lowercase letters, digits and '-'.
-Label = Annotated[str, AfterValidator(md.validate_label)]
+Label = Annotated[str, checked(md.validate_label)]
 #: An Octue tag name: lowercase letters, digits and '_'.
-TagName = Annotated[str, AfterValidator(md.validate_tag_name)]
+TagName = Annotated[str, checked(md.validate_tag_name)]
 #: Octue tags: tag names to JSON values.
-Tags = Annotated[dict[str, Any], AfterValidator(_tags)]
-#: A five-field cron string, validated as Dagster validates schedules.
-CronString = Annotated[str, AfterValidator(_cron)]
+Tags = Annotated[dict[str, Any], checked(_tags)]
+#: A five-field cron string, validated as Dagster validates schedules; or none. (The rule sits on the whole optional
+#: type: Dagster lets every attribute also be a plain string, for templates, which would otherwise accept any text.)
+OptionalCronString = Annotated[str | None, checked(_cron)]
 #: An IANA time zone name, such as 'UTC' or 'Europe/London'.
-Timezone = Annotated[str, AfterValidator(_timezone)]
+Timezone = Annotated[str, checked(_timezone)]
 #: A Dagster definition name (jobs, schedules, sensors).
 DefinitionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+$")]
 #: An asset key as a '/'-joined string.
-AssetKeyString = Annotated[str, AfterValidator(_asset_key)]
+AssetKeyString = Annotated[str, checked(_asset_key)]
 #: Whether a schedule or sensor starts running when the definitions are loaded.
 DefaultStatus = Literal["RUNNING", "STOPPED"]
+
+
+class Documented(dg.Resolvable):
+    """`Resolvable`, keeping each field's description in the schema `dg` shows.
+
+    Dagster 1.13 derives the YAML schema from the model and drops the description of every field that has a default
+    (it merges in a `Field(default=..., description=None)`); this puts them back, once per class.
+    """
+
+    @classmethod
+    def model(cls) -> type[BaseModel]:
+        derived = super().model()
+        own_fields = getattr(cls, "model_fields", {})
+        restored = False
+        for name, field in derived.model_fields.items():
+            own = own_fields.get(name)
+            if own is not None and own.description and not field.description:
+                field.description = own.description
+                restored = True
+        if restored:
+            derived.model_rebuild(force=True)
+        return derived
 
 
 class StoreSettingsFields(dg.Model):
@@ -140,8 +179,10 @@ def default_sensor_status(status: DefaultStatus) -> Any:
 __all__ = [
     "AssetKeyString",
     "BucketName",
-    "CronString",
+    "OptionalCronString",
+    "checked",
     "DefaultStatus",
+    "Documented",
     "Folder",
     "GcsObjectOrPrefix",
     "GcsPrefix",

@@ -5,14 +5,14 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from octue_dagster.dagster.components.fields import BucketName, Folder, StoreSettingsFields
+from octue_dagster.dagster.components.fields import BucketName, Documented, Folder, StoreSettingsFields
 from octue_dagster.dagster.components.gcs import BoundOrDefaultGCSResource
 from octue_dagster.dagster.components.scaffolding import IOManagerScaffolder
 from octue_dagster.dagster.io_manager import DatafileIOManager
 
 
 @dg.scaffold_with(IOManagerScaffolder)
-class DatafileIOManagerComponent(dg.Component, dg.Resolvable, StoreSettingsFields):
+class DatafileIOManagerComponent(dg.Component, Documented, StoreSettingsFields):
     """Stores the assets' Datafiles in `gs://{bucket}/{prefix}/...` with their Octue metadata (the DatafileIOManager).
 
     The GCS client is the `gcs` resource's when one is bound (dagster-gcp's GCSResourceComponent), otherwise default

@@ -3,12 +3,12 @@
 import dagster as dg
 from pydantic import Field
 
-from octue_dagster.dagster.components.fields import StoreSettingsFields
+from octue_dagster.dagster.components.fields import Documented, StoreSettingsFields
 from octue_dagster.dagster.components.gcs import BoundOrDefaultGCSResource
 from octue_dagster.dagster.resources import DatafileResource
 
 
-class DatafileResourceComponent(dg.Component, dg.Resolvable, StoreSettingsFields):
+class DatafileResourceComponent(dg.Component, Documented, StoreSettingsFields):
     """Binds a DatafileResource: assets get, create, list and re-tag datafiles with it; the jobs of RetagComponent,
     RetentionComponent and ExternalDatafilesComponent use it.
 

@@ -7,7 +7,8 @@ from pydantic import Field, model_validator
 
 from octue_dagster.core.selection import RetagSpec
 from octue_dagster.dagster.components.fields import (
-    CronString,
+    Documented,
+    OptionalCronString,
     DefaultStatus,
     DefinitionName,
     GcsPrefix,
@@ -23,7 +24,7 @@ from octue_dagster.exceptions import InvalidInputError
 
 
 @dg.scaffold_with(RetagScaffolder)
-class RetagComponent(dg.Component, dg.Resolvable, dg.Model):
+class RetagComponent(dg.Component, Documented, dg.Model):
     """A job that sets labels and tags on every datafile under a `gs://` prefix that matches a filter, optionally on a
     cron schedule. Only metadata changes (merged patches): no content is downloaded or uploaded.
 
@@ -51,7 +52,7 @@ class RetagComponent(dg.Component, dg.Resolvable, dg.Model):
     remove_labels: list[Label] = Field(default_factory=list, description="Labels to remove.")
     set_tags: Tags = Field(default_factory=dict, description="Tags to set (name: value).")
     remove_tags: list[TagName] = Field(default_factory=list, description="Names of tags to remove.")
-    cron_schedule: CronString | None = Field(
+    cron_schedule: OptionalCronString = Field(
         default=None, description="Run on this cron schedule, e.g. '0 3 * * *' (03:00 daily); none: no schedule."
     )
     execution_timezone: Timezone = Field(default="UTC", description="The time zone of the cron schedule.")

@@ -6,8 +6,9 @@ import dagster as dg
 from pydantic import Field
 
 from octue_dagster.dagster.components.fields import (
+    Documented,
     BucketName,
-    CronString,
+    OptionalCronString,
     DefaultStatus,
     DefinitionName,
     Folder,
@@ -20,7 +21,7 @@ from octue_dagster.dagster.retention_job import RetentionConfig, build_retention
 
 
 @dg.scaffold_with(RetentionScaffolder)
-class RetentionComponent(dg.Component, dg.Resolvable, dg.Model):
+class RetentionComponent(dg.Component, Documented, dg.Model):
     """A job that removes what the DatafileIOManager stored under `gs://{bucket}/{prefix}/` and nothing refers to any
     more: op outputs of runs older than `older_than_days`, and asset objects no current materialization points to.
     It never removes an object the I/O manager did not write.
@@ -45,7 +46,7 @@ class RetentionComponent(dg.Component, dg.Resolvable, dg.Model):
     older_than_days: float = Field(
         default=30, ge=0, description="Remove op outputs of runs that finished more than this many days ago."
     )
-    cron_schedule: CronString | None = Field(
+    cron_schedule: OptionalCronString = Field(
         default=None, description="Run on this cron schedule, e.g. '0 4 * * *'; none: no schedule."
     )
     dry_run: bool = Field(

@@ -261,21 +261,26 @@ def test_the_yaml_retag_job_patches_the_selected_objects(bucket: str, tmp_path: 
     assert (counts["scanned"], counts["matched"], counts["changed"], counts["dry_run"]) == (3, 1, 1, False)
 
 
-@dg.op(required_resource_keys={"datafiles"})
+@dg.op(required_resource_keys={"datafiles", "files_io"})
 def _client_project(context) -> str:
-    return str(context.resources.datafiles.store.client.project)
+    """The project of the clients the resource and the I/O manager use (the same, or the test fails)."""
+    projects = {str(context.resources.datafiles.store.client.project), str(context.resources.files_io.store.client.project)}
+    assert len(projects) == 1, projects
+    return projects.pop()
 
 
-def _probe_defs(*extra: dg.Definitions) -> dg.Definitions:
+def _probe_defs(bucket: str, *extra: dg.Definitions) -> dg.Definitions:
     probe = dg.Definitions(jobs=[dg.JobDefinition(graph_def=dg.GraphDefinition("probe", node_defs=[_client_project]))])
-    return dg.Definitions.merge(probe, component_defs(component=_load(DatafileResourceComponent, "{}")), *extra)
+    io_manager = _load(DatafileIOManagerComponent, f"bucket: {bucket}\nresource_key: files_io")
+    resource = _load(DatafileResourceComponent, "{}")
+    return dg.Definitions.merge(probe, component_defs(component=resource), component_defs(component=io_manager), *extra)
 
 
-def test_resources_use_the_bound_gcs_resource_and_otherwise_default_credentials(emulator):
-    bound = _probe_defs(dg.Definitions(resources={"gcs": GCSResource(project="bound-project")}))
+def test_resources_use_the_bound_gcs_resource_and_otherwise_default_credentials(bucket: str):
+    bound = _probe_defs(bucket, dg.Definitions(resources={"gcs": GCSResource(project="bound-project")}))
     result = bound.resolve_job_def("probe").execute_in_process()
     assert result.output_for_node("_client_project") == "bound-project"
-    unbound = _probe_defs()
+    unbound = _probe_defs(bucket)
     result = unbound.resolve_job_def("probe").execute_in_process()
     assert result.output_for_node("_client_project") not in {"bound-project"}
     assert "gcs" not in unbound.resolve_job_def("probe").resource_defs
@@ -285,8 +290,8 @@ class NotGCS(dg.ConfigurableResource):
     name: str = "x"
 
 
-def test_a_non_gcs_resource_under_the_gcs_key_is_refused_naming_the_key(emulator):
-    defs = _probe_defs(dg.Definitions(resources={"gcs": NotGCS()}))
+def test_a_non_gcs_resource_under_the_gcs_key_is_refused_naming_the_key(bucket: str):
+    defs = _probe_defs(bucket, dg.Definitions(resources={"gcs": NotGCS()}))
     with pytest.raises(dg.DagsterResourceFunctionError) as caught:
         defs.resolve_job_def("probe").execute_in_process()
     assert isinstance(caught.value.__cause__, octue_dagster.InvalidInputError)

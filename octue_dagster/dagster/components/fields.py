@@ -143,6 +143,12 @@ class StoreSettingsFields(dg.Model):
         ge=1,
         description="Requests in flight at once for work on many objects (re-tagging, multi-partition inputs).",
     )
+    initial_retry_delay_seconds: float = Field(
+        default=_DEFAULTS.initial_retry_delay_seconds, gt=0, description="The first pause between retries; then doubled."
+    )
+    maximum_retry_delay_seconds: float = Field(
+        default=_DEFAULTS.maximum_retry_delay_seconds, gt=0, description="The longest pause between retries."
+    )
     connect_timeout_seconds: float = Field(
         default=_DEFAULTS.connect_timeout_seconds, gt=0, description="Timeout to connect, per attempt."
     )
@@ -158,6 +164,8 @@ class StoreSettingsFields(dg.Model):
         """The store settings as the resources' `StoreConfig`."""
         return StoreConfig(
             retry_deadline_seconds=self.retry_deadline_seconds,
+            initial_retry_delay_seconds=self.initial_retry_delay_seconds,
+            maximum_retry_delay_seconds=self.maximum_retry_delay_seconds,
             concurrency=self.concurrency,
             connect_timeout_seconds=self.connect_timeout_seconds,
             read_timeout_seconds=self.read_timeout_seconds,

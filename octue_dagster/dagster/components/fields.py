@@ -38,12 +38,7 @@ def checked(rule: Callable[[Any], Any]) -> AfterValidator:
     return AfterValidator(validate)
 
 
-def _gcs_prefix(value: str) -> str:
-    parse_gcs_path(value, allow_empty_name=True)
-    return value
-
-
-def _gcs_path(value: str) -> str:
+def _gcs_uri(value: str) -> str:
     parse_gcs_path(value, allow_empty_name=True)
     return value
 
@@ -82,9 +77,9 @@ def _asset_key(value: str) -> str:
 
 
 #: A `gs://bucket` or `gs://bucket/folder/` URI (a prefix: every object under it).
-GcsPrefix = Annotated[str, checked(_gcs_prefix)]
+GcsPrefix = Annotated[str, checked(_gcs_uri)]
 #: A `gs://bucket/object` URI, or a prefix ending in '/'.
-GcsObjectOrPrefix = Annotated[str, checked(_gcs_path)]
+GcsObjectOrPrefix = Annotated[str, checked(_gcs_uri)]
 #: A bucket name (no `gs://`).
 BucketName = Annotated[str, checked(validate_bucket_name)]
 #: A folder inside a bucket, such as `dagster` or `team/assets` ('' is the bucket root).
@@ -144,7 +139,7 @@ class StoreSettingsFields(dg.Model):
         description="Requests in flight at once for work on many objects (re-tagging, multi-partition inputs).",
     )
     initial_retry_delay_seconds: float = Field(
-        default=_DEFAULTS.initial_retry_delay_seconds, gt=0, description="The first pause between retries; then doubled."
+        default=_DEFAULTS.initial_retry_delay_seconds, gt=0, description="The first pause between retries (doubling)."
     )
     maximum_retry_delay_seconds: float = Field(
         default=_DEFAULTS.maximum_retry_delay_seconds, gt=0, description="The longest pause between retries."

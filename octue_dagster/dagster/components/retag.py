@@ -47,7 +47,9 @@ class RetagComponent(dg.Component, Documented, dg.Model):
     prefix: GcsPrefix = Field(description="Re-tag datafiles under this prefix: gs://bucket or gs://bucket/folder/.")
     labels: list[Label] | None = Field(default=None, description="Filter: only datafiles with all these labels.")
     tags: Tags | None = Field(default=None, description="Filter: only datafiles with these tag values.")
-    name_glob: str | None = Field(default=None, description="Filter: only file names matching this pattern, e.g. '*.csv'.")
+    name_glob: str | None = Field(
+        default=None, description="Filter: only datafiles whose file name matches this pattern, e.g. '*.csv'."
+    )
     add_labels: list[Label] = Field(default_factory=list, description="Labels to add.")
     remove_labels: list[Label] = Field(default_factory=list, description="Labels to remove.")
     set_tags: Tags = Field(default_factory=dict, description="Tags to set (name: value).")
@@ -57,7 +59,8 @@ class RetagComponent(dg.Component, Documented, dg.Model):
     )
     execution_timezone: Timezone = Field(default="UTC", description="The time zone of the cron schedule.")
     schedule_default_status: DefaultStatus = Field(
-        default="STOPPED", description="Whether the schedule runs as soon as it is loaded (RUNNING) or waits to be turned on."
+        default="STOPPED",
+        description="Whether the schedule runs as soon as it is loaded (RUNNING) or waits to be turned on (STOPPED).",
     )
     resource_key: str = Field(default="datafiles", description="The key of the DatafileResource the job uses.")
     description: str | None = Field(default=None, description="The job's description in the UI.")

@@ -54,7 +54,8 @@ class RetentionComponent(dg.Component, Documented, dg.Model):
     )
     execution_timezone: Timezone = Field(default="UTC", description="The time zone of the cron schedule.")
     schedule_default_status: DefaultStatus = Field(
-        default="STOPPED", description="Whether the schedule runs as soon as it is loaded (RUNNING) or waits to be turned on."
+        default="STOPPED",
+        description="Whether the schedule runs as soon as it is loaded (RUNNING) or waits to be turned on (STOPPED).",
     )
     resource_key: str = Field(default="datafiles", description="The key of the DatafileResource the job uses.")
     description: str | None = Field(default=None, description="The job's description in the UI.")

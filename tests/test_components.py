@@ -58,7 +58,7 @@ def _put(tmp_path: Path, uri: str, content: str, labels=()) -> Datafile:
     return datafile
 
 
-# --- types, registration and schemas -----------------------------------------------------------------------------------
+# --- types, registration and schemas ----------------------------------------------------------------------------------
 
 
 def test_every_component_is_exported_as_its_yaml_type_name_and_documents_every_attribute():
@@ -97,7 +97,7 @@ def test_a_scaffolded_defs_yaml_loads_once_its_placeholders_are_filled(tmp_path:
     assert component.spec.labels == frozenset({"raw"}) and component.spec.add_labels == frozenset({"reviewed"})
 
 
-# --- bad attributes: a ValidationError naming the field and the rule ----------------------------------------------------
+# --- bad attributes: a ValidationError naming the field and the rule --------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -106,11 +106,31 @@ def test_a_scaffolded_defs_yaml_loads_once_its_placeholders_are_filled(tmp_path:
         (RetagComponent, "job_name: j\nprefix: s3://b-b/raw/\nadd_labels: [x]", "prefix", "must start with 'gs://'"),
         (RetagComponent, "job_name: j\nprefix: gs://B/raw/\nadd_labels: [x]", "prefix", "not a valid bucket name"),
         (RetagComponent, "job_name: j\nprefix: gs://b-b/\nadd_labels: [Checked]", "add_labels", "Invalid label"),
-        (RetagComponent, "job_name: j\nprefix: gs://b-b/\nlabels: [raw_data]\nadd_labels: [x]", "labels", "Invalid label"),
+        (
+            RetagComponent,
+            "job_name: j\nprefix: gs://b-b/\nlabels: [raw_data]\nadd_labels: [x]",
+            "labels",
+            "Invalid label",
+        ),
         (RetagComponent, "job_name: j\nprefix: gs://b-b/\nset_tags: {Bad: 1}", "set_tags", "Invalid tag name"),
-        (RetagComponent, "job_name: j\nprefix: gs://b-b/\nadd_labels: [x]\ncron_schedule: '0 3 * *'", "cron_schedule", "not a cron string"),
-        (RetagComponent, "job_name: j\nprefix: gs://b-b/\nadd_labels: [x]\ncron_schedule: nightly", "cron_schedule", "not a cron string"),
-        (RetagComponent, "job_name: j\nprefix: gs://b-b/\nadd_labels: [x]\nexecution_timezone: Mars/Base", "execution_timezone", "not a time zone"),
+        (
+            RetagComponent,
+            "job_name: j\nprefix: gs://b-b/\nadd_labels: [x]\ncron_schedule: '0 3 * *'",
+            "cron_schedule",
+            "not a cron string",
+        ),
+        (
+            RetagComponent,
+            "job_name: j\nprefix: gs://b-b/\nadd_labels: [x]\ncron_schedule: nightly",
+            "cron_schedule",
+            "not a cron string",
+        ),
+        (
+            RetagComponent,
+            "job_name: j\nprefix: gs://b-b/\nadd_labels: [x]\nexecution_timezone: Mars/Base",
+            "execution_timezone",
+            "not a time zone",
+        ),
         (RetagComponent, "job_name: nightly job\nprefix: gs://b-b/\nadd_labels: [x]", "job_name", "pattern"),
         (RetagComponent, "job_name: j\nprefix: gs://b-b/raw/", "", "changes nothing"),
         (DatafileIOManagerComponent, "bucket: gs://my-bucket", "bucket", "not a valid bucket name"),
@@ -145,7 +165,7 @@ def test_templates_are_checked_once_rendered(monkeypatch):
     assert "bucket" in message and "'Not A Bucket' is not a valid bucket name" in message
 
 
-# --- what they build ---------------------------------------------------------------------------------------------------
+# --- what they build --------------------------------------------------------------------------------------------------
 
 
 def test_the_storage_components_bind_configured_resources_under_their_keys():
@@ -203,27 +223,28 @@ def test_the_retag_component_builds_the_job_and_schedule_of_the_python_api():
     schedule = defs.resolve_schedule_def("mark_checked_schedule")
     assert schedule.cron_schedule == "0 3 * * *" and schedule.execution_timezone == "Europe/London"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-    without_schedule = component_defs(component=_load(RetagComponent, "job_name: j\nprefix: gs://b-b/\nadd_labels: [x]"))
+    unscheduled = _load(RetagComponent, "job_name: j\nprefix: gs://b-b/\nadd_labels: [x]")
+    without_schedule = component_defs(component=unscheduled)
     assert [job.name for job in without_schedule.jobs] == ["j"] and not list(without_schedule.schedules or [])
 
 
-def test_scheduled_retention_runs_follow_dry_run_and_launched_runs_stay_dry():
+def test_scheduled_retention_runs_follow_dry_run():
     component = _load(
         RetentionComponent,
         "bucket: my-bucket\nprefix: dagster\nolder_than_days: 7\ncron_schedule: '0 4 * * *'\ndry_run: false",
     )
     defs = _yaml_defs("my-bucket", component_defs(component=component))
     schedule = defs.resolve_schedule_def("storage_retention_schedule")
-    request = schedule.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=datetime.datetime(2024, 5, 1, 4)))
+    tick = dg.build_schedule_context(scheduled_execution_time=datetime.datetime(2024, 5, 1, 4))
+    request = schedule.evaluate_tick(tick)
     assert request.run_requests[0].run_config["ops"] == {"storage_retention_op": {"config": {"dry_run": False}}}
-    dry = _yaml_defs("my-bucket", component_defs(component=_load(RetentionComponent, "bucket: b-b\ncron_schedule: '0 4 * * *'")))
-    request = dry.resolve_schedule_def("storage_retention_schedule").evaluate_tick(
-        dg.build_schedule_context(scheduled_execution_time=datetime.datetime(2024, 5, 1, 4))
-    )
+    dry_component = _load(RetentionComponent, "bucket: b-b\ncron_schedule: '0 4 * * *'")
+    dry = _yaml_defs("my-bucket", component_defs(component=dry_component))
+    request = dry.resolve_schedule_def("storage_retention_schedule").evaluate_tick(tick)
     assert request.run_requests[0].run_config["ops"]["storage_retention_op"]["config"]["dry_run"] is True
 
 
-# --- against the emulator ----------------------------------------------------------------------------------------------
+# --- against the emulator ---------------------------------------------------------------------------------------------
 
 
 def _yaml_defs(bucket: str, *extra: dg.Definitions, gcs: GCSResource | None = None) -> dg.Definitions:
@@ -264,7 +285,8 @@ def test_the_yaml_retag_job_patches_the_selected_objects(bucket: str, tmp_path: 
 @dg.op(required_resource_keys={"datafiles", "files_io"})
 def _client_project(context) -> str:
     """The project of the clients the resource and the I/O manager use (the same, or the test fails)."""
-    projects = {str(context.resources.datafiles.store.client.project), str(context.resources.files_io.store.client.project)}
+    resources = context.resources
+    projects = {str(resources.datafiles.store.client.project), str(resources.files_io.store.client.project)}
     assert len(projects) == 1, projects
     return projects.pop()
 

@@ -169,9 +169,8 @@ def test_a_yaml_only_dg_project_lists_checks_and_launches_the_retag_job(
     assert "All definitions loaded successfully" in checked
 
     in_process = json.dumps({"execution": {"config": {"in_process": {}}}})  # one process: quicker to start
-    launched = dg(
-        project, "launch", "--job", "mark_reviewed", "--config-json", in_process, bucket=bucket, emulator_url=emulator.url
-    )
+    launch = ["launch", "--job", "mark_reviewed", "--config-json", in_process]
+    launched = dg(project, *launch, bucket=bucket, emulator_url=emulator.url)
     assert 'Finished execution of run for "mark_reviewed"' in launched or "RUN_SUCCESS" in launched, launched
     after = {name: Datafile(f"gs://{bucket}/raw/{name}") for name in ("a.csv", "b.csv", "c.txt", "d.csv")}
     assert set(after["a.csv"].labels) == {"raw", "reviewed"} and after["a.csv"].tags == {"reviewer": "dg"}

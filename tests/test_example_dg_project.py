@@ -41,7 +41,9 @@ def _schedules(defs: dg.Definitions) -> dict[str, tuple]:
     for schedule in defs.schedules or []:
         [request] = schedule.evaluate_tick(context).run_requests
         run_config = {key: value for key, value in request.run_config.items() if value}
-        result[schedule.name] = (schedule.cron_schedule, schedule.execution_timezone, schedule.default_status, run_config)
+        result[schedule.name] = (
+            schedule.cron_schedule, schedule.execution_timezone, schedule.default_status, run_config
+        )
     return result
 
 

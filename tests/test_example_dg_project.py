@@ -4,10 +4,13 @@ run against the emulator."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import subprocess
 import sys
+import time
+import urllib.error
 from pathlib import Path
 
 import dagster as dg
@@ -122,3 +125,66 @@ def test_dg_check_defs_loads_the_example(emulator, tmp_path: Path) -> None:
     assert result.returncode == 0, output
     assert "All component YAML validated successfully" in output
     assert "All definitions loaded successfully" in output
+
+
+REPOSITORY_QUERY = """
+query {
+  repositoriesOrError {
+    ... on RepositoryConnection {
+      nodes { location { name } jobs { name } schedules { name } sensors { name } }
+    }
+  }
+}
+"""
+
+
+def test_dg_dev_serves_the_example(emulator, bucket: str, tmp_path: Path) -> None:
+    """What `make dev` runs: `dg dev` in the project starts the webserver and daemon, which load the YAML wiring."""
+    from test_ui import LOCATION_QUERY, _free_port, _graphql, _stop_process_group
+
+    demo.seed(bucket)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    port = _free_port()
+    log = tmp_path / "dg-dev.log"
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(PROJECT / "src")]),
+        "DAGSTER_HOME": str(home),
+        "TMPDIR": str(tmp_path),
+        "STORAGE_EMULATOR_HOST": emulator.url,
+        "OCTUE_DAGSTER_BUCKET": bucket,
+    }
+    dg_binary = str(Path(sys.executable).with_name("dg"))
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [dg_binary, "dev", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=PROJECT,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        started = time.monotonic()
+        while True:  # dg checks every defs.yaml first, then starts the webserver, the daemon and the code server
+            assert process.poll() is None, log.read_text()[-3000:]
+            with contextlib.suppress(urllib.error.URLError, ConnectionError, OSError, TimeoutError):
+                entries = _graphql(url, LOCATION_QUERY)["workspaceOrError"]["locationEntries"]
+                if entries and all(entry["loadStatus"] == "LOADED" for entry in entries):
+                    break
+            assert time.monotonic() - started < 300, f"dg dev did not load the project:\n{log.read_text()[-3000:]}"
+            time.sleep(0.5)
+        [repository] = _graphql(url, REPOSITORY_QUERY)["repositoriesOrError"]["nodes"]
+        assert repository["location"]["name"] == "example_dg_project"
+        assert {job["name"] for job in repository["jobs"]} >= {
+            RETAG_JOB_NAME, "storage_retention", "refresh_from_external_files"
+        }
+        schedules = {schedule["name"] for schedule in repository["schedules"]}
+        assert schedules == {f"{RETAG_JOB_NAME}_schedule", "storage_retention_schedule"}
+        assert [s["name"] for s in repository["sensors"]] == ["external_files_sensor"]
+    finally:
+        _stop_process_group(process)

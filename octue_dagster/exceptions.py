@@ -119,3 +119,13 @@ class MetadataFileBusyError(OctueDagsterError, TimeoutError):
 class StorageRequestError(OctueDagsterError, ValueError):
     """GCS refused a request as malformed or impossible (400 Bad Request and other 4xx answers the library has no
     more specific error for), such as a read of a requester-pays bucket without a billing project."""
+
+
+class InvalidSerialisationError(InvalidInputError, TypeError):
+    """`Dataset.deserialise` / `Manifest.deserialise` was given something that is not a serialisation of one (not a
+    dict, not JSON, or with fields the class does not take; Octue's SDK raises a `TypeError` there)."""
+
+
+class ReadOnlyDatasetError(OctueDagsterError, PermissionError):
+    """A dataset read from a signed URL was asked to change its stored metadata or files; a signed URL only reads.
+    Upload it to a `gs://` folder first (`dataset.upload("gs://bucket/folder")`) to get a dataset you can change."""

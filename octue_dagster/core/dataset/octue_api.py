@@ -1,0 +1,209 @@
+"""The Octue-named part of `Dataset` and `Manifest`: the methods an Octue SDK 0.69 user calls, with Octue's meanings.
+
+`Dataset` and `Manifest` inherit these mixins; everything here is written in terms of their public attributes, so the
+classes themselves hold only the storage logic. What each name does, and where it deliberately differs from Octue's
+SDK, is in the README ("Coming from Octue's SDK").
+
+    dataset = Dataset.deserialise(json_text, from_string=True)   # Octue's serialisation, read
+    text = dataset.serialise()                                   # byte-equal with Octue's `Dataset.serialise()`
+    manifest.use_signed_urls_for_datasets()                      # each gs:// dataset path becomes a signed URL
+"""
+
+from __future__ import annotations
+
+import datetime
+import inspect
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from octue_dagster.core.local import hashing
+from octue_dagster.core.metadata import json_objects
+from octue_dagster.core.metadata import values as md
+from octue_dagster.core.storage import signing
+from octue_dagster.core.dataset.dataset_files import SIGNED_METADATA_DIRECTORY
+from octue_dagster.exceptions import InvalidInputError, InvalidSerialisationError
+
+T = TypeVar("T")
+
+#: One `update_dataset_paths` at a time in the process, as in Octue's SDK (a manifest shared by threads that ask
+#: several services at once has its paths swapped for signed URLs once, not concurrently).
+_update_dataset_paths_lock = threading.Lock()
+
+
+def deserialise_as(cls: type[T], serialised_object: Mapping[str, Any] | str | bytes, from_string: bool) -> T:
+    """`cls(**fields)` from Octue's serialisation (a dict, or its JSON text with `from_string=True`), refusing fields
+    `cls` does not take with an error naming them (`InvalidSerialisationError`, also a `TypeError` as in Octue)."""
+    if from_string:
+        try:
+            serialised_object = md.decode_json(serialised_object)  # type: ignore[arg-type]
+        except ValueError as error:
+            raise InvalidSerialisationError(f"Cannot deserialise a {cls.__name__}: the text is not JSON ({error}).") from None
+    if not isinstance(serialised_object, Mapping):
+        raise InvalidSerialisationError(
+            f"A serialised {cls.__name__} is a dict of its fields (or its JSON text with from_string=True); got "
+            f"{type(serialised_object).__name__}."
+        )
+    accepted = {
+        name
+        for name, parameter in inspect.signature(cls).parameters.items()
+        if not name.startswith("_") and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+    }
+    unknown = sorted(str(key) for key in serialised_object if key not in accepted)
+    if unknown:
+        raise InvalidSerialisationError(
+            f"Cannot deserialise a {cls.__name__}: unknown fields {unknown}; it takes {sorted(accepted)}."
+        )
+    return cls(**serialised_object)
+
+
+def octue_serialise(primitive: Any, **kwargs: Any) -> str:
+    """JSON text exactly as Octue's `Serialisable.serialise()` writes it (its encoder, sorted keys, indent 4)."""
+    return md.encode_json(primitive, sort_keys=True, indent=4, **kwargs)
+
+
+def metadata_hash(name: str | None, labels: Iterable[str], tags: Mapping[str, Any]) -> str:
+    """Octue's `metadata_hash_value` of a dataset: the crc32c of the text Octue's `Hashable` makes of its metadata
+    without the id, `str(sorted({"name": ..., "tags": ..., "labels": ...}.items()))`.
+
+    Octue prints the labels in its set's iteration order, which for two or more labels depends on the process's
+    string-hash seed (so its value changes from run to run); they are sorted here, so the value is stable.
+    """
+    label_text = "LabelSet({" + ", ".join(repr(str(label)) for label in sorted(labels)) + "})" if labels else "LabelSet()"
+    text = f"[('labels', {label_text}), ('name', {name!r}), ('tags', {dict(tags)!r})]"
+    return hashing.crc32c_base64(text.encode())
+
+
+def hash_of_named_hashes(named: Mapping[str, Any]) -> str:
+    """Octue's hash of a dict of hashable things (a manifest's datasets): the crc32c of the sorted
+    `(name, hash_value)` pairs' text."""
+    return hashing.crc32c_base64(str(sorted((name, item.hash_value) for name, item in named.items())).encode())
+
+
+class OctueDatasetAPI:
+    """Octue's `Dataset` methods that are not about storage: serialisation, hashes, labels and tags, signed URLs."""
+
+    # Provided by `Dataset`.
+    id: str
+    name: str
+    path: str
+    files: Any
+    labels: md.LabelSet
+    tags: md.TagDict
+    store: Any
+    gcs_prefix: Any
+    all_files_are_in_cloud: bool
+    to_primitive: Callable[..., dict[str, Any]]
+    _url: str | None
+
+    @classmethod
+    def deserialise(cls: type[T], serialised_object: Mapping[str, Any] | str, from_string: bool = False) -> T:
+        """A dataset from Octue's serialisation (`to_primitive()`, or `serialise()` text with `from_string=True`):
+        `Dataset(**fields)`, so its stored metadata is read and wins, as in Octue's SDK."""
+        return deserialise_as(cls, serialised_object, from_string)
+
+    def serialise(self, **kwargs: Any) -> str:
+        """The dataset as JSON text, byte-equal with Octue's `Dataset.serialise()` for the same dataset."""
+        return octue_serialise(self.to_primitive(), **kwargs)
+
+    @property
+    def metadata_hash_value(self) -> str:
+        """A hash of the dataset's name, labels and tags (not its id or files), as Octue's SDK computes it."""
+        return metadata_hash(self.name, self.labels, self.tags)
+
+    def add_labels(self, *labels: str) -> None:
+        """Add labels (each checked against Octue's label rule), as Octue's `add_labels("a", "b")`."""
+        for label in labels:
+            self.labels.add(label)
+
+    def add_tags(self, tags: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        """Add or replace tags from a dict and/or keywords, as Octue's `add_tags({"a": 1}, b=2)`."""
+        self.tags.update({**(tags or {}), **kwargs})
+
+    @property
+    def exists_in_cloud(self) -> bool:
+        """Whether the dataset's path is in the cloud: a `gs://` prefix or a (signed) URL, as in Octue's SDK."""
+        return self.gcs_prefix is not None or self._url is not None
+
+    @property
+    def exists_locally(self) -> bool:
+        """Whether the dataset is a local one (as in Octue's SDK: the opposite of `exists_in_cloud`)."""
+        return not self.exists_in_cloud
+
+    def generate_signed_url(
+        self,
+        expiration: datetime.timedelta | datetime.datetime = datetime.timedelta(days=7),
+        *,
+        credentials: Any = None,
+    ) -> str:
+        """A signed URL to a new metadata object describing the dataset with signed URLs to each of its files, as
+        Octue's SDK makes it (`<folder>/.signed_metadata_files/<name>`), so that the whole dataset can be read
+        without credentials until `expiration` (at most 7 days): `Dataset(path=url)` here or in Octue's SDK."""
+        prefix = self.gcs_prefix
+        if prefix is None or not self.all_files_are_in_cloud:
+            raise InvalidInputError(
+                f"{self!r} and all its files must be in the cloud (gs://) to generate a signed URL for it: upload it "
+                f"first."
+            )
+        signing.expiration_seconds(expiration)
+        document = self.to_primitive()
+        document["files"] = [file.generate_signed_url(expiration, credentials=credentials) for file in self.files]
+        path = prefix.join(SIGNED_METADATA_DIRECTORY, uuid.uuid4().hex)
+        json_objects.write_document(self.store, path, document, if_generation_match=0)
+        return signing.generate_signed_url(self.store.client, path, expiration, credentials=credentials)
+
+    def __repr__(self) -> str:
+        # Octue's form: the name if there is one, else the id.
+        return f"<{type(self).__name__}({self.name!r})>" if self.name else f"<{type(self).__name__}({self.id})>"
+
+
+class OctueManifestAPI:
+    """Octue's `Manifest` methods that are not about storage: serialisation, hashes and dataset paths."""
+
+    # Provided by `Manifest`.
+    id: str
+    name: str | None
+    datasets: dict[str, Any]
+
+    @classmethod
+    def deserialise(cls: type[T], serialised_object: Mapping[str, Any] | str, from_string: bool = False) -> T:
+        """A manifest from Octue's serialisation (`to_primitive()`, or `serialise()` text with `from_string=True`)."""
+        return deserialise_as(cls, serialised_object, from_string)
+
+    @property
+    def hash_value(self) -> str:
+        """A hash of the datasets' names and hashes, as Octue's SDK computes it."""
+        return hash_of_named_hashes(self.datasets)
+
+    def update_dataset_paths(self, path_generator: Callable[[Any], str]) -> None:
+        """Set each dataset's path to `path_generator(dataset)` (one call at a time in the process, as in Octue).
+
+        Only the path changes (where the manifest says the dataset is); its files are not moved.
+        """
+        with _update_dataset_paths_lock:
+            for name, dataset in self.datasets.items():
+                self.datasets[name].path = path_generator(dataset)
+
+    def use_signed_urls_for_datasets(self) -> None:
+        """Replace each `gs://` dataset path with a signed URL to the dataset (`Dataset.generate_signed_url()`), so
+        the manifest can be handed to a service without credentials for the bucket. Local datasets and datasets
+        whose path is already a URL are left as they are, so calling it twice changes nothing more."""
+
+        def signed(dataset: Any) -> str:
+            return dataset.generate_signed_url() if dataset.gcs_prefix is not None else dataset.path
+
+        self.update_dataset_paths(signed)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}({self.name!r})>" if self.name else f"<{type(self).__name__}({self.id})>"
+
+
+__all__ = [
+    "OctueDatasetAPI",
+    "OctueManifestAPI",
+    "deserialise_as",
+    "hash_of_named_hashes",
+    "metadata_hash",
+    "octue_serialise",
+]

@@ -25,8 +25,6 @@ from typing import Any
 
 from google.cloud import storage
 
-from octue_dagster.core.local import hashing
-
 from octue_dagster.core.metadata import values as md
 
 from octue_dagster.core.storage.store import ObjectInfo, Store
@@ -274,11 +272,6 @@ class Dataset(DatasetMetadata, OctueDatasetAPI):
         return os.path.join(str(self._local), METADATA_FILENAME)
 
     @property
-    def hash_value(self) -> str:
-        """A crc32c over the sorted crc32c hashes of the files, computed exactly as Octue's SDK computes it."""
-        return hashing.crc32c_base64(str(sorted(file.hash_value for file in self.files)).encode())
-
-    @property
     def size_bytes(self) -> int:
         """The total size of the files (from the listing for cloud files: nothing is downloaded)."""
         return sum(file.size_bytes or 0 for file in self.files)
@@ -293,17 +286,6 @@ class Dataset(DatasetMetadata, OctueDatasetAPI):
 
     def __contains__(self, item: object) -> bool:
         return item in self.files
-
-    def __enter__(self) -> Dataset:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
-        if exc_type is None:
-            self.update_metadata()
-
-    def get_file_by_label(self, label: str) -> Datafile:
-        """The only file with `label`; `UnexpectedNumberOfResultsError` if there is none or more than one."""
-        return self.files.one(labels__contains=label)
 
     def relative_path(self, datafile: Datafile) -> PurePosixPath:
         """Where a file sits inside the dataset's folder (its name alone if it is outside the folder)."""
@@ -418,6 +400,7 @@ class Dataset(DatasetMetadata, OctueDatasetAPI):
             target = root.joinpath(*self.relative_path(file).parts) if root is not None else None
             plan.append((file, target))
         download_files(plan, max_workers=self.max_workers, description=f"Downloading {self.name}")
+        logger.info("Downloaded %r to %r.", self, str(root) if root is not None else "the download cache")
         return str(root) if root is not None else None
 
 

@@ -96,6 +96,7 @@ class OctueDatasetAPI:
     all_files_are_in_cloud: bool
     to_primitive: Callable[..., dict[str, Any]]
     _url: str | None
+    update_metadata: Callable[[], None]
 
     @classmethod
     def deserialise(cls: type[T], serialised_object: Mapping[str, Any] | str, from_string: bool = False) -> T:
@@ -106,6 +107,11 @@ class OctueDatasetAPI:
     def serialise(self, **kwargs: Any) -> str:
         """The dataset as JSON text, byte-equal with Octue's `Dataset.serialise()` for the same dataset."""
         return octue_serialise(self.to_primitive(), **kwargs)
+
+    @property
+    def hash_value(self) -> str:
+        """A crc32c over the sorted crc32c hashes of the files, computed exactly as Octue's SDK computes it."""
+        return hashing.crc32c_base64(str(sorted(file.hash_value for file in self.files)).encode())
 
     @property
     def metadata_hash_value(self) -> str:
@@ -152,6 +158,18 @@ class OctueDatasetAPI:
         path = prefix.join(SIGNED_METADATA_DIRECTORY, uuid.uuid4().hex)
         json_objects.write_document(self.store, path, document, if_generation_match=0)
         return signing.generate_signed_url(self.store.client, path, expiration, credentials=credentials)
+
+    def get_file_by_label(self, label: str) -> Any:
+        """The only file with `label`; `UnexpectedNumberOfResultsError` if there is none or more than one."""
+        return self.files.one(labels__contains=label)
+
+    def __enter__(self: T) -> T:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
+        # Unlike Octue's SDK, which writes whatever the block left, a block that raised persists nothing.
+        if exc_type is None:
+            self.update_metadata()
 
     def __repr__(self) -> str:
         # Octue's form: the name if there is one, else the id.

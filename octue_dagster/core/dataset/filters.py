@@ -185,8 +185,8 @@ def satisfies(item: Any, filter_name: str, value: Any, *, ignore_items_without_a
         whole = get_nested(item, parts)
     except AttributeError:
         if len(parts) == 1:
-            # Not an attribute, so not the `a=value` shorthand: a misspelt filter such as `name_icontains` (as in
-            # Octue's SDK, an error rather than no results).
+            # Not an attribute and no action (such as `name_icontains`, a single underscore): a malformed filter, which
+            # raises as in Octue's SDK rather than matching nothing.
             raise InvalidFilterError(
                 f"Invalid filter name {filter_name!r}. Filter names should be in the form "
                 f"'<attribute_name_0>__<attribute_name_1>__<...>__<filter_kind>' with at least one attribute name "

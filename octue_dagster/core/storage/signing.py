@@ -83,24 +83,21 @@ def generate_signed_url(
     lifetime = expiration_seconds(expiration)
     endpoint = os.environ.get(EMULATOR_VARIABLE)
     blob = client.bucket(path.bucket).blob(path.name)
+    options = {
+        "expiration": lifetime,
+        "version": "v4",
+        "method": "GET",
+        "generation": generation,
+        "api_access_endpoint": endpoint or None,
+        "scheme": "http" if endpoint and endpoint.startswith("http://") else "https",
+    }
     try:
-        arguments = _signing_arguments(client, credentials)
-    except MissingCredentialsError as error:
-        # google-cloud-storage is left to sign with the client's own credentials; if it cannot either, the error
-        # saying how to fix it is raised below.
-        arguments, missing = {}, error
-    try:
-        return blob.generate_signed_url(
-            expiration=lifetime,
-            version="v4",
-            method="GET",
-            generation=generation,
-            api_access_endpoint=endpoint or None,
-            scheme="http" if endpoint and endpoint.startswith("http://") else "https",
-            **arguments,  # type: ignore[arg-type]
-        )
-    except AttributeError:
-        # What google-cloud-storage raises for credentials that hold no key ("you need a private key to sign").
-        if arguments:
-            raise
-        raise missing from None
+        signer = _signing_arguments(client, credentials)
+    except MissingCredentialsError as missing:
+        # As Octue's SDK does last: let google-cloud-storage sign with the client's own credentials (it can if they
+        # hold a key it finds itself); when they cannot sign, our error says what to do.
+        try:
+            return blob.generate_signed_url(**options)  # type: ignore[arg-type]
+        except (AttributeError, TypeError, google.auth.exceptions.GoogleAuthError):
+            raise missing from None
+    return blob.generate_signed_url(**options, **signer)  # type: ignore[arg-type]

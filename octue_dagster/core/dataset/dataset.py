@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -28,7 +27,6 @@ from google.cloud import storage
 from octue_dagster.core.metadata import values as md
 
 from octue_dagster.core.storage.store import ObjectInfo, Store
-from octue_dagster.core.local.atomic import atomic_replace
 from octue_dagster.core.datafile.datafile import Datafile
 from octue_dagster.core.dataset.dataset_metadata import DatasetMetadata
 from octue_dagster.core.dataset.dataset_files import (
@@ -45,6 +43,7 @@ from octue_dagster.core.dataset.octue_api import OctueDatasetAPI
 from octue_dagster.core.dataset import signed_datasets
 from octue_dagster.core.storage.gcs_path import GCSPath, is_gcs_path, parse_gcs_path
 from octue_dagster.exceptions import (
+    CloudLocationNotSpecifiedError,
     InvalidInputError,
     InvalidMetadataError,
 )
@@ -276,16 +275,7 @@ class Dataset(DatasetMetadata, OctueDatasetAPI):
         """The total size of the files (from the listing for cloud files: nothing is downloaded)."""
         return sum(file.size_bytes or 0 for file in self.files)
 
-    # --- the container -----------------------------------------------------------------------------------------------
-
-    def __iter__(self) -> Iterator[Datafile]:
-        yield from self.files
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __contains__(self, item: object) -> bool:
-        return item in self.files
+    # --- the files ---------------------------------------------------------------------------------------------------
 
     def relative_path(self, datafile: Datafile) -> PurePosixPath:
         """Where a file sits inside the dataset's folder (its name alone if it is outside the folder)."""
@@ -323,7 +313,9 @@ class Dataset(DatasetMetadata, OctueDatasetAPI):
         if datafile.gcs_path is not None and datafile._cloud_is_source:  # noqa: SLF001
             datafile.download(local_path=target)
         elif datafile._local is not None and not _is_within(datafile._local, self._local):  # noqa: SLF001
-            datafile = _copy_local_datafile(datafile, target)
+            # As in Octue's SDK: the datafile's local path becomes a copy inside the folder (content and metadata,
+            # same id); the original file stays where it was.
+            datafile.local_path = str(target)
         self.files.add(datafile)
         return datafile
 
@@ -353,7 +345,9 @@ class Dataset(DatasetMetadata, OctueDatasetAPI):
         if cloud_path is None and self._url is not None:
             self._refuse_if_signed("upload it to its own path: give upload() a gs:// folder")
         if cloud_path is None and self._cloud is None:
-            raise InvalidInputError(f"{self} is local: give upload() a cloud path such as 'gs://bucket/folder'.")
+            raise CloudLocationNotSpecifiedError(
+                f"{self!r} is local: give upload() a cloud path such as 'gs://bucket/folder'."
+            )
         destination = prefix_of(parse_gcs_path(cloud_path, allow_empty_name=True)) if cloud_path else self._cloud
         assert destination is not None
         plan = [(file, destination.join(str(self.relative_path(file)))) for file in self.files]
@@ -391,7 +385,9 @@ class Dataset(DatasetMetadata, OctueDatasetAPI):
         returned, where Octue's SDK would use a temporary directory.
         """
         if self._cloud is None:
-            raise InvalidInputError(f"Only cloud datasets can be downloaded; {self} is at {self.path!r}.")
+            raise CloudLocationNotSpecifiedError(
+                f"Only cloud datasets (gs://) can be downloaded; {self!r} is at {signed_datasets.redact(self.path)!r}."
+            )
         root = Path(local_directory).absolute() if local_directory is not None else None
         plan: list[tuple[Datafile, Path | None]] = []
         for file in self.files:
@@ -416,24 +412,6 @@ def _is_within(path: Path, folder: Path) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _copy_local_datafile(datafile: Datafile, target: Path) -> Datafile:
-    """Copy a local datafile (content and metadata, same id) to `target`, which must not exist."""
-    if target.exists():
-        raise FileExistsError(f"Cannot add {datafile} to the dataset: {target} already exists.")
-    with atomic_replace(target) as temporary:
-        shutil.copyfile(datafile.local_path, temporary)
-    copy = Datafile(
-        target,
-        id=datafile.id,
-        timestamp=datafile.timestamp,
-        labels=datafile.labels,
-        tags=datafile.tags,
-        ignore_stored_metadata=True,
-    )
-    copy.update_metadata()
-    return copy
 
 
 def list_datasets(

@@ -225,7 +225,7 @@ def _raise_unless_one(count: int, filters: Mapping[str, Any]) -> None:
     if count == 0:
         raise UnexpectedNumberOfResultsError(f"No results found for filters {dict(filters)}.")
     if count > 1:
-        raise UnexpectedNumberOfResultsError(f"More than one result ({count}) found for filters {dict(filters)}.")
+        raise UnexpectedNumberOfResultsError(f"More than one result found for filters {dict(filters)} ({count} results).")
 
 
 class FilterContainer:

@@ -15,7 +15,7 @@ import datetime
 import inspect
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from octue_dagster.core.local import hashing
@@ -23,7 +23,7 @@ from octue_dagster.core.metadata import json_objects
 from octue_dagster.core.metadata import values as md
 from octue_dagster.core.storage import signing
 from octue_dagster.core.dataset.dataset_files import SIGNED_METADATA_DIRECTORY
-from octue_dagster.exceptions import InvalidInputError, InvalidSerialisationError
+from octue_dagster.exceptions import CloudLocationNotSpecifiedError, InvalidSerialisationError
 
 T = TypeVar("T")
 
@@ -148,7 +148,7 @@ class OctueDatasetAPI:
         without credentials until `expiration` (at most 7 days): `Dataset(path=url)` here or in Octue's SDK."""
         prefix = self.gcs_prefix
         if prefix is None or not self.all_files_are_in_cloud:
-            raise InvalidInputError(
+            raise CloudLocationNotSpecifiedError(
                 f"{self!r} and all its files must be in the cloud (gs://) to generate a signed URL for it: upload it "
                 f"first."
             )
@@ -158,6 +158,15 @@ class OctueDatasetAPI:
         path = prefix.join(SIGNED_METADATA_DIRECTORY, uuid.uuid4().hex)
         json_objects.write_document(self.store, path, document, if_generation_match=0)
         return signing.generate_signed_url(self.store.client, path, expiration, credentials=credentials)
+
+    def __iter__(self) -> Iterator[Any]:
+        yield from self.files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self.files
 
     def get_file_by_label(self, label: str) -> Any:
         """The only file with `label`; `UnexpectedNumberOfResultsError` if there is none or more than one."""

@@ -145,7 +145,7 @@ class StorageRequestError(OctueDagsterError, ValueError):
     more specific error for), such as a read of a requester-pays bucket without a billing project."""
 
 
-class OctueCompatibilityWarning(UserWarning):
+class OctueCompatibilityWarning(OctueDagsterError, UserWarning):
     """Something behaved as Octue's SDK defines it where a user of this library's earlier releases may expect
     otherwise (metadata given to `Datafile(...)` that stored metadata overrides; metadata changed inside a reading
     `open()` block, which is not saved)."""

@@ -33,12 +33,7 @@ from octue_dagster.core.datafile.datafile_metadata import OctueMetadata
 from octue_dagster.core.datafile.opener import DatafileOpener
 from octue_dagster.core.datafile.datafile_transfers import DatafileTransfers
 from octue_dagster.core.datafile.octue_api import OctueDatafileAPI
-from octue_dagster.exceptions import (
-    CloudLocationNotSpecifiedError,
-    CloudObjectNotFoundError,
-    ConflictError,
-    InvalidInputError,
-)
+from octue_dagster.exceptions import InvalidInputError
 
 T = TypeVar("T")
 HDF5_EXTENSIONS = (".hdf5", ".h5")
@@ -243,6 +238,7 @@ class Datafile(DatafileTransfers, OctueDatafileAPI, OctueMetadata):
         """`open_file(path)` on a local copy of the content; a cached copy is held against eviction until `hold`
         closes."""
         if self._uses_cache() and self._object is not None:
+            self._fetched = True
             return local_copy.open_cached(self.store, self._object, hold, open_file)
         return open_file(Path(self.local_path))
 
@@ -262,9 +258,9 @@ class Datafile(DatafileTransfers, OctueDatafileAPI, OctueMetadata):
 
     @property
     def exists_locally(self) -> bool:
-        """As in Octue's SDK: whether the datafile has a local path of its own (given, or a copy downloaded). It says
-        nothing of what the file holds now: see `has_local_copy`."""
-        return self._local is not None or self._has_valid_local_copy()
+        """As in Octue's SDK: whether the datafile has a local path (given, or a copy this datafile downloaded). It
+        says nothing of what the file holds now: see `has_local_copy`."""
+        return self._local is not None or (self._fetched and self._has_valid_local_copy())
 
     @property
     def exists_in_cloud(self) -> bool:

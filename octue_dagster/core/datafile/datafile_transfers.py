@@ -21,7 +21,6 @@ from octue_dagster.exceptions import (
     CloudLocationNotSpecifiedError,
     CloudObjectNotFoundError,
     ConflictError,
-    InvalidInputError,
 )
 
 
@@ -32,6 +31,8 @@ class DatafileTransfers:
     _local: Path | None
     _object: ObjectInfo | None
     store: Store
+    #: Whether this datafile downloaded (or opened) its cached copy: Octue's `exists_locally` for a cloud file.
+    _fetched: bool = False
 
     def download(self, local_path: str | os.PathLike[str] | None = None) -> str:
         """Download the object (checksum-verified, to a temporary name, then renamed) and return the local path.
@@ -40,12 +41,14 @@ class DatafileTransfers:
         datafile's local copy.
         """
         if self._cloud is None:
-            raise InvalidInputError(f"{self} has no cloud path to download from.")
+            raise CloudLocationNotSpecifiedError(f"{self} has no cloud path to download from.")
         if local_path is not None:
             self._local = Path(local_path).absolute()
         if self._object is None:
             self._object = self.store.require_object(self._cloud)
-        return str(local_copy.fetch(self.store, self._object, self._local_target(), cached=self._uses_cache()))
+        path = local_copy.fetch(self.store, self._object, self._local_target(), cached=self._uses_cache())
+        self._fetched = True
+        return str(path)
 
     def upload(
         self, cloud_path: str | None = None, update_cloud_metadata: bool = True, update_metadata: bool | None = None

@@ -184,8 +184,8 @@ class Dataset(DatasetMetadata, OctueDatasetAPI):
 
     def _instantiate_from_signed_url(self) -> Mapping[str, Any]:
         assert self._url is not None
-        document, file_urls = signed_datasets.read_signed_dataset(self._url)
-        self.files = FilterSet(Datafile(url, store=self._store) for url in file_urls)
+        document, files = signed_datasets.read_signed_dataset(self._url, self._store)
+        self.files = FilterSet(files)
         return document
 
     def _instantiate_from_local_folder(self) -> Mapping[str, Any]:
@@ -279,6 +279,9 @@ class Dataset(DatasetMetadata, OctueDatasetAPI):
 
     def relative_path(self, datafile: Datafile) -> PurePosixPath:
         """Where a file sits inside the dataset's folder (its name alone if it is outside the folder)."""
+        if self._url is not None and signed_datasets.is_url(datafile.cloud_path):
+            relative = signed_datasets.relative_path_in_signed_dataset(self._url, datafile.cloud_path)  # type: ignore[arg-type]
+            return safe_relative_path(relative or datafile.name, datafile.name)
         if self._cloud is not None and datafile.gcs_path is not None:
             if datafile.gcs_path.bucket == self._cloud.bucket and datafile.gcs_path.name.startswith(self._cloud.name):
                 return safe_relative_path(datafile.gcs_path.name[len(self._cloud.name) :], str(datafile))
@@ -384,14 +387,14 @@ class Dataset(DatasetMetadata, OctueDatasetAPI):
         kept); without, files go to the shared download cache (each file's `local_path` says where) and `None` is
         returned, where Octue's SDK would use a temporary directory.
         """
-        if self._cloud is None:
+        if self._cloud is None and self._url is None:
             raise CloudLocationNotSpecifiedError(
-                f"Only cloud datasets (gs://) can be downloaded; {self!r} is at {signed_datasets.redact(self.path)!r}."
+                f"Only cloud datasets (gs:// or signed URLs) can be downloaded; {self!r} is at {signed_datasets.redact(self.path)!r}."
             )
         root = Path(local_directory).absolute() if local_directory is not None else None
         plan: list[tuple[Datafile, Path | None]] = []
         for file in self.files:
-            if file.gcs_path is None:
+            if file.gcs_path is None and self._url is None:
                 continue
             target = root.joinpath(*self.relative_path(file).parts) if root is not None else None
             plan.append((file, target))

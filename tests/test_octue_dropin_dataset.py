@@ -91,7 +91,8 @@ out["to_primitive"] = farm.to_primitive()
 out["serialise"] = farm.serialise()
 out["hash_value"] = farm.hash_value
 out["metadata_hash_value"] = farm.metadata_hash_value
-out["metadata_hash_value_no_labels"] = Dataset(path=LOCAL, ignore_stored_metadata=True, name="n", tags={"a": 1}).metadata_hash_value
+unlabelled = Dataset(path=LOCAL, ignore_stored_metadata=True, name="n", tags={"a": 1})
+out["metadata_hash_value_no_labels"] = unlabelled.metadata_hash_value
 out["repr"] = [repr(farm), repr(Dataset(path=LOCAL))]
 out["exists"] = [[d.exists_in_cloud, d.exists_locally, d.all_files_are_in_cloud] for d in (farm, Dataset(path=LOCAL))]
 out["roundtrip"] = Dataset.deserialise(farm.to_primitive()).serialise()
@@ -111,7 +112,9 @@ out["manifest_hash_value"] = manifest.hash_value
 out["manifest_roundtrip"] = Manifest.deserialise(manifest.to_primitive()).serialise()
 out["manifest_roundtrip_from_string"] = Manifest.deserialise(manifest.serialise(), from_string=True).serialise()
 out["empty_manifest_hash_value"] = Manifest().hash_value
-out["all_datasets_are_in_cloud"] = [manifest.all_datasets_are_in_cloud, Manifest(datasets={"l": LOCAL}).all_datasets_are_in_cloud]
+out["all_datasets_are_in_cloud"] = [
+    manifest.all_datasets_are_in_cloud, Manifest(datasets={"l": LOCAL}).all_datasets_are_in_cloud
+]
 
 moved = Manifest(datasets={"a": "rel/dataset_0", "b": "rel/dataset_1"})
 moved.update_dataset_paths(lambda d: d.path.replace("0", "zero"))

@@ -204,12 +204,15 @@ class Dataset(DatasetMetadata, OctueDatasetAPI):
         if signed_datasets.is_url(path):
             self._cloud, self._local, self._url = None, None, str(path)
         elif is_gcs_path(path):
-            self._cloud, self._local, self._url = prefix_of(parse_gcs_path(str(path), allow_empty_name=True)), None, None
+            prefix = prefix_of(parse_gcs_path(str(path), allow_empty_name=True))
+            self._cloud, self._local, self._url = prefix, None, None
         elif isinstance(path, (str, os.PathLike)) and os.fspath(path):
             self._cloud, self._local, self._url = None, Path(path).absolute(), None
             self._local_path_as_given = os.fspath(path)
         else:
-            raise InvalidInputError(f"A dataset path must be a local folder, a gs:// prefix or a signed URL; got {path!r}.")
+            raise InvalidInputError(
+                f"A dataset path must be a local folder, a gs:// prefix or a signed URL; got {path!r}."
+            )
 
     @property
     def path(self) -> str:
@@ -250,7 +253,7 @@ class Dataset(DatasetMetadata, OctueDatasetAPI):
             return self._name
         if self._url is not None:
             return signed_datasets.url_name(self._url)
-        return self.path.rstrip("/").rsplit("/", 1)[-1] if self._cloud is not None else Path(self._local).name  # type: ignore[arg-type]
+        return self.path.rstrip("/").rsplit("/", 1)[-1] if self._cloud is not None else self._local.name  # type: ignore[union-attr]
 
     @name.setter
     def name(self, value: str | None) -> None:
@@ -280,7 +283,7 @@ class Dataset(DatasetMetadata, OctueDatasetAPI):
     def relative_path(self, datafile: Datafile) -> PurePosixPath:
         """Where a file sits inside the dataset's folder (its name alone if it is outside the folder)."""
         if self._url is not None and signed_datasets.is_url(datafile.cloud_path):
-            relative = signed_datasets.relative_path_in_signed_dataset(self._url, datafile.cloud_path)  # type: ignore[arg-type]
+            relative = signed_datasets.relative_path_in_signed_dataset(self._url, str(datafile.cloud_path))
             return safe_relative_path(relative or datafile.name, datafile.name)
         if self._cloud is not None and datafile.gcs_path is not None:
             if datafile.gcs_path.bucket == self._cloud.bucket and datafile.gcs_path.name.startswith(self._cloud.name):
@@ -389,7 +392,7 @@ class Dataset(DatasetMetadata, OctueDatasetAPI):
         """
         if self._cloud is None and self._url is None:
             raise CloudLocationNotSpecifiedError(
-                f"Only cloud datasets (gs:// or signed URLs) can be downloaded; {self!r} is at {signed_datasets.redact(self.path)!r}."
+                f"Only cloud datasets (gs:// or signed URLs) can be downloaded; {self!r} is at {self.path!r}."
             )
         root = Path(local_directory).absolute() if local_directory is not None else None
         plan: list[tuple[Datafile, Path | None]] = []

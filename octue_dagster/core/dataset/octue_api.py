@@ -39,7 +39,9 @@ def deserialise_as(cls: type[T], serialised_object: Mapping[str, Any] | str | by
         try:
             serialised_object = md.decode_json(serialised_object)  # type: ignore[arg-type]
         except ValueError as error:
-            raise InvalidSerialisationError(f"Cannot deserialise a {cls.__name__}: the text is not JSON ({error}).") from None
+            raise InvalidSerialisationError(
+                f"Cannot deserialise a {cls.__name__}: the text is not JSON ({error})."
+            ) from None
     if not isinstance(serialised_object, Mapping):
         raise InvalidSerialisationError(
             f"A serialised {cls.__name__} is a dict of its fields (or its JSON text with from_string=True); got "
@@ -70,7 +72,8 @@ def metadata_hash(name: str | None, labels: Iterable[str], tags: Mapping[str, An
     Octue prints the labels in its set's iteration order, which for two or more labels depends on the process's
     string-hash seed (so its value changes from run to run); they are sorted here, so the value is stable.
     """
-    label_text = "LabelSet({" + ", ".join(repr(str(label)) for label in sorted(labels)) + "})" if labels else "LabelSet()"
+    listed = ", ".join(repr(str(label)) for label in sorted(labels))
+    label_text = f"LabelSet({{{listed}}})" if listed else "LabelSet()"
     text = f"[('labels', {label_text}), ('name', {name!r}), ('tags', {dict(tags)!r})]"
     return hashing.crc32c_base64(text.encode())
 

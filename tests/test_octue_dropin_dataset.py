@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from octue_dagster import Datafile, Dataset, Manifest
 from octue_dagster.core.storage.store import Store, make_client
 from octue_dagster.exceptions import (
     InvalidFilterError,
+    OctueCompatibilityWarning,
     InvalidSerialisationError,
     OctueDagsterError,
     ReadOnlyDatasetError,
@@ -230,12 +232,15 @@ def ours(world):
 
     names = {**world["names"], "SIDE": "ours"}
     namespace: dict[str, Any] = {"Dataset": Dataset, "Manifest": Manifest, "os": os, "out": {}, **names}
-    with pytest.MonkeyPatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", OctueCompatibilityWarning)
         patch.setattr(Blob, "generate_signed_url", sign_with_key)
         patch.setattr(tempfile, "tempdir", str(world["work"]))
         exec(CALLS, namespace)  # noqa: S102 - the same calls the SDK ran
     # Through JSON as the SDK's answers came, so both sides are compared as the same kinds of values.
-    return json.loads(json.dumps(namespace["out"]))
+    answers = json.loads(json.dumps(namespace["out"]))
+    answers["warnings"] = [str(w.message) for w in caught if issubclass(w.category, OctueCompatibilityWarning)]
+    return answers
 
 
 SAME = [
@@ -319,6 +324,18 @@ def test_the_compared_results_say_something(world):
     assert sdk["download_all"]["farm"] == ["farm", ["deep/t3.csv", "t1.csv", "t2.csv"]]
     assert sdk["download_partial"] == ["farm"] and sdk["signed_idempotent"] is True
     assert sdk["updated_paths"] == {"a": "rel/dataset_zero", "b": "rel/dataset_1"}
+
+
+def test_given_metadata_that_stored_metadata_overrides_is_named_in_a_warning(ours):
+    """Octue's SDK drops the given values silently; ours drops them too, and says which (once per dataset made)."""
+    assert ours["warnings"] == [
+        "The name, labels, tags given for <Dataset('farm-day')> were not used: the metadata stored with it takes "
+        "precedence, as in Octue's SDK. Pass ignore_stored_metadata=True to use what you give, or set the attributes "
+        "and call update_metadata() to change what is stored.",
+        "The name, labels, tags given for <Dataset('local-one')> were not used: the metadata stored with it takes "
+        "precedence, as in Octue's SDK. Pass ignore_stored_metadata=True to use what you give, or set the attributes "
+        "and call update_metadata() to change what is stored.",
+    ]
 
 
 def test_download_paths_are_returned_as_the_sdk_returns_them(world, ours):

@@ -39,7 +39,7 @@ from octue_dagster.core.dataset.dataset_files import (
 )
 from octue_dagster.core.dataset.dataset_transfers import TransferReport, download_files, upload_files
 from octue_dagster.core.dataset.filters import FilterList, FilterSet
-from octue_dagster.core.dataset.octue_api import OctueDatasetAPI
+from octue_dagster.core.dataset.octue_api import OctueDatasetAPI, warn_if_stored_metadata_wins
 from octue_dagster.core.dataset import signed_datasets
 from octue_dagster.core.storage.gcs_path import GCSPath, is_gcs_path, parse_gcs_path
 from octue_dagster.exceptions import (
@@ -137,6 +137,7 @@ class Dataset(DatasetMetadata, OctueDatasetAPI):
             self.labels = labels
         if "tags" not in stored:
             self.tags = tags
+        warn_if_stored_metadata_wins(self, stored, name=name, labels=labels, tags=tags)
         self._persisted = self._own_metadata() if stored else None
         if self._local is not None and files is None and not self.files:
             logger.warning("%r is empty at instantiation time (path %r).", self, self.path)

@@ -15,6 +15,7 @@ import datetime
 import inspect
 import threading
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -23,7 +24,12 @@ from octue_dagster.core.metadata import json_objects
 from octue_dagster.core.metadata import values as md
 from octue_dagster.core.storage import signing
 from octue_dagster.core.dataset.dataset_files import SIGNED_METADATA_DIRECTORY
-from octue_dagster.exceptions import CloudLocationNotSpecifiedError, InvalidSerialisationError
+from octue_dagster.exceptions import (
+    CloudLocationNotSpecifiedError,
+    InvalidInputError,
+    InvalidSerialisationError,
+    OctueCompatibilityWarning,
+)
 
 T = TypeVar("T")
 
@@ -76,6 +82,32 @@ def metadata_hash(name: str | None, labels: Iterable[str], tags: Mapping[str, An
     label_text = f"LabelSet({{{listed}}})" if listed else "LabelSet()"
     text = f"[('labels', {label_text}), ('name', {name!r}), ('tags', {dict(tags)!r})]"
     return hashing.crc32c_base64(text.encode())
+
+
+def warn_if_stored_metadata_wins(dataset: Any, stored: Mapping[str, Any], **given: Any) -> None:
+    """Check the name, labels and tags given for `dataset` (they are refused if invalid even where unused) and warn,
+    with an `OctueCompatibilityWarning`, about those its stored metadata overrode (as in Octue's SDK; this library's
+    releases before 0.3 let given values override stored ones)."""
+    if given.get("name") is not None and not isinstance(given["name"], str):
+        raise InvalidInputError(f"A dataset name must be a string; got {given['name']!r}.")
+    checked = {
+        "name": given.get("name"),
+        "labels": md.LabelSet(given["labels"]) if given.get("labels") is not None else None,
+        "tags": md.TagDict(given["tags"]) if given.get("tags") is not None else None,
+    }
+    overridden = [
+        field
+        for field, value in checked.items()
+        if value is not None and field in stored and value != getattr(dataset, field)
+    ]
+    if overridden:
+        warnings.warn(
+            f"The {', '.join(overridden)} given for {dataset!r} were not used: the metadata stored with it takes "
+            f"precedence, as in Octue's SDK. Pass ignore_stored_metadata=True to use what you give, or set the "
+            f"attributes and call update_metadata() to change what is stored.",
+            OctueCompatibilityWarning,
+            stacklevel=3,
+        )
 
 
 def hash_of_named_hashes(named: Mapping[str, Any]) -> str:
@@ -236,4 +268,5 @@ __all__ = [
     "hash_of_named_hashes",
     "metadata_hash",
     "octue_serialise",
+    "warn_if_stored_metadata_wins",
 ]

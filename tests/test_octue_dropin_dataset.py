@@ -423,7 +423,7 @@ def test_an_unreachable_signed_url_is_logged_without_its_signature(caplog):
     with caplog.at_level("ERROR"):
         dataset = Dataset(path=url)
     assert len(dataset.files) == 0 and dataset.path == url  # as Octue's SDK: proceeds without stored metadata
-    assert "Couldn't access cloud dataset metadata for 'http://127.0.0.1:9/bucket/folder/.signed_metadata_files/x?" in (
+    assert "Couldn't access cloud dataset metadata for 'http://127.0.0.1:9/bucket/folder/.signed_metadata_files/x'" in (
         caplog.text
     )
     assert "secret" not in caplog.text

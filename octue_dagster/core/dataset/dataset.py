@@ -128,7 +128,7 @@ class Dataset(DatasetMetadata, OctueDatasetAPI):
             self.labels = stored.get("labels")
             self.tags = stored.get("tags")
         except InvalidInputError as error:
-            where = f"the dataset metadata at {signed_datasets.redact(self.metadata_path)}"
+            where = f"the dataset metadata at {signed_datasets.redacted(self.metadata_path)}"
             raise InvalidMetadataError(f"{where} cannot be read: {error}") from None
         self._id = self._id or (md.validate_id(id) if id is not None else str(uuid.uuid4()))
         if "name" not in stored:

@@ -7,11 +7,12 @@ of it: its id, name, labels and tags, and one Datafile per file URL. Octue servi
 (`Manifest.use_signed_urls_for_datasets()`), so a service with no credentials for the bucket can read the data.
 
 A signed URL carries a credential (its signature), so it never appears in a log line or an error message here:
-`redact` keeps the part before the query.
+`redacted` (shared with `UrlDatafile`) keeps the part before the query.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import urllib.parse
 from typing import Any
@@ -19,9 +20,9 @@ from typing import Any
 import requests
 
 from octue_dagster.core.datafile.datafile import Datafile
+from octue_dagster.core.datafile.url_datafile import is_url, redacted
 from octue_dagster.core.metadata import values as md
 from octue_dagster.core.storage.store import Store
-from octue_dagster.core.storage.transfers import run_concurrently
 from octue_dagster.core.dataset.dataset_files import SIGNED_METADATA_DIRECTORY
 from octue_dagster.exceptions import InvalidMetadataError
 
@@ -29,19 +30,10 @@ logger = logging.getLogger(__name__)
 
 #: Seconds to wait for the server to answer, and for each read of the answer.
 TIMEOUT_SECONDS = 60
+#: How many of a signed dataset's files are looked up (one HEAD request each) at once.
+MAX_CONCURRENT_HEADS = 16
 #: A signed dataset document is a small JSON object; anything bigger is not one.
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
-
-
-def is_url(path: object) -> bool:
-    """Whether `path` is an `http://` or `https://` URL (Octue's test: a string starting with "http")."""
-    return isinstance(path, str) and path.lower().startswith(("http://", "https://"))
-
-
-def redact(url: str) -> str:
-    """The URL without its query (where a signed URL keeps its signature), for logs and errors."""
-    base, _, query = url.partition("?")
-    return f"{base}?<signature removed>" if query else base
 
 
 def url_name(url: str) -> str:
@@ -67,8 +59,8 @@ def relative_path_in_signed_dataset(dataset_url: str, file_url: str) -> str | No
 def read_signed_dataset_document(url: str) -> dict[str, Any]:
     """The dataset document a signed URL points at, or `{}` if it cannot be fetched.
 
-    As in Octue's SDK, an unreachable or unreadable URL is logged as an error (without the signature) and the dataset
-    proceeds without stored metadata rather than failing: the URL may name a dataset that is not written yet.
+    As in Octue's SDK, an unreachable or unreadable URL is logged as an error (here without the signature) and the
+    dataset proceeds without stored metadata (so with no files) rather than failing.
     """
     try:
         with requests.get(url, timeout=TIMEOUT_SECONDS, stream=True) as response:
@@ -80,12 +72,14 @@ def read_signed_dataset_document(url: str) -> dict[str, Any]:
         if not isinstance(document, dict):
             raise ValueError("the answer is not a JSON object")
     except (requests.RequestException, ValueError) as error:
-        reason = f"{type(error).__name__}: {redact(str(error))}" if not isinstance(error, requests.HTTPError) else (
-            f"HTTP {error.response.status_code}"
-        )
+        if isinstance(error, requests.HTTPError) and error.response is not None:
+            reason = f"HTTP {error.response.status_code}"
+        else:
+            # A request error's text may quote the URL with its query: only what comes before the query is kept.
+            reason = f"{type(error).__name__}: {str(error).split('?', 1)[0]}"
         logger.error(
             "Couldn't access cloud dataset metadata for %r; proceeding without cloud metadata. (%s)",
-            redact(url),
+            redacted(url),
             reason,
         )
         return {}
@@ -96,16 +90,22 @@ def read_signed_dataset(url: str, store: Store | None) -> tuple[dict[str, Any], 
     """The metadata (id, name, labels, tags) and the files of the dataset a signed URL points at.
 
     Each file is a read-only `Datafile` of its own signed URL, which costs one `HEAD` request (its Octue metadata,
-    size and crc32c); they are made concurrently, on the bounded transfer pool.
+    size and crc32c); they are made concurrently, at most `MAX_CONCURRENT_HEADS` at a time.
     """
     document = read_signed_dataset_document(url)
+    metadata = {key: document[key] for key in ("id", "name", "labels", "tags") if key in document}
     paths = document.get("files", [])
     if not isinstance(paths, list) or not all(isinstance(path, str) and path for path in paths):
         raise InvalidMetadataError(
-            f"The dataset metadata at {redact(url)} is not a signed dataset: its 'files' entry is not a list of URLs."
+            f"The dataset metadata at {redacted(url)} is not a signed dataset: its 'files' entry is not a list of URLs."
         )
-    files = list(run_concurrently(lambda path: Datafile(path, store=store), paths, description="Reading"))
-    return {key: document[key] for key in ("id", "name", "labels", "tags") if key in document}, files
+    if not paths:
+        return metadata, []
+    # Each file costs one small request, not a transfer: a plain pool of at most 16 threads, without the memory
+    # budget and progress bar of the transfer runner.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(paths), MAX_CONCURRENT_HEADS)) as pool:
+        files = list(pool.map(lambda path: Datafile(path, store=store), paths))
+    return metadata, files
 
 
 __all__ = [
@@ -113,7 +113,7 @@ __all__ = [
     "is_url",
     "read_signed_dataset",
     "read_signed_dataset_document",
-    "redact",
+    "redacted",
     "relative_path_in_signed_dataset",
     "url_name",
 ]

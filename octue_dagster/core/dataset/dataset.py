@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -39,13 +38,12 @@ from octue_dagster.core.dataset.dataset_files import (
 )
 from octue_dagster.core.dataset.dataset_transfers import TransferReport, download_files, upload_files
 from octue_dagster.core.dataset.filters import FilterList, FilterSet
-from octue_dagster.core.dataset.octue_api import OctueDatasetAPI, warn_if_stored_metadata_wins
+from octue_dagster.core.dataset.octue_api import OctueDatasetAPI
 from octue_dagster.core.dataset import signed_datasets
 from octue_dagster.core.storage.gcs_path import GCSPath, is_gcs_path, parse_gcs_path
 from octue_dagster.exceptions import (
     CloudLocationNotSpecifiedError,
     InvalidInputError,
-    InvalidMetadataError,
 )
 
 #: The keys of the `"dataset"` entry this library owns; other keys found there are kept as they are.
@@ -115,29 +113,7 @@ class Dataset(DatasetMetadata, OctueDatasetAPI):
         else:
             stored = self._instantiate_from_local_folder()
 
-        stored_id = stored.get("id")
-        if id is not None and stored_id is not None and md.validate_id(id) != md.validate_id(stored_id):
-            raise InvalidInputError(
-                f"The id {id!r} given for the dataset at {self.path} differs from its stored id {stored_id!r}; ids "
-                f"cannot be reassigned. Leave id out, or pass ignore_stored_metadata=True."
-            )
-        try:
-            # As in Octue's SDK, each stored field wins over the one given (which is used when none is stored).
-            self._id = md.validate_id(stored_id) if stored_id else ""
-            self._name: str | None = _checked_name(stored["name"]) if "name" in stored else None
-            self.labels = stored.get("labels")
-            self.tags = stored.get("tags")
-        except InvalidInputError as error:
-            where = f"the dataset metadata at {signed_datasets.redacted(self.metadata_path)}"
-            raise InvalidMetadataError(f"{where} cannot be read: {error}") from None
-        self._id = self._id or (md.validate_id(id) if id is not None else str(uuid.uuid4()))
-        if "name" not in stored:
-            self.name = name
-        if "labels" not in stored:
-            self.labels = labels
-        if "tags" not in stored:
-            self.tags = tags
-        warn_if_stored_metadata_wins(self, stored, name=name, labels=labels, tags=tags)
+        self._use_stored_metadata_first(stored, id=id, name=name, labels=labels, tags=tags)
         self._persisted = self._own_metadata() if stored else None
         if self._local is not None and files is None and not self.files:
             logger.warning("%r is empty at instantiation time (path %r).", self, self.path)

@@ -23,10 +23,12 @@ from octue_dagster.core.local import hashing
 from octue_dagster.core.metadata import json_objects
 from octue_dagster.core.metadata import values as md
 from octue_dagster.core.storage import signing
+from octue_dagster.core.datafile.url_datafile import redacted
 from octue_dagster.core.dataset.dataset_files import SIGNED_METADATA_DIRECTORY
 from octue_dagster.exceptions import (
     CloudLocationNotSpecifiedError,
     InvalidInputError,
+    InvalidMetadataError,
     InvalidSerialisationError,
     OctueCompatibilityWarning,
 )
@@ -131,6 +133,8 @@ class OctueDatasetAPI:
     all_files_are_in_cloud: bool
     to_primitive: Callable[..., dict[str, Any]]
     _url: str | None
+    _id: str
+    metadata_path: str
     update_metadata: Callable[[], None]
 
     @classmethod
@@ -138,6 +142,30 @@ class OctueDatasetAPI:
         """A dataset from Octue's serialisation (`to_primitive()`, or `serialise()` text with `from_string=True`):
         `Dataset(**fields)`, so its stored metadata is read and wins, as in Octue's SDK."""
         return deserialise_as(cls, serialised_object, from_string)
+
+    def _use_stored_metadata_first(self, stored: Mapping[str, Any], **given: Any) -> None:
+        """Octue's rule for a dataset's metadata: each stored field (id, name, labels, tags) wins over the one given,
+        which fills what is not stored. An id that differs from the stored one is refused (Octue's SDK silently keeps
+        the stored one), and given values that were not used are named in a warning."""
+        stored_id, given_id = stored.get("id"), given["id"]
+        if given_id is not None and stored_id is not None and md.validate_id(given_id) != md.validate_id(stored_id):
+            raise InvalidInputError(
+                f"The id {given_id!r} given for the dataset at {redacted(self.path)} differs from its stored id "
+                f"{stored_id!r}; ids cannot be reassigned. Leave id out, or pass ignore_stored_metadata=True."
+            )
+        try:
+            self._id = md.validate_id(stored_id) if stored_id else ""
+            self.name = stored["name"] if "name" in stored else None  # type: ignore[misc]
+            self.labels = stored.get("labels")  # type: ignore[assignment]
+            self.tags = stored.get("tags")  # type: ignore[assignment]
+        except InvalidInputError as error:
+            where = f"the dataset metadata at {redacted(self.metadata_path)}"
+            raise InvalidMetadataError(f"{where} cannot be read: {error}") from None
+        self._id = self._id or (md.validate_id(given_id) if given_id is not None else str(uuid.uuid4()))
+        for field in ("name", "labels", "tags"):
+            if field not in stored:
+                setattr(self, field, given[field])
+        warn_if_stored_metadata_wins(self, stored, name=given["name"], labels=given["labels"], tags=given["tags"])
 
     def serialise(self, **kwargs: Any) -> str:
         """The dataset as JSON text, byte-equal with Octue's `Dataset.serialise()` for the same dataset."""

@@ -157,5 +157,5 @@ class InvalidSerialisationError(InvalidInputError, TypeError):
 
 
 class ReadOnlyDatasetError(OctueDagsterError, PermissionError):
-    """A dataset read from a signed URL was asked to change its stored metadata or files; a signed URL only reads.
-    Upload it to a `gs://` folder first (`dataset.upload("gs://bucket/folder")`) to get a dataset you can change."""
+    """A dataset read from a signed URL was asked to change its stored metadata or files, or to be uploaded; a signed
+    URL only reads. Download it (`dataset.download("folder")`) and make a `Dataset` of that folder to change it."""

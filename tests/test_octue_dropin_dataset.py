@@ -411,11 +411,18 @@ def test_a_signed_url_dataset_downloads_into_its_folder_layout(world, tmp_path):
 
 def test_signed_url_datasets_are_read_only_with_a_clear_error(world, ours):
     read = Dataset(path=ours["signed_url"])
-    for attempt in (read.update_metadata, read.upload, lambda: read.add(Datafile(world["work"] / "local" / "a.txt"))):
+    attempts = (
+        read.update_metadata,
+        read.upload,
+        lambda: read.upload(f"gs://{world['bucket']}/copy-of-signed"),
+        lambda: read.add(Datafile(world["work"] / "local" / "a.txt")),
+    )
+    for attempt in attempts:
         with pytest.raises(ReadOnlyDatasetError, match="signed URL, which only reads") as caught:
             attempt()
         assert isinstance(caught.value, PermissionError) and isinstance(caught.value, OctueDagsterError)
         assert "Signature" not in str(caught.value)  # the URL's credential is never in an error
+    assert not list(world["store"].list_objects(Dataset(f"gs://{world['bucket']}/copy-of-signed").gcs_prefix))
 
 
 def test_an_unreachable_signed_url_is_logged_without_its_signature(caplog):

@@ -325,8 +325,7 @@ class Dataset(DatasetMetadata, OctueDatasetAPI):
 
         `listing` is the destination's listing if the caller has just made it (it saves listing it again).
         """
-        if cloud_path is None and self._url is not None:
-            self._refuse_if_signed("upload it to its own path: give upload() a gs:// folder")
+        self._refuse_if_signed("upload it")
         if cloud_path is None and self._cloud is None:
             raise CloudLocationNotSpecifiedError(
                 f"{self!r} is local: give upload() a cloud path such as 'gs://bucket/folder'."

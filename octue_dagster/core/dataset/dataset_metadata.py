@@ -82,8 +82,8 @@ class DatasetMetadata(md.LabelsAndTags):
         """A dataset read from a signed URL only reads: say so instead of writing anything."""
         if self._url is not None:
             raise ReadOnlyDatasetError(
-                f"{self!r} was read from a signed URL, which only reads: cannot {action}. Upload it to a gs:// folder "
-                f"first (dataset.upload('gs://bucket/folder')) to get a dataset you can change."
+                f"{self!r} was read from a signed URL, which only reads: cannot {action}. Download it "
+                f"(dataset.download('folder')) and make a Dataset of that folder to change or upload it."
             )
 
     def update_metadata(self) -> None:

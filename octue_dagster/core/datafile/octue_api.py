@@ -12,7 +12,9 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import posixpath
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +27,27 @@ from octue_dagster.exceptions import (
     CloudObjectNotFoundError,
     DatafileExistsError,
     InvalidInputError,
+    OctueCompatibilityWarning,
     UnsupportedTypeError,
 )
+
+
+def warn_if_octue_names_it_differently(path: GCSPath) -> GCSPath:
+    """Return `path`, with an `OctueCompatibilityWarning` if Octue's SDK would address another object for it.
+
+    Object names are used exactly as written here (GCS allows `/tmp/x` and `a//b`); Octue's SDK strips leading
+    slashes and normalises the name like a file path, so `gs://bucket//tmp/x` is the object `tmp/x` there.
+    """
+    octue_name = posixpath.normpath(path.name.strip("/")) if path.name.strip("/") else path.name
+    if octue_name != path.name:
+        warnings.warn(
+            f"{path} names the object {path.name!r} here, but Octue's SDK would read and write {octue_name!r} for the "
+            f"same path (it strips leading slashes and normalises the name). Write gs://{path.bucket}/{octue_name} "
+            f"to address the object both do.",
+            OctueCompatibilityWarning,
+            stacklevel=4,
+        )
+    return path
 
 
 class OctueDatafileAPI:
@@ -244,10 +265,11 @@ class OctueDatafileAPI:
             raise CloudObjectNotFoundError(f"{self._cloud} does not exist, so no signed URL can be made for it.")
         from octue_dagster.core.storage import signing
 
-        return signing.generate_signed_url(self.store.client, self._cloud, expiration, credentials=credentials)  # type: ignore[attr-defined]
+        client = self.store.client  # type: ignore[attr-defined]
+        return signing.generate_signed_url(client, self._cloud, expiration, credentials=credentials)
 
     def __repr__(self) -> str:
         return f"<Datafile({self.name!r})>"  # type: ignore[attr-defined]
 
 
-__all__ = ["OctueDatafileAPI"]
+__all__ = ["OctueDatafileAPI", "warn_if_octue_names_it_differently"]

@@ -183,6 +183,7 @@ SCENARIO = textwrap.dedent(
     r["url"] = [from_url.name, from_url.cloud_path == URL, from_url.exists_in_cloud, from_url.hash_value,
                 from_url.size_bytes]
     r["url_tags"] = dict(from_url.tags)
+    r["url_serialised_keys"] = sorted(json.loads(from_url.serialise())["_cloud_metadata"])
     r["url_write"] = "builtins" in attempt(lambda: from_url.open("w").__enter__())
     from_url.download(local_path="url/nested/copy.txt")
     r["url_download"] = open("url/nested/copy.txt").read()
@@ -387,6 +388,10 @@ def test_signed_url_datafile_is_read_only_and_keeps_its_signature_out_of_message
     signature = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["X-Goog-Signature"][0]
     from_url = Datafile(url)
     assert (from_url.tags, from_url.id, from_url.hash_value) == ({"k": 1}, source.id, source.hash_value)
+    with from_url.open() as file:
+        assert file.read() == "content"
+    again = Datafile.deserialise(from_url.serialise(), from_string=True)
+    assert (again.cloud_path, again.id) == (url, source.id)
     for action in (lambda: from_url.open("a"), from_url.upload, from_url.update_metadata, from_url.update_cloud_metadata):
         with pytest.raises(ReadOnlyDatafileError, match="only grants reading") as refused:
             action()

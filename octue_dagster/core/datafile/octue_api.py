@@ -15,6 +15,7 @@ import os
 import posixpath
 import shutil
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,17 @@ from octue_dagster.exceptions import (
     OctueCompatibilityWarning,
     UnsupportedTypeError,
 )
+
+
+def octue_custom_metadata(custom_metadata: Mapping[str, str]) -> dict[str, Any]:
+    """Custom metadata as Octue's SDK holds it: values JSON-decoded where they parse, `octue__` taken off names."""
+    decoded = {}
+    for key, value in custom_metadata.items():
+        try:
+            decoded[key.replace(f"{md.NAMESPACE}__", "")] = md.decode_json(value)
+        except ValueError:
+            decoded[key.replace(f"{md.NAMESPACE}__", "")] = value
+    return decoded
 
 
 def warn_if_octue_names_it_differently(path: GCSPath) -> GCSPath:
@@ -179,15 +191,8 @@ class OctueDatafileAPI:
         removed) and its system metadata; `{}` without an object."""
         if self._object is None:
             return {}
-        custom = {}
-        for key, value in self._object.custom_metadata.items():
-            try:
-                decoded = md.decode_json(value)
-            except ValueError:
-                decoded = value
-            custom[key.replace(f"{md.NAMESPACE}__", "")] = decoded
         return {
-            "custom_metadata": custom,
+            "custom_metadata": octue_custom_metadata(self._object.custom_metadata),
             "crc32c": self._object.crc32c,
             "size": self._object.size,
             "updated": self._object.updated,
@@ -239,8 +244,8 @@ class OctueDatafileAPI:
             raise InvalidInputError(f"A serialised datafile is a dict with a 'path'; got {str(serialised)[:200]!r}.")
         fields.pop("_cloud_metadata", None)
         path, local, cloud = fields.pop("path"), fields.pop("local_path", None), fields.pop("cloud_path", None)
-        if cloud is not None and (local is None or not Path(local).exists()):
-            return cls(cloud, **fields)
+        if cloud is not None and (local is None or not Path(local).exists() or not str(cloud).startswith("gs://")):
+            return cls(cloud, **fields)  # a signed URL's copy is downloaded again when read, and checked
         if cloud is not None and path != cloud:
             return cls(path, cloud_path=cloud, **fields)
         return cls(path, local_path=local, **fields)
@@ -272,4 +277,4 @@ class OctueDatafileAPI:
         return f"<Datafile({self.name!r})>"  # type: ignore[attr-defined]
 
 
-__all__ = ["OctueDatafileAPI", "warn_if_octue_names_it_differently"]
+__all__ = ["OctueDatafileAPI", "octue_custom_metadata", "warn_if_octue_names_it_differently"]

@@ -22,7 +22,7 @@ class OctueDagsterError(Exception):
 
     def __reduce__(self) -> tuple[object, ...]:
         # Pickle as our own class: the class that adds Octue's counterpart is made at run time.
-        own = next(klass for klass in type(self).__mro__ if klass.__module__ == __name__)
+        own = next(klass for klass in type(self).__mro__ if globals().get(klass.__name__) is klass)
         return (own, self.args, self.__dict__ or None)
 
 

@@ -14,11 +14,17 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
+import pickle
+import re
 import subprocess
 import sys
 import textwrap
+import types
+import urllib.parse
 import uuid
+import warnings
 from pathlib import Path
 
 import pytest
@@ -28,6 +34,12 @@ from google.oauth2 import service_account
 
 from octue_dagster import Datafile
 from octue_dagster.core.storage.store import Store
+from octue_dagster.exceptions import (
+    CloudLocationNotSpecifiedError,
+    InvalidInputError,
+    OctueCompatibilityWarning,
+    ReadOnlyDatafileError,
+)
 from test_octue_sdk_live import PRELUDE as OCTUE_PRELUDE
 from test_octue_sdk_live import octue_python  # noqa: F401 - the fixture
 
@@ -171,6 +183,7 @@ SCENARIO = textwrap.dedent(
     r["url"] = [from_url.name, from_url.cloud_path == URL, from_url.exists_in_cloud, from_url.hash_value,
                 from_url.size_bytes]
     r["url_tags"] = dict(from_url.tags)
+    r["url_serialised_keys"] = sorted(json.loads(from_url.serialise())["_cloud_metadata"])
     r["url_write"] = "builtins" in attempt(lambda: from_url.open("w").__enter__())
     from_url.download(local_path="url/nested/copy.txt")
     r["url_download"] = open("url/nested/copy.txt").read()
@@ -293,3 +306,100 @@ def test_datafile_behaves_as_octues_side_by_side(octue_python, emulator, client,
 
     # The one difference here: ours reads a signed URL's metadata whatever the case of the header names.
     assert ours["url_tags"] == {"some": "metadata"} and octue["url_tags"] == {}
+
+
+# --- what only ours does: each deliberate difference is visible --------------------------------------------------------
+
+
+def test_readme_context_manager_example_runs(bucket, client):
+    readme = (REPOSITORY / "README.md").read_text()
+    block = next(code for code in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "as (datafile, f)" in code)
+    exec(compile(block.replace("my-bucket", bucket), "README.md", "exec", dont_inherit=True), {"Datafile": Datafile})
+    stored = Datafile(f"gs://{bucket}/readings.csv", storage_client=client)
+    assert stored.labels == {"raw"}
+    with stored.open() as file:
+        assert file.read() == "time,speed\n"
+
+
+def test_overridden_given_metadata_and_unsaved_reading_changes_warn(tmp_path):
+    path = tmp_path / "kept.txt"
+    with Datafile(path, mode="w", labels={"stored"}) as (datafile, file):
+        file.write("x")
+    with pytest.warns(OctueCompatibilityWarning, match="labels given .* were not used"):
+        assert Datafile(path, labels={"given"}).labels == {"stored"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Datafile(path, labels={"stored"}).labels == {"stored"}  # the same as stored: nothing to say
+        assert Datafile(path, labels={"given"}, ignore_stored_metadata=True).labels == {"given"}
+    with pytest.raises(InvalidInputError, match="ids cannot be reassigned"):
+        Datafile(path, id=str(uuid.uuid4()))
+    with pytest.raises(InvalidInputError, match="differs from its file name"):
+        Datafile(path, name="other.txt")
+
+
+def test_update_metadata_false_keeps_the_stored_metadata_with_new_content(bucket, client):
+    path = f"gs://{bucket}/kept.txt"
+    with Datafile(path, mode="w", storage_client=client, labels={"first"}) as (datafile, file):
+        file.write("v1")
+    with Datafile(path, mode="w", update_metadata=False, storage_client=client) as (datafile, file):
+        file.write("v2")
+        datafile.labels = {"not-saved"}
+    stored = Datafile(path, storage_client=client)
+    assert stored.labels == {"first"}
+    with stored.open() as file:
+        assert file.read() == "v2"
+
+
+def test_object_names_octue_would_read_differently_warn(bucket, tmp_path, client):
+    (tmp_path / "x.txt").write_text("x")
+    with pytest.warns(OctueCompatibilityWarning, match="Octue's SDK would read and write 'tmp/x.txt'"):
+        Datafile(tmp_path / "x.txt", storage_client=client).upload(f"gs://{bucket}//tmp/x.txt")
+    assert client.bucket(bucket).get_blob("/tmp/x.txt") is not None  # the name exactly as written
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Datafile(f"gs://{bucket}/tmp/x.txt", storage_client=client)
+
+
+def test_errors_are_also_octues_classes_when_octue_is_imported(monkeypatch):
+    """The mechanism behind `except octue.exceptions.X:` (the real SDK's classes are proved by Octue's own tests through
+    compat/run_octue_tests.py); a module standing in for `octue.exceptions` here, as the SDK is not in this venv."""
+    octue_exceptions = types.ModuleType("octue.exceptions")
+
+    class CloudLocationNotSpecified(Exception):
+        pass
+
+    octue_exceptions.CloudLocationNotSpecified = CloudLocationNotSpecified
+    with pytest.raises(CloudLocationNotSpecifiedError) as without:
+        Datafile("local.txt").upload()
+    assert not isinstance(without.value, CloudLocationNotSpecified)
+    monkeypatch.setitem(sys.modules, "octue.exceptions", octue_exceptions)
+    with pytest.raises(CloudLocationNotSpecified) as caught:
+        Datafile("local.txt").upload()
+    assert isinstance(caught.value, CloudLocationNotSpecifiedError) and isinstance(caught.value, ValueError)
+    copy = pickle.loads(pickle.dumps(caught.value))  # pickled as our class (the combined one is made at run time)
+    assert isinstance(copy, CloudLocationNotSpecifiedError) and copy.args == caught.value.args
+
+
+def test_signed_url_datafile_is_read_only_and_keeps_its_signature_out_of_messages(bucket, client, tmp_path, caplog):
+    (tmp_path / "a.txt").write_text("content")
+    source = Datafile(tmp_path / "a.txt", storage_client=client, tags={"k": 1})
+    source.upload(f"gs://{bucket}/a.txt")
+    url = source.generate_signed_url(credentials=_signing_credentials())
+    signature = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["X-Goog-Signature"][0]
+    from_url = Datafile(url)
+    assert (from_url.tags, from_url.id, from_url.hash_value) == ({"k": 1}, source.id, source.hash_value)
+    with from_url.open() as file:
+        assert file.read() == "content"
+    again = Datafile.deserialise(from_url.serialise(), from_string=True)
+    assert (again.cloud_path, again.id) == (url, source.id)
+    for action in (lambda: from_url.open("a"), from_url.upload, from_url.update_metadata, from_url.update_cloud_metadata):
+        with pytest.raises(ReadOnlyDatafileError, match="only grants reading") as refused:
+            action()
+        assert signature not in str(refused.value)
+    client.bucket(bucket).blob("a.txt").delete()
+    with caplog.at_level(logging.INFO):
+        gone = Datafile(url)
+    with pytest.raises(FileNotFoundError, match="couldn't be downloaded") as missing:
+        gone.download(tmp_path / "copy.txt")
+    assert signature not in str(missing.value) and signature not in caplog.text
+    assert "Couldn't access cloud datafile metadata" in caplog.text and not (tmp_path / "copy.txt").exists()

@@ -32,7 +32,7 @@ from octue_dagster.core.storage.gcs_path import GCSPath, is_gcs_path, parse_gcs_
 from octue_dagster.core.datafile.datafile_metadata import OctueMetadata
 from octue_dagster.core.datafile.opener import DatafileOpener
 from octue_dagster.core.datafile.datafile_transfers import DatafileTransfers
-from octue_dagster.core.datafile.octue_api import OctueDatafileAPI
+from octue_dagster.core.datafile.octue_api import OctueDatafileAPI, warn_if_octue_names_it_differently
 from octue_dagster.exceptions import InvalidInputError
 
 T = TypeVar("T")
@@ -113,7 +113,7 @@ class Datafile(DatafileTransfers, OctueDatafileAPI, OctueMetadata):
         if self._cloud_is_source:
             if cloud_path is not None and cloud_path != path:
                 raise InvalidInputError("Give cloud_path only with a local path; `path` is already a gs:// path.")
-            self._cloud = parse_gcs_path(str(path))
+            self._cloud = warn_if_octue_names_it_differently(parse_gcs_path(str(path)))
             self._local = Path(local_path).absolute() if local_path is not None else None
         else:
             if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
@@ -126,7 +126,8 @@ class Datafile(DatafileTransfers, OctueDatafileAPI, OctueMetadata):
                     f"`path` {str(path)!r} is already a local path, and local_path {str(local_path)!r} names another; "
                     f"give local_path only with a gs:// path."
                 )
-            self._cloud = parse_gcs_path(cloud_path) if cloud_path is not None else None
+            if cloud_path is not None:
+                self._cloud = warn_if_octue_names_it_differently(parse_gcs_path(cloud_path))
         if _object is not None:
             self._object = _object
         elif self._cloud is not None:

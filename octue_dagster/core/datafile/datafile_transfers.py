@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from octue_dagster.core.cache import local_copy
+from octue_dagster.core.datafile.octue_api import warn_if_octue_names_it_differently
 from octue_dagster.core.datafile.upload_plan import UploadAction, plan_upload
 from octue_dagster.core.local import hashing
 from octue_dagster.core.metadata import octue_files as local_metadata
@@ -61,7 +62,9 @@ class DatafileTransfers:
         writer's object is never silently overwritten (a `ConflictError` says so).
         """
         update_metadata = update_cloud_metadata if update_metadata is None else update_metadata
-        destination = parse_gcs_path(cloud_path) if cloud_path is not None else self._cloud
+        destination = (
+            warn_if_octue_names_it_differently(parse_gcs_path(cloud_path)) if cloud_path is not None else self._cloud
+        )
         if destination is None:
             raise CloudLocationNotSpecifiedError(f"{self} has no cloud path: call upload('gs://bucket/name').")
         own_path = destination == self._cloud

@@ -12,7 +12,10 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import posixpath
 import shutil
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +28,38 @@ from octue_dagster.exceptions import (
     CloudObjectNotFoundError,
     DatafileExistsError,
     InvalidInputError,
+    OctueCompatibilityWarning,
     UnsupportedTypeError,
 )
+
+
+def octue_custom_metadata(custom_metadata: Mapping[str, str]) -> dict[str, Any]:
+    """Custom metadata as Octue's SDK holds it: values JSON-decoded where they parse, `octue__` taken off names."""
+    decoded = {}
+    for key, value in custom_metadata.items():
+        try:
+            decoded[key.replace(f"{md.NAMESPACE}__", "")] = md.decode_json(value)
+        except ValueError:
+            decoded[key.replace(f"{md.NAMESPACE}__", "")] = value
+    return decoded
+
+
+def warn_if_octue_names_it_differently(path: GCSPath) -> GCSPath:
+    """Return `path`, with an `OctueCompatibilityWarning` if Octue's SDK would address another object for it.
+
+    Object names are used exactly as written here (GCS allows `/tmp/x` and `a//b`); Octue's SDK strips leading
+    slashes and normalises the name like a file path, so `gs://bucket//tmp/x` is the object `tmp/x` there.
+    """
+    octue_name = posixpath.normpath(path.name.strip("/")) if path.name.strip("/") else path.name
+    if octue_name != path.name:
+        warnings.warn(
+            f"{path} names the object {path.name!r} here, but Octue's SDK would read and write {octue_name!r} for the "
+            f"same path (it strips leading slashes and normalises the name). Write gs://{path.bucket}/{octue_name} "
+            f"to address the object both do.",
+            OctueCompatibilityWarning,
+            stacklevel=4,
+        )
+    return path
 
 
 class OctueDatafileAPI:
@@ -158,15 +191,8 @@ class OctueDatafileAPI:
         removed) and its system metadata; `{}` without an object."""
         if self._object is None:
             return {}
-        custom = {}
-        for key, value in self._object.custom_metadata.items():
-            try:
-                decoded = md.decode_json(value)
-            except ValueError:
-                decoded = value
-            custom[key.replace(f"{md.NAMESPACE}__", "")] = decoded
         return {
-            "custom_metadata": custom,
+            "custom_metadata": octue_custom_metadata(self._object.custom_metadata),
             "crc32c": self._object.crc32c,
             "size": self._object.size,
             "updated": self._object.updated,
@@ -218,8 +244,8 @@ class OctueDatafileAPI:
             raise InvalidInputError(f"A serialised datafile is a dict with a 'path'; got {str(serialised)[:200]!r}.")
         fields.pop("_cloud_metadata", None)
         path, local, cloud = fields.pop("path"), fields.pop("local_path", None), fields.pop("cloud_path", None)
-        if cloud is not None and (local is None or not Path(local).exists()):
-            return cls(cloud, **fields)
+        if cloud is not None and (local is None or not Path(local).exists() or not str(cloud).startswith("gs://")):
+            return cls(cloud, **fields)  # a signed URL's copy is downloaded again when read, and checked
         if cloud is not None and path != cloud:
             return cls(path, cloud_path=cloud, **fields)
         return cls(path, local_path=local, **fields)
@@ -244,10 +270,11 @@ class OctueDatafileAPI:
             raise CloudObjectNotFoundError(f"{self._cloud} does not exist, so no signed URL can be made for it.")
         from octue_dagster.core.storage import signing
 
-        return signing.generate_signed_url(self.store.client, self._cloud, expiration, credentials=credentials)  # type: ignore[attr-defined]
+        client = self.store.client  # type: ignore[attr-defined]
+        return signing.generate_signed_url(client, self._cloud, expiration, credentials=credentials)
 
     def __repr__(self) -> str:
         return f"<Datafile({self.name!r})>"  # type: ignore[attr-defined]
 
 
-__all__ = ["OctueDatafileAPI"]
+__all__ = ["OctueDatafileAPI", "octue_custom_metadata", "warn_if_octue_names_it_differently"]

@@ -73,7 +73,7 @@ class DatafileOpener:
     def _open(self, path: Path, mode: str) -> Any:
         if self.hdf5:
             try:
-                importlib.metadata.version("h5py")  # as Octue's SDK checks: an installed distribution, not a stray module
+                importlib.metadata.version("h5py")  # as Octue's SDK checks it: an installed distribution
                 import h5py
             except (ImportError, importlib.metadata.PackageNotFoundError):
                 raise MissingDependencyError(

@@ -25,6 +25,7 @@ import requests
 
 from octue_dagster.core.cache import copies as cache
 from octue_dagster.core.datafile.datafile import Datafile, EMPTY_HASH
+from octue_dagster.core.datafile.octue_api import octue_custom_metadata
 from octue_dagster.core.local import hashing
 from octue_dagster.core.local.atomic import atomic_replace
 from octue_dagster.core.metadata import values as md
@@ -191,6 +192,16 @@ class UrlDatafile(Datafile):
         if not self._has_valid_local_copy():
             self.download()
         return self._local_target()
+
+    def _octue_cloud_metadata(self) -> dict[str, Any]:
+        """As Octue's SDK keeps it for a URL: what the headers gave (custom metadata, size, crc32c)."""
+        if self._remote is None:
+            return {}
+        return {
+            "custom_metadata": octue_custom_metadata(self._remote.custom_metadata),
+            "size": self._remote.size,
+            "crc32c": self._remote.crc32c,
+        }
 
     @property
     def hash_value(self) -> str:

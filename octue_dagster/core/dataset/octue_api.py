@@ -108,7 +108,7 @@ def warn_if_stored_metadata_wins(dataset: Any, stored: Mapping[str, Any], **give
             f"precedence, as in Octue's SDK. Pass ignore_stored_metadata=True to use what you give, or set the "
             f"attributes and call update_metadata() to change what is stored.",
             OctueCompatibilityWarning,
-            stacklevel=3,
+            stacklevel=4,  # the code that made the dataset (through Dataset.__init__ and its precedence step)
         )
 
 

@@ -99,6 +99,10 @@ out["repr"] = [repr(farm), repr(Dataset(path=LOCAL))]
 out["exists"] = [[d.exists_in_cloud, d.exists_locally, d.all_files_are_in_cloud] for d in (farm, Dataset(path=LOCAL))]
 out["roundtrip"] = Dataset.deserialise(farm.to_primitive()).serialise()
 out["roundtrip_from_string"] = Dataset.deserialise(farm.serialise(), from_string=True).serialise()
+farm.to_file(os.path.join(WORK, SIDE + "-farm.json"))
+with open(os.path.join(WORK, SIDE + "-farm.json")) as written:
+    out["to_file"] = written.read()
+out["from_file"] = Dataset.from_file(os.path.join(WORK, SIDE + "-farm.json")).serialise()
 out["len_and_label"] = [len(farm), farm.get_file_by_label("first").name]
 changed = Dataset(path=FARM)
 changed.add_labels("extra", "more")
@@ -113,6 +117,9 @@ out["manifest_serialise"] = manifest.serialise()
 out["manifest_hash_value"] = manifest.hash_value
 out["manifest_roundtrip"] = Manifest.deserialise(manifest.to_primitive()).serialise()
 out["manifest_roundtrip_from_string"] = Manifest.deserialise(manifest.serialise(), from_string=True).serialise()
+manifest.to_file(os.path.join(WORK, SIDE + "-manifest.json"))
+with open(os.path.join(WORK, SIDE + "-manifest.json")) as written:
+    out["manifest_to_file"] = written.read()
 out["empty_manifest_hash_value"] = Manifest().hash_value
 out["all_datasets_are_in_cloud"] = [
     manifest.all_datasets_are_in_cloud, Manifest(datasets={"l": LOCAL}).all_datasets_are_in_cloud
@@ -257,6 +264,9 @@ SAME = [
     "exists",
     "roundtrip",
     "roundtrip_from_string",
+    "to_file",
+    "from_file",
+    "manifest_to_file",
     "len_and_label",
     "added",
     "manifest_primitive",
@@ -338,6 +348,16 @@ def test_given_metadata_that_stored_metadata_overrides_is_named_in_a_warning(our
     ]
 
 
+def test_each_reads_the_others_files(world, ours):
+    """`from_file` here reads what Octue's `to_file` wrote (the SDK's side reads ours in the next test)."""
+    work = world["work"]
+    assert Dataset.from_file(work / "sdk-farm.json").serialise() == world["sdk"]["serialise"]
+    assert json.loads(Manifest.from_file(work / "sdk-manifest.json").serialise())["datasets"]["farm"] == (
+        world["names"]["FARM"]
+    )
+    assert ours["to_file"] == world["sdk"]["serialise"]
+
+
 def test_download_paths_are_returned_as_the_sdk_returns_them(world, ours):
     given = str(world["work"] / "ours-download-given")
     assert ours["download_given"] == {"farm": given}
@@ -365,7 +385,8 @@ def read(dataset):
             "tags": dict(dataset.tags), "files": sorted(f.name for f in dataset.files),
             "contents": sorted(content(f) for f in dataset.files)}}
 out = {{"url": read(Dataset(path={ours["signed_url"]!r})),
-       "manifest": read(Manifest.deserialise({ours["signed_manifest"]!r}).datasets["farm"])}}
+       "manifest": read(Manifest.deserialise({ours["signed_manifest"]!r}).datasets["farm"]),
+       "from_file": read(Dataset.from_file({str(world["work"] / "ours-farm.json")!r}))}}
 print(json.dumps(out))
 """
     sdk_read = run_sdk(octue_python, emulator, script, world["work"])
@@ -378,7 +399,7 @@ print(json.dumps(out))
         "files": ["t1.csv", "t2.csv", "t3.csv"],
         "contents": sorted(FILES.values()),
     }
-    assert sdk_read == {"url": expected, "manifest": expected}
+    assert sdk_read == {"url": expected, "manifest": expected, "from_file": expected}
 
     for url in (world["sdk"]["signed_url"], world["sdk"]["signed_manifest"]["datasets"]["farm"]):
         read = Dataset(path=url)

@@ -125,10 +125,6 @@ class Manifest(OctueManifestAPI):
             },
         }
 
-    def serialise(self) -> str:
-        """The JSON text Octue's `Manifest.serialise()` writes (sorted keys, indented)."""
-        return md.encode_json(self.to_primitive(), sort_keys=True, indent=4)
-
     def to_cloud(self, cloud_path: str) -> str:
         """Write the manifest's JSON to `cloud_path` (replacing what is there, conditionally on the version seen)."""
         store = self._store or Store.default()

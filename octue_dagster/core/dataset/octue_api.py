@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import datetime
 import inspect
+import os
 import threading
 import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 from octue_dagster.core.local import hashing
+from octue_dagster.core.local.atomic import atomic_replace
 from octue_dagster.core.metadata import json_objects
 from octue_dagster.core.metadata import values as md
 from octue_dagster.core.storage import signing
@@ -118,7 +121,33 @@ def hash_of_named_hashes(named: Mapping[str, Any]) -> str:
     return hashing.crc32c_base64(str(sorted((name, item.hash_value) for name, item in named.items())).encode())
 
 
-class OctueDatasetAPI:
+class OctueSerialisable:
+    """Octue's `Serialisable` names: `deserialise`, `serialise`, `from_file` and `to_file` (written atomically)."""
+
+    to_primitive: Callable[..., dict[str, Any]]
+
+    @classmethod
+    def deserialise(cls: type[T], serialised_object: Mapping[str, Any] | str, from_string: bool = False) -> T:
+        """An instance from Octue's serialisation (`to_primitive()`, or `serialise()` text with `from_string=True`);
+        a dataset's stored metadata is read and wins, as in Octue's SDK."""
+        return deserialise_as(cls, serialised_object, from_string)
+
+    @classmethod
+    def from_file(cls: type[T], path: str | os.PathLike[str]) -> T:
+        """An instance from a JSON file written by `to_file()` here or in Octue's SDK."""
+        return deserialise_as(cls, Path(path).read_text(encoding="utf-8"), from_string=True)
+
+    def serialise(self, **kwargs: Any) -> str:
+        """JSON text byte-equal with Octue's `serialise()` for the same dataset or manifest."""
+        return octue_serialise(self.to_primitive(), **kwargs)
+
+    def to_file(self, path: str | os.PathLike[str], **kwargs: Any) -> None:
+        """Write `serialise()` to a JSON file, replacing it atomically (a failed write leaves the old file)."""
+        with atomic_replace(path) as temporary:
+            temporary.write_text(self.serialise(**kwargs), encoding="utf-8")
+
+
+class OctueDatasetAPI(OctueSerialisable):
     """Octue's `Dataset` methods that are not about storage: serialisation, hashes, labels and tags, signed URLs."""
 
     # Provided by `Dataset`.
@@ -136,12 +165,6 @@ class OctueDatasetAPI:
     _id: str
     metadata_path: str
     update_metadata: Callable[[], None]
-
-    @classmethod
-    def deserialise(cls: type[T], serialised_object: Mapping[str, Any] | str, from_string: bool = False) -> T:
-        """A dataset from Octue's serialisation (`to_primitive()`, or `serialise()` text with `from_string=True`):
-        `Dataset(**fields)`, so its stored metadata is read and wins, as in Octue's SDK."""
-        return deserialise_as(cls, serialised_object, from_string)
 
     def _use_stored_metadata_first(self, stored: Mapping[str, Any], **given: Any) -> None:
         """Octue's rule for a dataset's metadata: each stored field (id, name, labels, tags) wins over the one given,
@@ -166,10 +189,6 @@ class OctueDatasetAPI:
             if field not in stored:
                 setattr(self, field, given[field])
         warn_if_stored_metadata_wins(self, stored, name=given["name"], labels=given["labels"], tags=given["tags"])
-
-    def serialise(self, **kwargs: Any) -> str:
-        """The dataset as JSON text, byte-equal with Octue's `Dataset.serialise()` for the same dataset."""
-        return octue_serialise(self.to_primitive(), **kwargs)
 
     @property
     def hash_value(self) -> str:
@@ -248,18 +267,13 @@ class OctueDatasetAPI:
         return f"<{type(self).__name__}({self.name!r})>" if self.name else f"<{type(self).__name__}({self.id})>"
 
 
-class OctueManifestAPI:
+class OctueManifestAPI(OctueSerialisable):
     """Octue's `Manifest` methods that are not about storage: serialisation, hashes and dataset paths."""
 
     # Provided by `Manifest`.
     id: str
     name: str | None
     datasets: dict[str, Any]
-
-    @classmethod
-    def deserialise(cls: type[T], serialised_object: Mapping[str, Any] | str, from_string: bool = False) -> T:
-        """A manifest from Octue's serialisation (`to_primitive()`, or `serialise()` text with `from_string=True`)."""
-        return deserialise_as(cls, serialised_object, from_string)
 
     @property
     def hash_value(self) -> str:
@@ -292,6 +306,7 @@ class OctueManifestAPI:
 __all__ = [
     "OctueDatasetAPI",
     "OctueManifestAPI",
+    "OctueSerialisable",
     "deserialise_as",
     "hash_of_named_hashes",
     "metadata_hash",

@@ -27,6 +27,7 @@ from octue_dagster import Datafile, Dataset, Manifest
 from octue_dagster.core.storage.store import Store, make_client
 from octue_dagster.exceptions import (
     InvalidFilterError,
+    InvalidMetadataError,
     OctueCompatibilityWarning,
     InvalidSerialisationError,
     OctueDagsterError,
@@ -474,3 +475,18 @@ def test_setting_a_path_moves_the_manifest_entry_not_the_files(world, tmp_path):
     farm.path = str(tmp_path / "elsewhere")
     assert farm.path == str(tmp_path / "elsewhere") and farm.exists_locally
     assert sorted(file.cloud_path for file in farm.files) == before
+
+
+def test_unreadable_signed_dataset_metadata_is_refused_without_the_signature(world):
+    """A signed URL whose document holds an invalid label: a specific error naming the URL without its query."""
+    key = service_account.Credentials.from_service_account_file(str(world["key"]))
+    blob = make_client().bucket(world["bucket"]).blob("bad/.signed_metadata_files/doc")
+    blob.upload_from_string(json.dumps({"id": PICKED_ID, "labels": ["Not A Label!"], "files": []}))
+    url = blob.generate_signed_url(
+        expiration=300, version="v4", credentials=key, api_access_endpoint=os.environ["STORAGE_EMULATOR_HOST"]
+    )
+    assert "X-Goog-Signature=" in url
+    with pytest.raises(InvalidMetadataError, match="bad/.signed_metadata_files/doc cannot be read") as caught:
+        Dataset(path=url)
+    assert "X-Goog-Signature" not in str(caught.value) and isinstance(caught.value, ValueError)
+    assert Dataset(path=url, ignore_stored_metadata=True, labels={"given"}).labels == {"given"}

@@ -402,8 +402,11 @@ print(json.dumps(out))
     }
     assert sdk_read == {"url": expected, "manifest": expected, "from_file": expected}
 
-    for url in (world["sdk"]["signed_url"], world["sdk"]["signed_manifest"]["datasets"]["farm"]):
-        read = Dataset(path=url)
+    from_manifest = Manifest.deserialise(world["sdk"]["signed_manifest"]).datasets["farm"]
+    for read, url in (
+        (Dataset(path=world["sdk"]["signed_url"]), world["sdk"]["signed_url"]),
+        (from_manifest, world["sdk"]["signed_manifest"]["datasets"]["farm"]),
+    ):
         contents = []
         for file in read.files:
             with file.open() as opened:

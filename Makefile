@@ -44,3 +44,8 @@ validate: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .dagster_home .emulator
+
+# Octue SDK 0.69.1 resource tests against our classes (needs OCTUE_SRC: an octue-sdk-python checkout or clone)
+.PHONY: octue-compat
+octue-compat: $(STAMP)
+	$(BIN)/python compat/run_octue_tests.py --octue-src "$(OCTUE_SRC)" $(OCTUE_COMPAT_ARGS)

@@ -140,8 +140,8 @@ def test_no_credentials_says_how_to_fix(tmp_path):
 
 def test_repr_and_metadata_hold_no_credentials(client, bucket):
     datafile = Datafile(f"gs://{bucket}/x.txt", storage_client=client, labels={"a"})
-    assert repr(datafile) == f"<Datafile('gs://{bucket}/x.txt')>"
-    assert set(datafile.metadata()) == {"id", "timestamp", "tags", "labels", "sdk_version"}
+    assert repr(datafile) == "<Datafile('x.txt')>"  # Octue's repr: the name
+    assert set(datafile.metadata(use_octue_namespace=False)) == {"id", "timestamp", "tags", "labels", "sdk_version"}
 
 
 def test_io_manager_without_credentials_fails_at_start_up(tmp_path):

@@ -8,6 +8,7 @@ what changed and write only that: a metadata patch on the cloud object, merged w
 from __future__ import annotations
 
 import datetime
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from octue_dagster.core.metadata import octue_files as local_metadata
 from octue_dagster.core.storage.gcs_path import GCSPath
 from octue_dagster.core.metadata.merge import merge
 from octue_dagster.core.storage.store import ObjectInfo, Store
-from octue_dagster.exceptions import CloudObjectNotFoundError
+from octue_dagster.exceptions import CloudObjectNotFoundError, OctueCompatibilityWarning
 
 
 class OctueMetadata(md.LabelsAndTags):
@@ -42,14 +43,38 @@ class OctueMetadata(md.LabelsAndTags):
     store: Store
 
     def _init_metadata(self, stored: md.StoredMetadata, id: str, timestamp: Any, labels: Any, tags: Any) -> None:
-        """Start from `stored`, overridden by whatever of `timestamp`, `labels` and `tags` was given (not `None`)."""
+        """Octue's rule: what is stored wins; `timestamp`, `labels` and `tags` given are used where nothing is stored.
+
+        Given values are validated either way, and an `OctueCompatibilityWarning` names any that stored metadata
+        overrode (this library's releases before 0.3 let them override it)."""
+        given_timestamp = md.normalise_timestamp(timestamp)
+        given_labels = md.LabelSet(labels) if labels is not None else None
+        given_tags = md.TagDict(tags) if tags is not None else None
+        has_stored = stored.id is not None
         self._id = id
-        self._timestamp = md.normalise_timestamp(timestamp) if timestamp is not None else stored.timestamp
-        self._labels = md.LabelSet(labels if labels is not None else stored.labels)
-        self._tags = md.TagDict(tags if tags is not None else stored.tags)
+        self._timestamp = stored.timestamp if has_stored else given_timestamp
+        self._labels = md.LabelSet(stored.labels if stored.labels is not None else given_labels)
+        self._tags = md.TagDict(stored.tags if stored.tags is not None else given_tags)
         self._persisted = None
-        if stored.id is not None:
+        if has_stored:
             self._mark_persisted(stored)
+            overridden = [
+                field
+                for field, given, kept in (
+                    ("timestamp", given_timestamp, self._timestamp),
+                    ("labels", given_labels, self._labels),
+                    ("tags", given_tags, self._tags),
+                )
+                if given is not None and given != kept
+            ]
+            if overridden:
+                warnings.warn(
+                    f"The {', '.join(overridden)} given for {self} were not used: the metadata stored with it takes "
+                    f"precedence, as in Octue's SDK. Pass ignore_stored_metadata=True to use what you give, or set "
+                    f"the attributes and call update_metadata() to change what is stored.",
+                    OctueCompatibilityWarning,
+                    stacklevel=4,
+                )
 
     @property
     def metadata_hash_value(self) -> str:
@@ -76,13 +101,18 @@ class OctueMetadata(md.LabelsAndTags):
         """The timestamp as POSIX seconds, or `None`."""
         return md.posix_seconds(self._timestamp) if self._timestamp is not None else None
 
-    def metadata(self, include_id: bool = True, include_sdk_version: bool = True) -> dict[str, Any]:
-        """The metadata as a dict: `id`, `timestamp`, `tags`, `labels` (a set) and `sdk_version`."""
+    def metadata(
+        self, include_id: bool = True, include_sdk_version: bool = True, use_octue_namespace: bool = True
+    ) -> dict[str, Any]:
+        """The metadata as Octue's SDK gives it: `id`, `timestamp`, `tags`, `labels` (a set) and `sdk_version`, with
+        names prefixed `octue__` (as stored on objects) unless `use_octue_namespace=False`."""
         record = md.metadata_record(self._id, self._timestamp, self._labels, self._tags)
         if not include_id:
             del record["id"]
         if not include_sdk_version:
             del record["sdk_version"]
+        if use_octue_namespace:
+            return {f"{md.NAMESPACE}__{key}": value for key, value in record.items()}
         return record
 
     def _current(self) -> md.StoredMetadata:
@@ -95,6 +125,13 @@ class OctueMetadata(md.LabelsAndTags):
 
     def _cloud_metadata(self) -> dict[str, str]:
         return md.to_cloud_metadata(self._id, self._timestamp, self._labels, self._tags)
+
+    def _persisted_cloud_metadata(self) -> dict[str, str]:
+        """The stored metadata as object metadata, for content written with `update_metadata=False`."""
+        if self._persisted is None:
+            return {}
+        stored = self._persisted
+        return md.to_cloud_metadata(stored.id or self._id, stored.timestamp, stored.labels or (), stored.tags or {})
 
     def _mark_persisted(self, stored: md.StoredMetadata | None = None) -> None:
         """Record what the store now holds (default: exactly the in-memory metadata, just written).
@@ -130,11 +167,14 @@ class OctueMetadata(md.LabelsAndTags):
             raise CloudObjectNotFoundError(
                 f"Cannot update the metadata of {self._cloud}: the object does not exist yet. Write or upload it first."
             )
+        self._update_stored_metadata(cloud=True, local=True, fresh=fresh)
+
+    def _update_stored_metadata(self, *, cloud: bool, local: bool, fresh: bool = False) -> None:
         # Both stores merge against what this datafile last read, not against each other's result.
         base = self._persisted
-        if self._object is not None:
+        if cloud and self._object is not None:
             self._patch_cloud_metadata(fresh)
-        if self._local is not None:
+        if local and self._local is not None:
             self._write_local_metadata(base=base)
 
     def _patch_cloud_metadata(self, fresh: bool = False) -> None:
@@ -184,9 +224,15 @@ class OctueMetadata(md.LabelsAndTags):
         local_metadata.update_entry(self._local, change, before_commit)
         self._adopt(merged[0])
 
-    def _persist_metadata_changes(self) -> None:
-        if self._metadata_changed():
-            self.update_metadata()
+    def _warn_unsaved_read_changes(self, before: md.StoredMetadata) -> None:
+        """After a reading block: as in Octue's SDK nothing is saved, and a warning says so if metadata changed."""
+        if self._current() != before:
+            warnings.warn(
+                f"Metadata of {self} changed inside a reading `open()` block is not saved (as in Octue's SDK); call "
+                f"update_metadata() to save it.",
+                OctueCompatibilityWarning,
+                stacklevel=3,
+            )
 
 
 __all__ = ["OctueMetadata"]

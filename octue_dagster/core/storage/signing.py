@@ -83,12 +83,21 @@ def generate_signed_url(
     lifetime = expiration_seconds(expiration)
     endpoint = os.environ.get(EMULATOR_VARIABLE)
     blob = client.bucket(path.bucket).blob(path.name)
-    return blob.generate_signed_url(
-        expiration=lifetime,
-        version="v4",
-        method="GET",
-        generation=generation,
-        api_access_endpoint=endpoint or None,
-        scheme="http" if endpoint and endpoint.startswith("http://") else "https",
-        **_signing_arguments(client, credentials),  # type: ignore[arg-type]
-    )
+    options = {
+        "expiration": lifetime,
+        "version": "v4",
+        "method": "GET",
+        "generation": generation,
+        "api_access_endpoint": endpoint or None,
+        "scheme": "http" if endpoint and endpoint.startswith("http://") else "https",
+    }
+    try:
+        signer = _signing_arguments(client, credentials)
+    except MissingCredentialsError as missing:
+        # As Octue's SDK does last: let google-cloud-storage sign with the client's own credentials (it can if they
+        # hold a key it finds itself); when they cannot sign, our error says what to do.
+        try:
+            return blob.generate_signed_url(**options)  # type: ignore[arg-type]
+        except (AttributeError, TypeError, google.auth.exceptions.GoogleAuthError):
+            raise missing from None
+    return blob.generate_signed_url(**options, **signer)  # type: ignore[arg-type]

@@ -119,3 +119,8 @@ class MetadataFileBusyError(OctueDagsterError, TimeoutError):
 class StorageRequestError(OctueDagsterError, ValueError):
     """GCS refused a request as malformed or impossible (400 Bad Request and other 4xx answers the library has no
     more specific error for), such as a read of a requester-pays bucket without a billing project."""
+
+
+class UnsafeFolderError(OctueDagsterError, PermissionError):
+    """A folder the library keeps private files in (a working folder) is not private to the current user: another
+    user owns it, it is open to other users, or it is a symbolic link. Nothing was written in it."""

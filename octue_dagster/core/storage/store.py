@@ -31,6 +31,7 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 from octue_dagster.core.local import hashing
 from octue_dagster.core.storage.bulk import DEFAULT_CONCURRENCY, Outcome, run_concurrently, validate_concurrency
 from octue_dagster.core.storage.gcs_path import GCSPath
+from octue_dagster.core.storage import redaction
 from octue_dagster.exceptions import (
     BucketNotFoundError,
     ChecksumMismatchError,
@@ -207,7 +208,16 @@ def translate_errors(
     path: GCSPath | str, action: str, *, endpoint: str | None = None, deadline: float | None = None
 ) -> Iterator[None]:
     """Re-raise the client's errors as this library's, naming the object, the action and (where it helps) the
-    endpoint; every error that reaches users is an `OctueDagsterError` that says what happened."""
+    endpoint; every error that reaches users is an `OctueDagsterError` that says what happened, and neither it nor
+    the errors chained to it carry a credential (upload session URIs, signatures, tokens: see `redaction`)."""
+    with redaction.redacting_errors(), _translated_errors(path, action, endpoint=endpoint, deadline=deadline):
+        yield
+
+
+@contextlib.contextmanager
+def _translated_errors(
+    path: GCSPath | str, action: str, *, endpoint: str | None = None, deadline: float | None = None
+) -> Iterator[None]:
     where = f" at {endpoint}" if endpoint else ""
     try:
         try:

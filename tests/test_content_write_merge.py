@@ -126,3 +126,41 @@ def test_uploading_a_changed_local_file_to_its_own_object_keeps_a_retag_and_fore
     fresh, metadata, content = _stored(store, uri)
     assert content == b"v2" and metadata["owner"] == "bob"
     assert fresh.labels == {"raw", "reviewed", "mine"}
+
+
+def test_the_io_manager_storing_new_content_keeps_a_retag_that_lands_before_its_upload(
+    store, bucket, monkeypatch, tmp_path
+):
+    from dagster import asset, materialize
+    from dagster_gcp import GCSResource
+
+    from octue_dagster.dagster.io_manager import DatafileIOManager
+
+    versions = iter(["v1", "v2"])
+
+    @asset
+    def readings() -> Datafile:
+        datafile = Datafile(str(tmp_path / f"readings-{len(list(tmp_path.iterdir()))}.csv"), labels={"raw"})
+        with datafile.open("w") as file:
+            file.write(next(versions))
+        return datafile
+
+    resources = {"io_manager": DatafileIOManager(bucket=bucket, gcs=GCSResource())}
+    assert materialize([readings], resources=resources).success
+    uri = f"gs://{bucket}/dagster/readings/=/readings.csv"
+    uploads = []
+    original = Store.upload_file
+
+    def upload_after_a_retag(self, *args, **kwargs):
+        if not uploads:  # the re-tag patches after the I/O manager read the object it merges against
+            retag_objects(Store(make_client()), uri, RetagSpec(add_labels={"reviewed"}))
+        uploads.append(kwargs.get("if_metageneration_match"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "upload_file", upload_after_a_retag)
+    assert materialize([readings], resources=resources).success
+
+    assert len(uploads) == 2 and uploads[1] == uploads[0] + 1  # refused once (412), then merged
+    fresh, metadata, content = _stored(store, uri)
+    assert content == b"v2" and fresh.labels == {"raw", "reviewed"}
+    assert metadata["octue_dagster__owner"]

@@ -60,7 +60,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     ),
     # Authorization headers, however quoted: `Authorization: Bearer ya29...`, `'Authorization': 'Basic ...'`.
     (
-        re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?(?:bearer|basic|token)?\s*)[^\s\"',}]+"),
+        re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?(?:bearer|basic|token)\s+)[^\s\"',}]+"),
         rf"\1{REDACTED}",
     ),
     # A bearer token on its own (`Bearer <token>`) and Google OAuth access tokens anywhere (`ya29.`).

@@ -39,6 +39,7 @@ from octue_dagster.exceptions import (
     StorageRequestError,
     StorageUnavailableError,
     UnexpectedNumberOfResultsError,
+    UnsafeFolderError,
     UnsupportedTypeError,
 )
 from octue_dagster.core.metadata.values import LabelSet, TagDict
@@ -171,6 +172,7 @@ __all__ = [
     "TagDict",
     "list_datafiles",
     "UnexpectedNumberOfResultsError",
+    "UnsafeFolderError",
     "UnsupportedTypeError",
     "parse_gcs_path",
     "retag_objects",

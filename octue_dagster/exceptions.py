@@ -159,3 +159,8 @@ class InvalidSerialisationError(InvalidInputError, TypeError):
 class ReadOnlyDatasetError(OctueDagsterError, PermissionError):
     """A dataset read from a signed URL was asked to change its stored metadata or files, or to be uploaded; a signed
     URL only reads. Download it (`dataset.download("folder")`) and make a `Dataset` of that folder to change it."""
+
+
+class UnsafeFolderError(OctueDagsterError, PermissionError):
+    """A folder the library keeps private files in (a working folder) is not private to the current user: another
+    user owns it, it is open to other users, or it is a symbolic link. Nothing was written in it."""

@@ -37,6 +37,7 @@ from octue_dagster.exceptions import (
     StorageRequestError,
     StorageUnavailableError,
     UnexpectedNumberOfResultsError,
+    UnsafeFolderError,
     UnsupportedTypeError,
 )
 from octue_dagster.core.metadata.values import LabelSet, TagDict
@@ -144,6 +145,7 @@ __all__ = [
     "TagDict",
     "list_datafiles",
     "UnexpectedNumberOfResultsError",
+    "UnsafeFolderError",
     "UnsupportedTypeError",
     "parse_gcs_path",
     "retag_objects",

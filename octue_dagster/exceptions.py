@@ -149,3 +149,8 @@ class OctueCompatibilityWarning(OctueDagsterError, UserWarning):
     """Something behaved as Octue's SDK defines it where a user of this library's earlier releases may expect
     otherwise (metadata given to `Datafile(...)` that stored metadata overrides; metadata changed inside a reading
     `open()` block, which is not saved)."""
+
+
+class UnsafeFolderError(OctueDagsterError, PermissionError):
+    """A folder the library keeps private files in (a working folder) is not private to the current user: another
+    user owns it, it is open to other users, or it is a symbolic link. Nothing was written in it."""

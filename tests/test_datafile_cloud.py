@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 import pytest
 
@@ -11,11 +10,12 @@ from octue_dagster import ConflictError, Datafile
 from octue_dagster.exceptions import OctueCompatibilityWarning
 from octue_dagster.core.cache import copies as cache
 from octue_dagster.core.metadata.values import crc32c_base64
+from scratch import scratch_folder
 
 
 def _make(client, bucket, name="data/readings.csv", content=b"a,b\n1,2\n", **kwargs) -> Datafile:
     """Put an object in the bucket by uploading a local file, so that no cached copy exists afterwards."""
-    folder = tempfile.mkdtemp()
+    folder = scratch_folder()
     local = Datafile(os.path.join(folder, os.path.basename(name)), storage_client=client, **kwargs)
     with local.open("wb") as file:
         file.write(content)

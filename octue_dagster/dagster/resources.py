@@ -75,7 +75,8 @@ class DatafileResource(ConfigurableResource):
     """Datafiles for assets and ops: `get` one by URI, `new` local ones to return, `list` and `retag` a prefix.
 
     `new` files live in a working folder of their own step attempt (`working_dir/<run id>/<step key>/attempt-<n>/`,
-    by default under the system's temporary directory), so parallel steps, retries and re-executions never meet;
+    by default under the system's temporary directory), each private to the user (created with mode 0o700; a folder
+    another user made first is refused with `UnsafeFolderError`), so parallel steps, retries and re-executions never meet;
     each folder is removed by the process that made it once the step is over and the I/O manager has stored its
     outputs (`keep_working_files=True` keeps them, e.g. for debugging).
 
@@ -132,8 +133,10 @@ class DatafileResource(ConfigurableResource):
     def working_folder(self) -> Path:
         """The working folder of the step attempt running now, where `new` puts local datafiles."""
         if self._folders is None:
-            base = Path(self.working_dir) if self.working_dir else default_base()
-            self._folders = WorkingFolders(base, keep=self.keep_working_files)
+            if self.working_dir:
+                self._folders = WorkingFolders(Path(self.working_dir), keep=self.keep_working_files)
+            else:
+                self._folders = WorkingFolders(default_base(), keep=self.keep_working_files, chosen=False)
         return self._folders.folder_for_current_step()
 
     def get(self, path: str) -> Datafile:

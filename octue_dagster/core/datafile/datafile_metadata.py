@@ -24,6 +24,10 @@ from octue_dagster.core.storage.store import ObjectInfo, Store
 from octue_dagster.exceptions import CloudObjectNotFoundError, OctueCompatibilityWarning
 
 
+#: The custom metadata keys Octue metadata lives in; the others belong to other tools and people.
+OCTUE_KEYS = f"{md.NAMESPACE}__"
+
+
 class OctueMetadata(md.LabelsAndTags):
     """Octue metadata in memory: an immutable UUID `id`, a `timestamp`, `labels` and `tags`.
 
@@ -126,13 +130,6 @@ class OctueMetadata(md.LabelsAndTags):
     def _cloud_metadata(self) -> dict[str, str]:
         return md.to_cloud_metadata(self._id, self._timestamp, self._labels, self._tags)
 
-    def _persisted_cloud_metadata(self) -> dict[str, str]:
-        """The stored metadata as object metadata, for content written with `update_metadata=False`."""
-        if self._persisted is None:
-            return {}
-        stored = self._persisted
-        return md.to_cloud_metadata(stored.id or self._id, stored.timestamp, stored.labels or (), stored.tags or {})
-
     def _mark_persisted(self, stored: md.StoredMetadata | None = None) -> None:
         """Record what the store now holds (default: exactly the in-memory metadata, just written).
 
@@ -148,11 +145,15 @@ class OctueMetadata(md.LabelsAndTags):
 
     def _adopt(self, stored: md.StoredMetadata) -> None:
         """Make `stored` (just written to or read from the store) both the in-memory and the persisted metadata."""
+        self._show(stored)
+        self._mark_persisted()
+
+    def _show(self, stored: md.StoredMetadata) -> None:
+        """Make `stored` the in-memory metadata (what is persisted is unchanged)."""
         self._id = stored.id or self._id
         self._timestamp = stored.timestamp
         self._labels = md.LabelSet(stored.labels)
         self._tags = md.TagDict(stored.tags)
-        self._mark_persisted()
 
     def update_metadata(self, *, fresh: bool = False) -> None:
         """Persist the in-memory metadata: a metadata patch on the object (content and generation untouched) and/or
@@ -197,6 +198,29 @@ class OctueMetadata(md.LabelsAndTags):
             with filelock.FileLock(cache.lock_path(f"patch:{self._cloud}"), timeout=cache.LOCK_TIMEOUT_SECONDS):
                 self._object = self.store.patch_metadata(self._cloud, change)
         self._adopt(md.from_cloud_metadata(self._object.custom_metadata, where))
+
+    def _content_write_metadata(self, latest: ObjectInfo | None) -> tuple[dict[str, str], md.StoredMetadata]:
+        """The custom metadata to upload with new content over `latest` (the object as it is now; `None`: no object
+        yet), and the Octue metadata it holds.
+
+        A content write replaces all of an object's custom metadata, so it follows the rule of a patch: this
+        datafile's changes since it read the object (`_persisted` -> in memory) are merged onto what the object holds
+        now (`octue_dagster.core.metadata.merge`), and keys outside the `octue__` namespace, which other tools and
+        people own, are carried over as they are. A datafile told to ignore stored metadata replaces the Octue keys
+        (only).
+        """
+        ours = self._current()
+        if latest is None:
+            return self._cloud_metadata(), ours
+        if self._replaces_stored_metadata():
+            merged = ours
+        else:
+            theirs = md.from_cloud_metadata(latest.custom_metadata, str(self._cloud))
+            merged = merge(self._persisted or md.StoredMetadata(), ours, theirs)
+            merged = md.StoredMetadata(merged.id or self._id, merged.timestamp, merged.labels, merged.tags)
+        octue = md.to_cloud_metadata(merged.id or self._id, merged.timestamp, merged.labels or (), merged.tags or {})
+        foreign = {key: value for key, value in latest.custom_metadata.items() if not key.startswith(OCTUE_KEYS)}
+        return {**foreign, **octue}, merged
 
     def _write_local_metadata(
         self, before_commit: Callable[[], None] | None = None, base: md.StoredMetadata | None = None

@@ -61,6 +61,12 @@ _DAGSTER_NAMES = {
     "build_retag_schedule": "octue_dagster.dagster.retag_job",
     "build_retention_job": "octue_dagster.dagster.retention_job",
     "build_retention_schedule": "octue_dagster.dagster.retention_job",
+    # Components for `defs.yaml` (types `octue_dagster.<name>`; `dg list components` lists them).
+    "DatafileIOManagerComponent": "octue_dagster.dagster.components",
+    "DatafileResourceComponent": "octue_dagster.dagster.components",
+    "ExternalDatafilesComponent": "octue_dagster.dagster.components",
+    "RetagComponent": "octue_dagster.dagster.components",
+    "RetentionComponent": "octue_dagster.dagster.components",
 }
 
 if TYPE_CHECKING:
@@ -75,6 +81,13 @@ if TYPE_CHECKING:
     from octue_dagster.dagster.resources import DatafileResource, StoreConfig
     from octue_dagster.dagster.retag_job import build_retag_job, build_retag_schedule
     from octue_dagster.dagster.retention_job import build_retention_job, build_retention_schedule
+    from octue_dagster.dagster.components import (
+        DatafileIOManagerComponent,
+        DatafileResourceComponent,
+        ExternalDatafilesComponent,
+        RetagComponent,
+        RetentionComponent,
+    )
 
 
 def __getattr__(name: str) -> Any:
@@ -86,9 +99,19 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+def __dir__() -> list[str]:
+    # The lazy names too, so that `dir()` and tools that list a module's contents (dg's component registry) see them.
+    return sorted(set(globals()) | set(_DAGSTER_NAMES))
+
+
 __version__ = "0.2.0"
 
 __all__ = [
+    "DatafileIOManagerComponent",
+    "DatafileResourceComponent",
+    "ExternalDatafilesComponent",
+    "RetagComponent",
+    "RetentionComponent",
     "DatafileIOManager",
     "DatafileResource",
     "StoreConfig",

@@ -1,7 +1,7 @@
 """The Dagster UI shows a datafile's metadata: the webserver's GraphQL API returns it with proper types, and the asset
 page renders it (checked in headless Chromium's DOM, and kept as a screenshot).
 
-A real `dagster dev` (webserver and daemon, as `make dev` runs it) runs in a subprocess on a free loopback port, with
+A real `dagster dev` (webserver and daemon, as `make dev-python` runs it) runs in a subprocess on a free loopback port, with
 its own DAGSTER_HOME, loading `workspace.yaml` against the emulator; it is always stopped, with every process it
 started, when the test ends.
 """
@@ -181,7 +181,7 @@ def webserver(emulator, bucket: str, dagster_home: Path, tmp_path: Path) -> Iter
     }
     with open(log, "wb") as output:
         process = subprocess.Popen(
-            # What `make dev` runs: the webserver and the daemon, loading workspace.yaml.
+            # What `make dev-python` runs: the webserver and the daemon, loading workspace.yaml.
             [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
             cwd=ROOT,
             env=environment,

@@ -54,7 +54,10 @@ class StoreConfig(Config):
 
 
 def store_from(gcs: Any, config: StoreConfig | None = None) -> Store:
-    """A `Store` over the client of a `GCSResource` (or over a client Dagster attached for one)."""
+    """A `Store` over the client of a `GCSResource` (or over a client Dagster attached for one), or a
+    `DatafileResource`'s own store (the components watch GCS through it, so that it alone chooses the client)."""
+    if isinstance(gcs, DatafileResource):
+        return gcs.store if config is None else gcs.store.with_settings(config.to_settings())
     return Store(client_from(gcs), settings=config.to_settings() if config is not None else _DEFAULTS)
 
 

@@ -13,6 +13,7 @@ asserted as such.
 from __future__ import annotations
 
 import datetime
+import http.server
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
 import types
 import urllib.parse
 import uuid
@@ -33,8 +35,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from google.oauth2 import service_account
 
 from octue_dagster import Datafile
+from octue_dagster.core.metadata.values import crc32c_base64
 from octue_dagster.core.storage.store import Store
 from octue_dagster.exceptions import (
+    ChecksumMismatchError,
     CloudLocationNotSpecifiedError,
     InvalidInputError,
     OctueCompatibilityWarning,
@@ -410,3 +414,46 @@ def test_signed_url_datafile_is_read_only_and_keeps_its_signature_out_of_message
         gone.download(tmp_path / "copy.txt")
     assert signature not in str(missing.value) and signature not in caplog.text
     assert "Couldn't access cloud datafile metadata" in caplog.text and not (tmp_path / "copy.txt").exists()
+
+
+class _CorruptingServer(http.server.BaseHTTPRequestHandler):
+    """Serves `CONTENT`'s crc32c in `x-goog-hash` (as GCS does) and, on the first GET only, bytes with one flipped."""
+
+    CONTENT = b"x" * 5000
+    gets = 0
+
+    def _head(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.CONTENT)))
+        self.send_header("x-goog-hash", f"crc32c={crc32c_base64(self.CONTENT)}")
+        self.send_header("X-Goog-Meta-Octue__tags", json.dumps({"served": True}))
+        self.end_headers()
+
+    def do_HEAD(self) -> None:  # noqa: N802 - http.server's name
+        self._head()
+
+    def do_GET(self) -> None:  # noqa: N802
+        type(self).gets += 1
+        self._head()
+        self.wfile.write(b"y" + self.CONTENT[1:] if self.gets == 1 else self.CONTENT)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_signed_url_content_is_checked_against_its_crc32c(tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CorruptingServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/bucket/checked/a.bin?X-Goog-Signature=secret"
+        datafile = Datafile(url)
+        assert datafile.tags == {"served": True} and datafile.size_bytes == 5000
+        with pytest.raises(ChecksumMismatchError, match="nothing was kept") as refused:
+            datafile.download(tmp_path / "copy.bin")
+        assert "secret" not in str(refused.value)
+        assert os.listdir(tmp_path) == []  # neither the file nor a temporary one
+        datafile.download(tmp_path / "copy.bin")  # the second answer is intact
+        assert (tmp_path / "copy.bin").read_bytes() == _CorruptingServer.CONTENT
+    finally:
+        server.shutdown()
+        server.server_close()

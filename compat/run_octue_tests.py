@@ -101,8 +101,8 @@ def read_results(junit: Path) -> list[dict[str, str]]:
                 if not reason:
                     reason = (element.get("message") or "").splitlines()[0][:220] if element.get("message") else ""
                 break
-        rows.append({"file": module.replace(".", "/") + ".py", "test": f"{classname.rsplit('.', 1)[-1]}::{case.get('name')}",
-                     "outcome": outcome, "reason": reason})
+        test = f"{classname.rsplit('.', 1)[-1]}::{case.get('name')}"
+        rows.append({"file": module.replace(".", "/") + ".py", "test": test, "outcome": outcome, "reason": reason})
     return rows
 
 
@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     sources = octue_sources(Path(args.octue_src).expanduser().resolve(), args.ref, work / "octue-src")
     junit = work / "junit.xml"
     (work / "cache").mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(work / "tmp", ignore_errors=True)
+    (work / "tmp").mkdir()  # Octue's tests write temporary files: kept here, not in the system temp folder
     # An ini file of its own, so pytest does not adopt this repository's pyproject.toml (an ancestor of the venv).
     ini = work / "pytest.ini"
     ini.write_text("[pytest]\n")
@@ -137,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         PYTHONPATH=os.pathsep.join([str(sources), str(REPOSITORY), str(COMPAT)]),
         OCTUE_COMPAT_REBIND="0" if args.sdk else "1",
         OCTUE_DAGSTER_CACHE_DIR=str(work / "cache"),
+        TMPDIR=str(work / "tmp"),
         GOOGLE_CLOUD_PROJECT="test-project",
     )
     command = [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "octue_rebind_plugin", "-c", str(ini),
@@ -164,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         if row["outcome"] != "passed":
             print(f"  {row['outcome'].upper():7} {row['file']}::{row['test']}: {row['reason']}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"passed": totals["passed"], "total": sum(totals.values()), "tests": rows}, indent=1))
+        summary = {"passed": totals["passed"], "total": sum(totals.values()), "tests": rows}
+        Path(args.json).write_text(json.dumps(summary, indent=1))
     return 0 if totals["passed"] == sum(totals.values()) else 1
 
 

@@ -109,7 +109,7 @@ def test_a_fresh_datafile_rewriting_an_object_keeps_a_persons_custom_key(store, 
 
     fresh, metadata, content = _stored(store, uri)
     assert content == b"v2" and metadata["reviewed-by"] == "alice"
-    # Octue's precedence: stored metadata wins over the constructor's unless told to ignore it.
+    # Octue's precedence (issue 14): stored labels win over given ones, unless the stored metadata is ignored.
     assert fresh.labels == ({"processed"} if ignore_stored_metadata else {"raw"})
 
 

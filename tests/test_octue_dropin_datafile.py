@@ -13,6 +13,7 @@ asserted as such.
 from __future__ import annotations
 
 import datetime
+import http.server
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
 import types
 import urllib.parse
 import uuid
@@ -33,8 +35,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from google.oauth2 import service_account
 
 from octue_dagster import Datafile
+from octue_dagster.core.metadata.values import crc32c_base64
 from octue_dagster.core.storage.store import Store
 from octue_dagster.exceptions import (
+    ChecksumMismatchError,
     CloudLocationNotSpecifiedError,
     InvalidInputError,
     OctueCompatibilityWarning,
@@ -101,8 +105,8 @@ SCENARIO = textwrap.dedent(
     r["local_path_download"] = [open("stale.txt").read(), chosen.local_path == os.path.abspath("stale.txt")]
 
     # metadata(...)
-    r["metadata_keys"] = [sorted(reread.metadata()),
-                          sorted(reread.metadata(include_id=False, include_sdk_version=False, use_octue_namespace=False))]
+    bare = reread.metadata(include_id=False, include_sdk_version=False, use_octue_namespace=False)
+    r["metadata_keys"] = [sorted(reread.metadata()), sorted(bare)]
     values = reread.metadata(use_octue_namespace=False)
     r["metadata_values"] = [values["timestamp"], sorted(values["labels"]), dict(values["tags"]), values["sdk_version"]]
 
@@ -133,7 +137,8 @@ SCENARIO = textwrap.dedent(
     moved.local_path = "moved.txt"
     r["local_path_setter"] = [open("moved.txt").read(), moved.local_path == os.path.abspath("moved.txt")]
     r["local_path_to_existing_file"] = attempt(lambda: setattr(Datafile(gs), "local_path", "local.txt"))
-    r["reset_local_path_of_local_file"] = "builtins" in attempt(lambda: setattr(Datafile("local.txt"), "local_path", None))
+    reset = attempt(lambda: setattr(Datafile("local.txt"), "local_path", None))
+    r["reset_local_path_of_local_file"] = "builtins" in reset
     r["upload_without_location"] = "builtins" in attempt(lambda: Datafile("local.txt").upload())
     r["signed_url_of_local_file"] = "builtins" in attempt(lambda: Datafile("local.txt").generate_signed_url())
 
@@ -253,7 +258,9 @@ def shared_objects(client, tmp_path):
     return f"gs://{bucket}/farm/readings.csv", url
 
 
-def test_datafile_behaves_as_octues_side_by_side(octue_python, emulator, client, tmp_path, shared_objects):  # noqa: F811
+def test_datafile_behaves_as_octues_side_by_side(
+    octue_python, emulator, client, tmp_path, shared_objects  # noqa: F811 - the imported fixture
+):
     shared, url = shared_objects
     base = {
         **{key: value for key, value in os.environ.items() if not key.startswith("PYTHON")},
@@ -287,7 +294,8 @@ def test_datafile_behaves_as_octues_side_by_side(octue_python, emulator, client,
     # The results are what Octue's tests say they should be (so equality is not two sides agreeing on nothing).
     assert ours["cm_local"] == ["hello", ["a", "b"], True] and ours["read_not_saved"] == ["a", "b"]
     assert ours["cm_cloud"] == ["cloud", {"k": 1}, True]
-    assert (ours["stored_wins"], ours["ignore_stored"], ours["nothing_stored"]) == ({"k": 1}, {"new": "t"}, {"new": "t"})
+    assert (ours["stored_wins"], ours["ignore_stored"]) == ({"k": 1}, {"new": "t"})
+    assert ours["nothing_stored"] == {"new": "t"}
     assert ours["exists"] == [True, False, True, True, False] and ours["exists_after_download"] is True
     assert ours["local_path_download"] == ["cloud", True]
     assert ours["metadata_keys"][0] == [f"octue__{key}" for key in ("id", "labels", "sdk_version", "tags", "timestamp")]
@@ -300,15 +308,17 @@ def test_datafile_behaves_as_octues_side_by_side(octue_python, emulator, client,
 
     # Each side reads the other's serialised datafile back.
     octue_serialised = json.loads(octue["serialised_raw"])
-    assert octue["deserialised_other"] == [FIXED_ID, "ser.txt", ["a", "z"], {"n": 1, "s": "x"}, "2024-01-02T03:04:05+00:00"]
+    expected = [FIXED_ID, "ser.txt", ["a", "z"], {"n": 1, "s": "x"}, "2024-01-02T03:04:05+00:00"]
+    assert octue["deserialised_other"] == expected
     theirs = Datafile.deserialise(octue["serialised_raw"], from_string=True)
-    assert (theirs.id, theirs.local_path, sorted(theirs.labels)) == (FIXED_ID, octue_serialised["local_path"], ["a", "z"])
+    assert (theirs.id, theirs.local_path) == (FIXED_ID, octue_serialised["local_path"])
+    assert sorted(theirs.labels) == ["a", "z"]
 
     # The one difference here: ours reads a signed URL's metadata whatever the case of the header names.
     assert ours["url_tags"] == {"some": "metadata"} and octue["url_tags"] == {}
 
 
-# --- what only ours does: each deliberate difference is visible --------------------------------------------------------
+# --- what only ours does: each deliberate difference is visible ------------------------------------------------------
 
 
 def test_readme_context_manager_example_runs(bucket, client):
@@ -392,7 +402,8 @@ def test_signed_url_datafile_is_read_only_and_keeps_its_signature_out_of_message
         assert file.read() == "content"
     again = Datafile.deserialise(from_url.serialise(), from_string=True)
     assert (again.cloud_path, again.id) == (url, source.id)
-    for action in (lambda: from_url.open("a"), from_url.upload, from_url.update_metadata, from_url.update_cloud_metadata):
+    writes = (lambda: from_url.open("a"), from_url.upload, from_url.update_metadata, from_url.update_cloud_metadata)
+    for action in writes:
         with pytest.raises(ReadOnlyDatafileError, match="only grants reading") as refused:
             action()
         assert signature not in str(refused.value)
@@ -403,3 +414,46 @@ def test_signed_url_datafile_is_read_only_and_keeps_its_signature_out_of_message
         gone.download(tmp_path / "copy.txt")
     assert signature not in str(missing.value) and signature not in caplog.text
     assert "Couldn't access cloud datafile metadata" in caplog.text and not (tmp_path / "copy.txt").exists()
+
+
+class _CorruptingServer(http.server.BaseHTTPRequestHandler):
+    """Serves `CONTENT`'s crc32c in `x-goog-hash` (as GCS does) and, on the first GET only, bytes with one flipped."""
+
+    CONTENT = b"x" * 5000
+    gets = 0
+
+    def _head(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.CONTENT)))
+        self.send_header("x-goog-hash", f"crc32c={crc32c_base64(self.CONTENT)}")
+        self.send_header("X-Goog-Meta-Octue__tags", json.dumps({"served": True}))
+        self.end_headers()
+
+    def do_HEAD(self) -> None:  # noqa: N802 - http.server's name
+        self._head()
+
+    def do_GET(self) -> None:  # noqa: N802
+        type(self).gets += 1
+        self._head()
+        self.wfile.write(b"y" + self.CONTENT[1:] if self.gets == 1 else self.CONTENT)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_signed_url_content_is_checked_against_its_crc32c(tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CorruptingServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/bucket/checked/a.bin?X-Goog-Signature=secret"
+        datafile = Datafile(url)
+        assert datafile.tags == {"served": True} and datafile.size_bytes == 5000
+        with pytest.raises(ChecksumMismatchError, match="nothing was kept") as refused:
+            datafile.download(tmp_path / "copy.bin")
+        assert "secret" not in str(refused.value)
+        assert os.listdir(tmp_path) == []  # neither the file nor a temporary one
+        datafile.download(tmp_path / "copy.bin")  # the second answer is intact
+        assert (tmp_path / "copy.bin").read_bytes() == _CorruptingServer.CONTENT
+    finally:
+        server.shutdown()
+        server.server_close()

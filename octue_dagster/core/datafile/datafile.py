@@ -113,7 +113,9 @@ class Datafile(DatafileTransfers, OctueDatafileAPI, OctueMetadata):
         if self._cloud_is_source:
             if cloud_path is not None and cloud_path != path:
                 raise InvalidInputError("Give cloud_path only with a local path; `path` is already a gs:// path.")
-            self._cloud = warn_if_octue_names_it_differently(parse_gcs_path(str(path)))
+            self._cloud = parse_gcs_path(str(path))
+            if _object is None:  # a path written by the user, not a name read from a listing
+                warn_if_octue_names_it_differently(self._cloud)
             self._local = Path(local_path).absolute() if local_path is not None else None
         else:
             if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):

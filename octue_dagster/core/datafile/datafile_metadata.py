@@ -130,13 +130,6 @@ class OctueMetadata(md.LabelsAndTags):
     def _cloud_metadata(self) -> dict[str, str]:
         return md.to_cloud_metadata(self._id, self._timestamp, self._labels, self._tags)
 
-    def _persisted_cloud_metadata(self) -> dict[str, str]:
-        """The stored metadata as object metadata, for content written with `update_metadata=False`."""
-        if self._persisted is None:
-            return {}
-        stored = self._persisted
-        return md.to_cloud_metadata(stored.id or self._id, stored.timestamp, stored.labels or (), stored.tags or {})
-
     def _mark_persisted(self, stored: md.StoredMetadata | None = None) -> None:
         """Record what the store now holds (default: exactly the in-memory metadata, just written).
 
@@ -206,9 +199,7 @@ class OctueMetadata(md.LabelsAndTags):
                 self._object = self.store.patch_metadata(self._cloud, change)
         self._adopt(md.from_cloud_metadata(self._object.custom_metadata, where))
 
-    def _content_write_metadata(
-        self, latest: ObjectInfo | None, *, update_metadata: bool = True
-    ) -> tuple[dict[str, str], md.StoredMetadata]:
+    def _content_write_metadata(self, latest: ObjectInfo | None) -> tuple[dict[str, str], md.StoredMetadata]:
         """The custom metadata to upload with new content over `latest` (the object as it is now; `None`: no object
         yet), and the Octue metadata it holds.
 
@@ -216,13 +207,8 @@ class OctueMetadata(md.LabelsAndTags):
         datafile's changes since it read the object (`_persisted` -> in memory) are merged onto what the object holds
         now (`octue_dagster.core.metadata.merge`), and keys outside the `octue__` namespace, which other tools and
         people own, are carried over as they are. A datafile told to ignore stored metadata replaces the Octue keys
-        (only). With `update_metadata=False` (Octue's `open(..., update_metadata=False)`) only the content changes:
-        the object's metadata is sent back as it is.
+        (only).
         """
-        if not update_metadata:
-            if latest is None:
-                return self._persisted_cloud_metadata(), self._persisted or md.StoredMetadata()
-            return dict(latest.custom_metadata), md.from_cloud_metadata(latest.custom_metadata, str(self._cloud))
         ours = self._current()
         if latest is None:
             return self._cloud_metadata(), ours

@@ -24,6 +24,7 @@ from octue_dagster.exceptions import (
     ConflictError,
 )
 
+
 #: How many times a content write re-reads and re-merges metadata that other writers keep patching.
 CONTENT_WRITE_ATTEMPTS = 5
 
@@ -103,9 +104,11 @@ class DatafileTransfers:
                 custom_metadata=metadata or dict(self._object.custom_metadata),
                 if_generation_match=existing.generation if existing else 0,
             )
-        elif own_path and update_metadata:
-            _, merged = self._upload_content(self._local_target(), local_crc32c, existing)  # type: ignore[arg-type]
-            self._adopt(merged)
+        elif own_path:
+            _, merged = self._upload_content(
+                self._local_target(), local_crc32c, existing, with_metadata=update_metadata  # type: ignore[arg-type]
+            )
+            self._settle(merged, update_metadata)
             return str(destination)
         else:
             info = self.store.upload_file(
@@ -154,18 +157,18 @@ class DatafileTransfers:
 
 
     def _upload_content(
-        self, source: Path, crc32c: str, latest: ObjectInfo | None, *, update_metadata: bool = True
+        self, source: Path, crc32c: str, latest: ObjectInfo | None, with_metadata: bool = True
     ) -> tuple[ObjectInfo, md.StoredMetadata]:
         """Upload `source` as the new content of this datafile's own object, which holds `latest` now (`None`: no
         object yet); return the object written (now this datafile's `object_info`) and the Octue metadata it holds,
         for the caller to adopt.
 
         The upload carries this datafile's metadata changes merged onto the object's current metadata, with its
-        foreign keys (see `_content_write_metadata`; with `update_metadata=False`, the object's metadata as it is),
-        and is conditional on the generation this datafile read (the content is not another writer's) and on the
-        metageneration merged against. If another writer patched the metadata in between (a re-tag), GCS refuses the
-        upload (412): the object is read again and the merge redone, so that writer's labels and tags are kept rather
-        than silently dropped.
+        foreign keys (see `_content_write_metadata`), and is conditional on the generation this datafile read (the
+        content is not another writer's) and on the metageneration merged against. If another writer patched the
+        metadata in between (a re-tag), GCS refuses the upload (412): the object is read again and the merge redone,
+        so that writer's labels and tags are kept rather than silently dropped. `with_metadata=False` (Octue's
+        `update_metadata=False`) keeps the object's metadata as it is.
         """
         assert self._cloud is not None
         for _ in range(CONTENT_WRITE_ATTEMPTS):
@@ -174,7 +177,11 @@ class DatafileTransfers:
                     f"Could not upload to {self._cloud}: another writer replaced or deleted it since this datafile "
                     f"read it, so nothing was overwritten. Re-read the datafile and repeat the change."
                 )
-            custom_metadata, merged = self._content_write_metadata(latest, update_metadata=update_metadata)
+            if with_metadata:
+                custom_metadata, merged = self._content_write_metadata(latest)
+            else:
+                custom_metadata = dict(latest.custom_metadata) if latest is not None else {}
+                merged = md.from_cloud_metadata(custom_metadata, str(self._cloud))
             try:
                 info = self.store.upload_file(
                     str(source),
@@ -196,23 +203,27 @@ class DatafileTransfers:
             f"other writers. Nothing was overwritten; try again."
         )
 
+    def _settle(self, merged: md.StoredMetadata, with_metadata: bool) -> None:
+        """After a content write: `merged` is what the object holds; without metadata, in-memory changes stay unsaved."""
+        if with_metadata:
+            self._adopt(merged)
+        else:
+            self._mark_persisted(merged)
+
     def _commit_written_file(self, temporary: Path, update_metadata: bool = True) -> None:
         """Make a fully written temporary file this datafile's content: upload first (if cloud), then rename."""
         target = self._local_target()
         if self._cloud is not None:
             crc32c = hashing.hash_file(temporary)
-            if not self._uses_cache():
+            if not self._uses_cache() and update_metadata:
                 # Refuse before uploading if the local copy's metadata could not be recorded afterwards.
                 local_metadata.read_metadata_file(local_metadata.metadata_path_for(target))
             base = self._persisted
             latest = self.store.get_object(self._cloud) if self._object is not None else None
-            info, merged = self._upload_content(temporary, crc32c, latest, update_metadata=update_metadata)
-            if self._uses_cache():
-                local_copy.commit_written(temporary, target, info, crc32c, cached=True)
-                if update_metadata:
-                    self._adopt(merged)
-            elif not update_metadata:
-                local_copy.commit_written(temporary, target, info, crc32c, cached=False)
+            info, merged = self._upload_content(temporary, crc32c, latest, with_metadata=update_metadata)
+            if self._uses_cache() or not update_metadata:
+                local_copy.commit_written(temporary, target, info, crc32c, cached=self._uses_cache())
+                self._settle(merged, update_metadata)
             else:
                 self._show(merged)  # what the object now holds, recorded in the .octue file below
                 # Merged against what this datafile read before the upload; the content is renamed into place only

@@ -129,6 +129,8 @@ class UrlDatafile(Datafile):
 
     _url: str
     _remote: RemoteObject | None
+    #: The crc32c of the copy this datafile downloaded, when the server's HEAD gave none to check copies against.
+    _downloaded: str | None = None
 
     def _locate(self, path: Any, local_path: Any, cloud_path: Any, _object: Any) -> None:
         if cloud_path is not None:
@@ -182,8 +184,9 @@ class UrlDatafile(Datafile):
         target = self._local_target()
         if not target.is_file():
             return False
-        expected = self._remote.crc32c if self._remote is not None else None
-        return expected is None or hashing.hash_file(target) == expected
+        # Without a crc32c from the server's HEAD, only a copy this datafile downloaded (and checked) counts.
+        expected = self._remote.crc32c if self._remote is not None and self._remote.crc32c else self._downloaded
+        return expected is not None and hashing.hash_file(target) == expected
 
     def _content_exists(self) -> bool:
         return True  # known only by trying: a failed download says why
@@ -225,6 +228,7 @@ class UrlDatafile(Datafile):
         target = self._local_target()
         if not self._has_valid_local_copy():
             download(self._url, target, self._remote.crc32c if self._remote is not None else None)
+            self._downloaded = hashing.hash_file(target)
         return str(target)
 
     def _refuse(self, action: str) -> ReadOnlyDatafileError:

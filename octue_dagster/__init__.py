@@ -43,6 +43,7 @@ from octue_dagster.core.store import Store, StoreSettings
 # The Dagster layer is imported on first use, so that scripts and worker processes that only handle Datafiles do not
 # pay for importing dagster (seconds per process).
 _DAGSTER_NAMES = {
+    "build_datafile_asset_checks": "octue_dagster.dagster.asset_checks",
     "datafile_data_version": "octue_dagster.dagster.ui_metadata",
     "datafile_metadata": "octue_dagster.dagster.ui_metadata",
     "DatafileIOManager": "octue_dagster.dagster.io_manager",
@@ -60,6 +61,7 @@ _DAGSTER_NAMES = {
 }
 
 if TYPE_CHECKING:
+    from octue_dagster.dagster.asset_checks import build_datafile_asset_checks
     from octue_dagster.dagster.ui_metadata import datafile_data_version, datafile_metadata
     from octue_dagster.dagster.io_manager import (
         DatafileIOManager,
@@ -85,6 +87,7 @@ def __getattr__(name: str) -> Any:
 __version__ = "0.2.0"
 
 __all__ = [
+    "build_datafile_asset_checks",
     "DatafileIOManager",
     "DatafileResource",
     "StoreConfig",

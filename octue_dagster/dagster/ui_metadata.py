@@ -99,6 +99,8 @@ def dataset_metadata(dataset: Dataset) -> dict[str, MetadataValue]:
                 "size_bytes": int(file.size_bytes or 0),
                 "crc32c": file.hash_value,
                 "labels": ", ".join(sorted(file.labels)),
+                # Text: generations are 64-bit (GraphQL's Int is 32-bit). The asset checks compare it with GCS's.
+                "generation": str(file.object_info.generation) if file.object_info is not None else "",
             }
         )
         for file in files[:DATASET_TABLE_ROWS]
@@ -115,6 +117,7 @@ _FILES_SCHEMA = TableSchema(
         TableColumn("size_bytes", "int"),
         TableColumn("crc32c", "string", description="The object's crc32c, as GCS reports it"),
         TableColumn("labels", "string"),
+        TableColumn("generation", "string", description="The object's GCS generation when it was stored"),
     ]
 )
 

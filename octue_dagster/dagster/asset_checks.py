@@ -1,0 +1,374 @@
+"""Asset checks on what the I/O manager stored: is each asset's object in GCS still the one Dagster recorded?
+
+`build_datafile_asset_checks(assets)` attaches, to every Datafile or Dataset asset given, the check
+`stored_object_intact` and (when labels or tags are required) `required_labels_and_tags`. A check execution reads the
+latest materialization of the asset (of every materialized partition, for a partitioned asset) from the instance,
+then asks GCS for each object's metadata only (one request per datafile, one listing per dataset folder), with
+requests for many partitions in flight at once (`core.bulk.run_concurrently`, bounded). Nothing is downloaded.
+
+Partitioned assets get one check execution covering every materialized partition (Dagster 1.13's partitioned asset
+checks are a preview feature, evaluated one partition per run): it fails if any partition fails and names the failing
+partitions in its description and in a table in its metadata.
+
+The checks read GCS through a resource of the definitions: by default the `io_manager` (a `DatafileIOManager`, so the
+same client, credentials and store settings that wrote the objects), or any `DatafileResource` or `GCSResource`.
+"""
+
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetChecksDefinition,
+    AssetKey,
+    AssetsDefinition,
+    AssetSpec,
+    MetadataValue,
+    MultiPartitionsDefinition,
+    PartitionsDefinition,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+    multi_asset_check,
+)
+from google.cloud import storage as gcs_client
+
+from octue_dagster.core import metadata as md
+from octue_dagster.core.bulk import run_concurrently, validate_concurrency
+from octue_dagster.core.dataset_files import prefix_of
+from octue_dagster.core.gcs_path import parse_gcs_path
+from octue_dagster.core.store import Store
+from octue_dagster.dagster.addresses import asset_owner
+from octue_dagster.dagster.object_findings import Finding, datafile_finding, dataset_finding
+from octue_dagster.dagster.recorded_objects import RecordedAsset, latest_records
+from octue_dagster.dagster.resources import store_from
+from octue_dagster.dagster.ui_metadata import URI_KEY
+from octue_dagster.exceptions import InvalidInputError
+
+#: The check that the stored object is still the generation and crc32c Dagster recorded, with its owner mark.
+INTACT_CHECK = "stored_object_intact"
+#: The check that the stored object carries the required labels and tags.
+METADATA_CHECK = "required_labels_and_tags"
+#: At most this many failing partitions (or dataset files) are listed in a result's table; the counts cover all.
+TABLE_ROWS = 200
+#: At most this many problems are spelled out in a result's description.
+DESCRIBED_PROBLEMS = 5
+
+_FAILURES_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("partition", "string"),
+        TableColumn("uri", "string", description="The stored object (or dataset folder)"),
+        TableColumn("problem", "string"),
+    ]
+)
+
+
+def build_datafile_asset_checks(
+    assets: Iterable[AssetsDefinition | AssetSpec],
+    *,
+    required_labels: Iterable[str] = (),
+    required_tags: Iterable[str] = (),
+    resource_key: str = "io_manager",
+    concurrency: int | None = None,
+    blocking: bool = False,
+) -> list[AssetChecksDefinition]:
+    """Asset checks for Datafile and Dataset assets stored by `DatafileIOManager`: one definition per asset key.
+
+    - `stored_object_intact`: the object at the latest materialization's `dagster/uri` still has the recorded
+      generation and crc32c (each file of a dataset), and a datafile still carries its owner mark. Re-tagging passes;
+      an object overwritten, deleted, restored from an older generation or stripped of its owner mark fails.
+    - `required_labels_and_tags` (only if `required_labels` or `required_tags` are given): the stored object (each file
+      of a dataset) has every label in `required_labels` and a tag of every name in `required_tags`, now.
+
+    `resource_key` names the resource the checks read GCS through: a `DatafileIOManager` (the default key,
+    `io_manager`), a `DatafileResource` or a `GCSResource`. `concurrency` bounds the requests in flight for a
+    partitioned asset (default: that resource's store settings). `blocking=True` makes failed checks stop downstream
+    assets in the same run.
+
+    Example::
+
+        from dagster import Definitions
+        from octue_dagster import build_datafile_asset_checks
+
+        defs = Definitions(
+            assets=[readings, farm],
+            asset_checks=build_datafile_asset_checks([readings, farm], required_labels=["raw"]),
+            resources={"io_manager": DatafileIOManager(bucket="my-bucket", gcs=gcs)},
+        )
+    """
+    labels = frozenset(md.LabelSet(required_labels))
+    tags = frozenset(md.validate_tag_name(name) for name in _strings(required_tags, "required_tags"))
+    if concurrency is not None:
+        validate_concurrency(concurrency)
+    if not isinstance(resource_key, str) or not resource_key.isidentifier():
+        raise InvalidInputError(f"resource_key must be the key of a resource, such as 'io_manager'; got {resource_key!r}.")
+    definitions = []
+    seen: set[AssetKey] = set()
+    for key, partitions_def in _asset_keys(assets):
+        if key in seen:
+            raise InvalidInputError(f"The asset {key.to_user_string()} was given twice; give each asset once.")
+        seen.add(key)
+        definitions.append(_checks_for(key, partitions_def, labels, tags, resource_key, concurrency, blocking))
+    return definitions
+
+
+def _strings(values: Iterable[str], name: str) -> list[str]:
+    if isinstance(values, str):
+        raise InvalidInputError(f"{name} must be a list of names, not the single string {values!r}; use [{values!r}].")
+    return list(values)
+
+
+def _asset_keys(assets: Iterable[AssetsDefinition | AssetSpec]) -> Iterable[tuple[AssetKey, PartitionsDefinition | None]]:
+    if isinstance(assets, (AssetsDefinition, AssetSpec)):
+        assets = [assets]
+    for asset in assets:
+        if isinstance(asset, AssetSpec):
+            yield asset.key, asset.partitions_def
+        elif isinstance(asset, AssetsDefinition):
+            for key in asset.keys:
+                yield key, asset.specs_by_key[key].partitions_def
+        else:
+            raise InvalidInputError(
+                f"build_datafile_asset_checks takes assets (functions decorated with @asset or @multi_asset) or "
+                f"AssetSpecs; got {asset!r}."
+            )
+
+
+def _checks_for(
+    key: AssetKey,
+    partitions_def: PartitionsDefinition | None,
+    labels: frozenset[str],
+    tags: frozenset[str],
+    resource_key: str,
+    concurrency: int | None,
+    blocking: bool,
+) -> AssetChecksDefinition:
+    specs = [
+        AssetCheckSpec(
+            INTACT_CHECK,
+            asset=key,
+            blocking=blocking,
+            description="The stored object (each file of a dataset) is still the generation and crc32c the latest "
+            "materialization recorded, and a datafile still carries the I/O manager's owner mark. Reads metadata only.",
+        )
+    ]
+    if labels or tags:
+        wanted = ", ".join([*(f"label {label!r}" for label in sorted(labels)), *(f"tag {tag!r}" for tag in sorted(tags))])
+        specs.append(
+            AssetCheckSpec(
+                METADATA_CHECK,
+                asset=key,
+                blocking=blocking,
+                description=f"The stored object (each file of a dataset) has {wanted}.",
+            )
+        )
+
+    @multi_asset_check(
+        specs=specs,
+        name=f"{key.to_python_identifier()}_stored_object_checks",
+        can_subset=True,
+        required_resource_keys={resource_key},
+    )
+    def _check(context: AssetCheckExecutionContext) -> Iterable[AssetCheckResult]:
+        store = store_of(getattr(context.resources, resource_key), resource_key)
+        records = latest_records(context.instance, key, partitioned=partitions_def is not None)
+        owner_for = _owner_function(key, partitions_def)
+
+        def inspect(recorded: RecordedAsset) -> Finding:
+            return inspect_recorded(store, recorded, owner_for, labels, tags)
+
+        tallies = {name: Tally(name) for name in (INTACT_CHECK, METADATA_CHECK)}
+        for outcome in run_concurrently(inspect, records, concurrency=concurrency or store.settings.concurrency):
+            finding = outcome.result if outcome.ok else _unreadable(outcome.item, outcome.error)
+            for tally in tallies.values():
+                tally.add(finding)
+        selected = {check_key.name for check_key in context.selected_asset_check_keys if check_key.asset_key == key}
+        for spec in specs:
+            if spec.name in selected:
+                result = tallies[spec.name].result(key, partitioned=partitions_def is not None)
+                context.log.info(f"{spec.name} on {key.to_user_string()}: {result.description}")
+                yield result
+
+    return _check
+
+
+def store_of(resource: Any, resource_key: str) -> Store:
+    """The `Store` of a resource: a `DatafileIOManager`'s or `DatafileResource`'s own, or one over a `GCSResource`'s
+    client (Dagster hands ops the client itself for a `GCSResource`)."""
+    store = getattr(resource, "store", None)
+    if isinstance(store, Store):
+        return store
+    if isinstance(resource, gcs_client.Client) or callable(getattr(resource, "get_client", None)):
+        return store_from(resource)
+    raise InvalidInputError(
+        f"The asset checks read GCS through the resource {resource_key!r}, which is a {type(resource).__name__}: give "
+        f"the key of a DatafileIOManager, DatafileResource or GCSResource (build_datafile_asset_checks(..., "
+        f"resource_key=...))."
+    )
+
+
+def _owner_function(key: AssetKey, partitions_def: PartitionsDefinition | None) -> Callable[[str | None], str]:
+    """The owner mark of the asset's object for a partition key (as the event log spells it)."""
+
+    def owner(partition: str | None) -> str:
+        if partition is not None and isinstance(partitions_def, MultiPartitionsDefinition):
+            return asset_owner(key.path, partitions_def.get_partition_key_from_str(partition).keys_by_dimension)
+        return asset_owner(key.path, partition)
+
+    return owner
+
+
+def inspect_recorded(
+    store: Store,
+    recorded: RecordedAsset,
+    owner_for: Callable[[str | None], str],
+    required_labels: frozenset[str] = frozenset(),
+    required_tags: frozenset[str] = frozenset(),
+) -> Finding:
+    """Compare one recorded materialization with GCS: one metadata request for a datafile, one listing for a dataset."""
+    if recorded.kind == "unknown" or recorded.uri is None:
+        return Finding(
+            recorded,
+            error=f"The latest materialization{_of_partition(recorded)} records no {URI_KEY}: it was not stored by "
+            f"DatafileIOManager, so there is no stored object to check.",
+        )
+    if recorded.kind == "datafile":
+        current = store.get_object(parse_gcs_path(recorded.uri))
+        return datafile_finding(recorded, current, owner_for(recorded.partition), required_labels, required_tags)
+    prefix = prefix_of(parse_gcs_path(recorded.uri, allow_empty_name=True))
+    listing = {info.path.name[len(prefix.name) :]: info for info in store.list_objects(prefix)}
+    return dataset_finding(recorded, listing, required_labels, required_tags)
+
+
+def _unreadable(recorded: RecordedAsset, error: Exception | None) -> Finding:
+    # The library's storage errors name the object and the cause, and never carry credentials.
+    return Finding(recorded, error=f"{recorded.uri or 'The stored object'} could not be read: {error}")
+
+
+def _of_partition(recorded: RecordedAsset) -> str:
+    return f" of partition {recorded.partition!r}" if recorded.partition is not None else ""
+
+
+class Tally:
+    """One check's findings over every partition: counts, the first failures in full, and the result to report."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.checked = 0
+        self.failed = 0
+        self.failures: list[tuple[RecordedAsset, list[str]]] = []
+        self.single: Finding | None = None
+
+    def problems(self, finding: Finding) -> list[str]:
+        return finding.intact_problems if self.name == INTACT_CHECK else finding.metadata_problems
+
+    def add(self, finding: Finding) -> None:
+        self.checked += 1
+        self.single = finding if self.checked == 1 else None
+        problems = self.problems(finding)
+        if problems:
+            self.failed += 1
+            if len(self.failures) < TABLE_ROWS:
+                self.failures.append((finding.recorded, problems))
+
+    def result(self, key: AssetKey, *, partitioned: bool) -> AssetCheckResult:
+        if self.checked == 0:
+            return AssetCheckResult(
+                asset_key=key,
+                check_name=self.name,
+                passed=False,
+                severity=AssetCheckSeverity.WARN,
+                description=f"{key.to_user_string()} has no materialization yet, so there is no stored object to check.",
+            )
+        metadata: dict[str, MetadataValue] = {}
+        if partitioned:
+            metadata["partitions_checked"] = MetadataValue.int(self.checked)
+            metadata["partitions_failed"] = MetadataValue.int(self.failed)
+        if self.failures:
+            self.failures.sort(key=lambda failure: str(failure[0].partition))
+            metadata["failures"] = MetadataValue.table(
+                [
+                    TableRecord({"partition": recorded.partition or "", "uri": recorded.uri or "", "problem": problem})
+                    for recorded, problems in self.failures
+                    for problem in problems
+                ][:TABLE_ROWS],
+                schema=_FAILURES_SCHEMA,
+            )
+        if partitioned and self.failures:
+            metadata["failed_partitions"] = MetadataValue.json(
+                [str(recorded.partition) for recorded, _ in self.failures]
+            )
+        if self.single is not None and not partitioned:
+            metadata.update(_object_metadata(self.single))
+        description = self._description(partitioned)
+        if self.single is not None and self.single.recorded.files_not_recorded:
+            description += (
+                f" The materialization recorded the first {len(self.single.recorded.files)} files of the dataset only; "
+                f"the other {self.single.recorded.files_not_recorded} were not compared."
+            )
+        return AssetCheckResult(
+            asset_key=key,
+            check_name=self.name,
+            passed=self.failed == 0,
+            severity=AssetCheckSeverity.ERROR,
+            description=description,
+            metadata=metadata,
+        )
+
+    def _description(self, partitioned: bool) -> str:
+        if self.failed == 0:
+            if self.name == INTACT_CHECK:
+                what = f"All {self.checked} materialized partitions' objects are" if partitioned else "The stored object is"
+                return f"{what} as the latest materialization recorded (checked from metadata; nothing downloaded)."
+            what = f"every one of the {self.checked} materialized partitions" if partitioned else "the stored object"
+            return f"The required labels and tags are present on {what}."
+        problems = [
+            f"partition {recorded.partition!r}: {problem}" if partitioned else problem
+            for recorded, problems in self.failures
+            for problem in problems
+        ]
+        shown = " ".join(problems[:DESCRIBED_PROBLEMS])
+        more = len(problems) - DESCRIBED_PROBLEMS
+        if partitioned:
+            shown = f"{self.failed} of {self.checked} materialized partitions failed. {shown}"
+        return shown + (f" ... and {more} more problem(s) (see the failures table)." if more > 0 else "")
+
+
+def _object_metadata(finding: Finding) -> dict[str, MetadataValue]:
+    """The versions of an unpartitioned asset's object, as recorded and as they are now. Generations are text:
+    they are 64-bit, and GraphQL's Int is 32-bit."""
+    recorded = finding.recorded
+    metadata: dict[str, MetadataValue] = {}
+    if recorded.uri is not None:
+        metadata["uri"] = MetadataValue.path(recorded.uri)
+    if recorded.run_id is not None:
+        metadata["materialization_run_id"] = MetadataValue.text(recorded.run_id)
+    if recorded.kind == "dataset":
+        metadata["files_checked"] = MetadataValue.int(len(finding.files))
+        if recorded.files_not_recorded:
+            # The record's table lists the first files only; the others cannot be compared with what was stored.
+            metadata["files_not_recorded"] = MetadataValue.int(recorded.files_not_recorded)
+        return metadata
+    if len(finding.files) == 1:
+        (file,) = finding.files
+        metadata["recorded_generation"] = MetadataValue.text(str(file.recorded.generation or ""))
+        metadata["recorded_crc32c"] = MetadataValue.text(file.recorded.crc32c or "")
+        current = file.current
+        metadata["current_generation"] = MetadataValue.text(str(current.generation) if current else "(deleted)")
+        metadata["current_crc32c"] = MetadataValue.text(current.crc32c if current else "(deleted)")
+        if current is not None:
+            metadata["current_metageneration"] = MetadataValue.text(str(current.metageneration))
+    return metadata
+
+
+__all__ = [
+    "INTACT_CHECK",
+    "METADATA_CHECK",
+    "build_datafile_asset_checks",
+    "inspect_recorded",
+    "store_of",
+]

@@ -39,14 +39,15 @@ from octue_dagster.dagster.owned_objects import OWNER_KEY
 
 from test_octue_sdk_live import octue_python, run_sdk  # noqa: F401 - the live SDK's venv fixture
 
-CONTENT: dict[str, str] = {}
 PARTS = StaticPartitionsDefinition(["a", "b", "c", "d"])
-GRID = MultiPartitionsDefinition({"day": StaticPartitionsDefinition(["d1", "d2"]), "site": StaticPartitionsDefinition(["n", "s"])})
+GRID = MultiPartitionsDefinition(
+    {"day": StaticPartitionsDefinition(["d1", "d2"]), "site": StaticPartitionsDefinition(["n", "s"])}
+)
 
 
 @asset
 def readings() -> Datafile:
-    return _local("readings.csv", CONTENT.get("readings", "t,v\n0,1\n"), labels={"raw"}, tags={"site": "north"})
+    return _local("readings.csv", "t,v\n0,1\n", labels={"raw"}, tags={"site": "north"})
 
 
 @asset(partitions_def=PARTS, backfill_policy=BackfillPolicy.single_run())
@@ -72,6 +73,7 @@ def farm() -> Dataset:
     return Dataset(folder, name="farm", labels={"wind"})
 
 
+#: Where the assets write their local files: the running test's tmp_path.
 LOCAL: dict = {}
 
 
@@ -84,7 +86,6 @@ def _local(name: str, text: str, **metadata) -> Datafile:
 @pytest.fixture(autouse=True)
 def local_folder(tmp_path):
     LOCAL["folder"] = tmp_path
-    CONTENT.clear()
     yield
     LOCAL.clear()
 
@@ -116,7 +117,10 @@ def media_spy(monkeypatch) -> MediaSpy:
 
 def _resources(bucket: str) -> dict:
     gcs = GCSResource()
-    return {"io_manager": DatafileIOManager(bucket=bucket, prefix="dagster", gcs=gcs), "datafiles": DatafileResource(gcs=gcs)}
+    return {
+        "io_manager": DatafileIOManager(bucket=bucket, prefix="dagster", gcs=gcs),
+        "datafiles": DatafileResource(gcs=gcs),
+    }
 
 
 def _check(instance, bucket, assets, spy: MediaSpy | None = None, **options):
@@ -168,7 +172,8 @@ def test_an_intact_object_passes_from_metadata_alone(bucket, client, media_spy):
     # One metadata request for the object (and the I/O manager's bucket check at start-up): no listing, no download.
     object_requests = [request for request in media_spy.check_requests if "/o" in request.split("?")[0]]
     assert len(object_requests) == 1
-    assert object_requests[0].startswith("GET ") and f"/b/{bucket}/o/dagster%2Freadings%2F%3D%2Freadings.csv?" in object_requests[0]
+    assert object_requests[0].startswith("GET ")
+    assert f"/b/{bucket}/o/dagster%2Freadings%2F%3D%2Freadings.csv?" in object_requests[0]
 
 
 def test_retagging_keeps_the_object_intact(bucket, client, media_spy):
@@ -178,7 +183,8 @@ def test_retagging_keeps_the_object_intact(bucket, client, media_spy):
     counts = retag_objects(Store(client), f"gs://{bucket}/dagster/", RetagSpec(add_labels=["validated"]))
     after = _blob(client, bucket, READINGS)
     # (The emulator keeps the metageneration at 1; GCS would count the patch.)
-    assert counts.changed == 1 and after.generation == before.generation and "validated" in after.metadata["octue__labels"]
+    assert counts.changed == 1 and after.generation == before.generation
+    assert "validated" in after.metadata["octue__labels"]
     evaluations = _check(instance, bucket, [readings], media_spy, required_labels=["raw", "validated"])
     assert evaluations[("readings", INTACT_CHECK)].passed, evaluations[("readings", INTACT_CHECK)].description
     assert evaluations[("readings", METADATA_CHECK)].passed
@@ -206,7 +212,8 @@ def test_an_object_overwritten_by_octues_sdk_fails(octue_python, emulator, bucke
     intact = _check(instance, bucket, [readings], media_spy)[("readings", INTACT_CHECK)]
     assert not intact.passed and intact.severity == AssetCheckSeverity.ERROR
     assert f"{uri} was overwritten outside Dagster" in intact.description
-    assert f"generation {now.generation}" in intact.description and f"generation {recorded.generation}" in intact.description
+    assert f"generation {now.generation}" in intact.description
+    assert f"generation {recorded.generation}" in intact.description
     assert now.crc32c in intact.description and recorded.crc32c in intact.description
     assert "owner mark" in intact.description  # Octue's SDK writes its own metadata only
     assert intact.metadata["current_generation"].value == str(now.generation)
@@ -371,3 +378,35 @@ def test_a_resource_that_cannot_reach_gcs_is_refused(bucket):
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.error.cause
     assert failure.cls_name == "InvalidInputError" and "resource 'settings', which is a dict" in failure.message
+
+
+def test_the_readme_example_checks_the_readme_pipeline(bucket, client):
+    import re
+    from pathlib import Path
+
+    blocks = re.findall(r"```python\n(.*?)```", (Path(__file__).parent.parent / "README.md").read_text(), flags=re.S)
+    pipeline = next(code for code in blocks if "DatafileIOManager" in code)
+    example = next(code for code in blocks if "build_datafile_asset_checks" in code)
+    namespace: dict = {}
+    for block in (pipeline, example):
+        exec(compile(block.replace("my-bucket", bucket), "README.md", "exec", dont_inherit=True), namespace)
+    defs = namespace["defs"]
+    instance = DagsterInstance.ephemeral()
+    assets = [namespace["raw_readings"], namespace["cleaned_readings"]]
+    materialized = materialize(
+        [*assets, *namespace["checks"]], resources=defs.resources, partition_key="2024-03-02", instance=instance
+    )
+    assert materialized.success
+    evaluations = materialized.get_asset_check_evaluations()
+    assert sorted((e.asset_key.to_user_string(), e.check_name, e.passed) for e in evaluations) == [
+        ("cleaned_readings", INTACT_CHECK, True),
+        ("raw_readings", METADATA_CHECK, True),
+        ("raw_readings", INTACT_CHECK, True),
+    ]
+    client.bucket(bucket).blob("dagster/cleaned_readings/partition=2024-03-02/cleaned_readings.csv").delete()
+    nightly = defs.resolve_job_def("check_stored_objects").execute_in_process(instance=instance)
+    results = {(e.asset_key.to_user_string(), e.check_name): e for e in nightly.get_asset_check_evaluations()}
+    assert results[("raw_readings", INTACT_CHECK)].passed and results[("raw_readings", METADATA_CHECK)].passed
+    deleted = results[("cleaned_readings", INTACT_CHECK)]
+    assert not deleted.passed and deleted.metadata["failed_partitions"].value == ["2024-03-02"]
+    assert "cleaned_readings.csv was deleted" in deleted.description

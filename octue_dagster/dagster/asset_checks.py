@@ -15,7 +15,7 @@ same client, credentials and store settings that wrote the objects), or any `Dat
 """
 
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from dagster import (
@@ -105,7 +105,9 @@ def build_datafile_asset_checks(
     if concurrency is not None:
         validate_concurrency(concurrency)
     if not isinstance(resource_key, str) or not resource_key.isidentifier():
-        raise InvalidInputError(f"resource_key must be the key of a resource, such as 'io_manager'; got {resource_key!r}.")
+        raise InvalidInputError(
+            f"resource_key must be the key of a resource, such as 'io_manager'; got {resource_key!r}."
+        )
     definitions = []
     seen: set[AssetKey] = set()
     for key, partitions_def in _asset_keys(assets):
@@ -122,7 +124,9 @@ def _strings(values: Iterable[str], name: str) -> list[str]:
     return list(values)
 
 
-def _asset_keys(assets: Iterable[AssetsDefinition | AssetSpec]) -> Iterable[tuple[AssetKey, PartitionsDefinition | None]]:
+def _asset_keys(
+    assets: Iterable[AssetsDefinition | AssetSpec],
+) -> Iterable[tuple[AssetKey, PartitionsDefinition | None]]:
     if isinstance(assets, (AssetsDefinition, AssetSpec)):
         assets = [assets]
     for asset in assets:
@@ -157,7 +161,9 @@ def _checks_for(
         )
     ]
     if labels or tags:
-        wanted = ", ".join([*(f"label {label!r}" for label in sorted(labels)), *(f"tag {tag!r}" for tag in sorted(tags))])
+        wanted = ", ".join(
+            [*(f"label {label!r}" for label in sorted(labels)), *(f"tag {tag!r}" for tag in sorted(tags))]
+        )
         specs.append(
             AssetCheckSpec(
                 METADATA_CHECK,
@@ -282,7 +288,8 @@ class Tally:
                 check_name=self.name,
                 passed=False,
                 severity=AssetCheckSeverity.WARN,
-                description=f"{key.to_user_string()} has no materialization yet, so there is no stored object to check.",
+                description=f"{key.to_user_string()} has no materialization yet, so there is no stored object to "
+                "check.",
             )
         metadata: dict[str, MetadataValue] = {}
         if partitioned:
@@ -322,7 +329,11 @@ class Tally:
     def _description(self, partitioned: bool) -> str:
         if self.failed == 0:
             if self.name == INTACT_CHECK:
-                what = f"All {self.checked} materialized partitions' objects are" if partitioned else "The stored object is"
+                what = (
+                    f"All {self.checked} materialized partitions' objects are"
+                    if partitioned
+                    else "The stored object is"
+                )
                 return f"{what} as the latest materialization recorded (checked from metadata; nothing downloaded)."
             what = f"every one of the {self.checked} materialized partitions" if partitioned else "the stored object"
             return f"The required labels and tags are present on {what}."

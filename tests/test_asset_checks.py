@@ -301,6 +301,38 @@ def test_a_partitioned_asset_names_its_failing_partition(bucket, client, media_s
     assert not labels.passed and labels.metadata["failed_partitions"].value == ["c"]
 
 
+def test_in_a_partition_run_the_check_covers_that_runs_partitions_only(bucket, client):
+    instance = DagsterInstance.ephemeral()
+    tags = {"dagster/asset_partition_range_start": "a", "dagster/asset_partition_range_end": "d"}
+    _materialize(instance, bucket, [daily], tags=tags)
+    client.bucket(bucket).blob("dagster/daily/partition=c/daily.csv").upload_from_string(b"overwritten")
+    checks = build_datafile_asset_checks([daily])
+    # Materializing partitions a and b with the check: it checks those two (intact), not the whole asset ...
+    tags = {"dagster/asset_partition_range_start": "a", "dagster/asset_partition_range_end": "b"}
+    (evaluation,) = _materialize(instance, bucket, [daily, *checks], tags=tags).get_asset_check_evaluations()
+    assert evaluation.passed and evaluation.metadata["partitions_checked"].value == 2
+    assert evaluation.description.startswith("The objects of all 2 partitions of this run are as")
+    # ... while run alone (the UI's "Execute", a checks job), it covers every materialized partition.
+    intact = _check(instance, bucket, [daily])[("daily", INTACT_CHECK)]
+    assert intact.metadata["partitions_checked"].value == 4 and intact.metadata["failed_partitions"].value == ["c"]
+
+
+def test_failures_beyond_the_table_are_counted_and_the_first_partitions_listed(bucket, client, monkeypatch):
+    from octue_dagster.dagster import asset_checks
+
+    monkeypatch.setattr(asset_checks, "TABLE_ROWS", 1)
+    instance = DagsterInstance.ephemeral()
+    tags = {"dagster/asset_partition_range_start": "a", "dagster/asset_partition_range_end": "d"}
+    _materialize(instance, bucket, [daily], tags=tags)
+    for key in ("d", "b", "c"):
+        client.bucket(bucket).blob(f"dagster/daily/partition={key}/daily.csv").delete()
+    intact = _check(instance, bucket, [daily])[("daily", INTACT_CHECK)]
+    assert not intact.passed and intact.metadata["partitions_failed"].value == 3
+    assert intact.metadata["failed_partitions"].value == ["b"]
+    assert [row.data["partition"] for row in intact.metadata["failures"].value.records] == ["b"]
+    assert intact.description.startswith("3 of 4 materialized partitions failed. partition 'b': ")
+
+
 def test_every_partition_of_a_multi_partitioned_asset_passes_with_its_own_owner_mark(bucket, media_spy):
     instance = DagsterInstance.ephemeral()
     for key in GRID.get_partition_keys():

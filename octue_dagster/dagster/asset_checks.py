@@ -53,7 +53,8 @@ from octue_dagster.exceptions import InvalidInputError
 INTACT_CHECK = "stored_object_intact"
 #: The check that the stored object carries the required labels and tags.
 METADATA_CHECK = "required_labels_and_tags"
-#: At most this many failing partitions (or dataset files) are listed in a result's table; the counts cover all.
+#: At most this many failing partitions (the first by key) are listed in a result's `failures` table and
+#: `failed_partitions`; the counts cover all.
 TABLE_ROWS = 200
 #: At most this many problems are spelled out in a result's description.
 DESCRIBED_PROBLEMS = 5
@@ -181,7 +182,11 @@ def _checks_for(
     )
     def _check(context: AssetCheckExecutionContext) -> Iterable[AssetCheckResult]:
         store = store_of(getattr(context.resources, resource_key), resource_key)
-        records = latest_records(context.instance, key, partitioned=partitions_def is not None)
+        # In a run that materializes some partitions, the check covers those (a backfill of one run per partition
+        # then makes one request per partition, not one per partition per run); run alone, it covers them all.
+        in_run = partitions_def is not None and (context.has_partition_key or context.has_partition_key_range)
+        scope = list(context.partition_keys) if in_run else None
+        records = latest_records(context.instance, key, partitioned=partitions_def is not None, partitions=scope)
         owner_for = _owner_function(key, partitions_def)
 
         def inspect(recorded: RecordedAsset) -> Finding:
@@ -195,7 +200,7 @@ def _checks_for(
         selected = {check_key.name for check_key in context.selected_asset_check_keys if check_key.asset_key == key}
         for spec in specs:
             if spec.name in selected:
-                result = tallies[spec.name].result(key, partitioned=partitions_def is not None)
+                result = tallies[spec.name].result(key, partitioned=partitions_def is not None, in_run=in_run)
                 context.log.info(f"{spec.name} on {key.to_user_string()}: {result.description}")
                 yield result
 
@@ -278,10 +283,16 @@ class Tally:
         problems = self.problems(finding)
         if problems:
             self.failed += 1
-            if len(self.failures) < TABLE_ROWS:
-                self.failures.append((finding.recorded, problems))
+            self.failures.append((finding.recorded, problems))
+            if len(self.failures) >= 2 * TABLE_ROWS:
+                # Findings arrive in completion order: keep the first partitions by key, in bounded memory.
+                self._keep_first()
 
-    def result(self, key: AssetKey, *, partitioned: bool) -> AssetCheckResult:
+    def _keep_first(self) -> None:
+        self.failures.sort(key=lambda failure: str(failure[0].partition))
+        del self.failures[TABLE_ROWS:]
+
+    def result(self, key: AssetKey, *, partitioned: bool, in_run: bool = False) -> AssetCheckResult:
         if self.checked == 0:
             return AssetCheckResult(
                 asset_key=key,
@@ -296,7 +307,7 @@ class Tally:
             metadata["partitions_checked"] = MetadataValue.int(self.checked)
             metadata["partitions_failed"] = MetadataValue.int(self.failed)
         if self.failures:
-            self.failures.sort(key=lambda failure: str(failure[0].partition))
+            self._keep_first()
             metadata["failures"] = MetadataValue.table(
                 [
                     TableRecord({"partition": recorded.partition or "", "uri": recorded.uri or "", "problem": problem})
@@ -311,7 +322,7 @@ class Tally:
             )
         if self.single is not None and not partitioned:
             metadata.update(_object_metadata(self.single))
-        description = self._description(partitioned)
+        description = self._description(partitioned, "partitions of this run" if in_run else "materialized partitions")
         if self.single is not None and self.single.recorded.files_not_recorded:
             description += (
                 f" The materialization recorded the first {len(self.single.recorded.files)} files of the dataset only; "
@@ -326,16 +337,16 @@ class Tally:
             metadata=metadata,
         )
 
-    def _description(self, partitioned: bool) -> str:
+    def _description(self, partitioned: bool, partitions: str) -> str:
         if self.failed == 0:
             if self.name == INTACT_CHECK:
                 what = (
-                    f"All {self.checked} materialized partitions' objects are"
+                    f"The objects of all {self.checked} {partitions} are"
                     if partitioned
                     else "The stored object is"
                 )
                 return f"{what} as the latest materialization recorded (checked from metadata; nothing downloaded)."
-            what = f"every one of the {self.checked} materialized partitions" if partitioned else "the stored object"
+            what = f"the objects of all {self.checked} {partitions}" if partitioned else "the stored object"
             return f"The required labels and tags are present on {what}."
         problems = [
             f"partition {recorded.partition!r}: {problem}" if partitioned else problem
@@ -345,7 +356,7 @@ class Tally:
         shown = " ".join(problems[:DESCRIBED_PROBLEMS])
         more = len(problems) - DESCRIBED_PROBLEMS
         if partitioned:
-            shown = f"{self.failed} of {self.checked} materialized partitions failed. {shown}"
+            shown = f"{self.failed} of {self.checked} {partitions} failed. {shown}"
         return shown + (f" ... and {more} more problem(s) (see the failures table)." if more > 0 else "")
 
 

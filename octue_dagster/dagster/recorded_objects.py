@@ -11,7 +11,7 @@ so a check over thousands of partitions holds only a window of them in memory.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance
@@ -80,9 +80,15 @@ def recorded_asset(partition: str | None, metadata: Mapping[str, Any], run_id: s
 
 
 def latest_records(
-    instance: DagsterInstance, asset_key: AssetKey, *, partitioned: bool, batch_size: int = RECORDS_PER_QUERY
+    instance: DagsterInstance,
+    asset_key: AssetKey,
+    *,
+    partitioned: bool,
+    partitions: Iterable[str] | None = None,
+    batch_size: int = RECORDS_PER_QUERY,
 ) -> Iterator[RecordedAsset]:
-    """The latest materialization of each materialized partition of `asset_key` (or of the asset), lazily.
+    """The latest materialization of each materialized partition of `asset_key` (only of `partitions`, if given), or
+    of the asset, lazily.
 
     Partitions come in key order, read `batch_size` records per query. An asset never materialized yields nothing.
     """
@@ -93,7 +99,9 @@ def latest_records(
             if materialization is not None:
                 yield recorded_asset(None, materialization.metadata, record.run_id)
         return
-    latest = instance.get_latest_storage_id_by_partition(asset_key, DagsterEventType.ASSET_MATERIALIZATION)
+    latest = instance.get_latest_storage_id_by_partition(
+        asset_key, DagsterEventType.ASSET_MATERIALIZATION, set(partitions) if partitions is not None else None
+    )
     by_storage_id = {storage_id: partition for partition, storage_id in latest.items()}
     ordered = sorted(latest.items())
     for start in range(0, len(ordered), batch_size):

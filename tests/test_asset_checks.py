@@ -442,3 +442,21 @@ def test_the_readme_example_checks_the_readme_pipeline(bucket, client):
     deleted = results[("cleaned_readings", INTACT_CHECK)]
     assert not deleted.passed and deleted.metadata["failed_partitions"].value == ["2024-03-02"]
     assert "cleaned_readings.csv was deleted" in deleted.description
+
+
+def test_a_blocking_check_that_fails_stops_downstream_assets(bucket):
+    @asset(deps=[readings])
+    def report() -> None:
+        raise AssertionError("report must not run when a blocking check on readings fails")
+
+    instance = DagsterInstance.ephemeral()
+    checks = build_datafile_asset_checks([readings], required_labels=["validated"], blocking=True)
+    result = materialize(
+        [readings, report, *checks], instance=instance, resources=_resources(bucket), raise_on_error=False
+    )
+    assert not result.success
+    evaluations = {evaluation.check_name: evaluation for evaluation in result.get_asset_check_evaluations()}
+    assert evaluations[INTACT_CHECK].passed and not evaluations[METADATA_CHECK].passed
+    assert evaluations[METADATA_CHECK].blocking
+    assert [event.asset_key for event in result.get_asset_materialization_events()] == [AssetKey("readings")]
+    assert "report" not in {event.step_key for event in result.get_step_success_events()}

@@ -460,3 +460,23 @@ def test_a_blocking_check_that_fails_stops_downstream_assets(bucket):
     assert evaluations[METADATA_CHECK].blocking
     assert [event.asset_key for event in result.get_asset_materialization_events()] == [AssetKey("readings")]
     assert "report" not in {event.step_key for event in result.get_step_success_events()}
+
+
+def test_the_checks_use_each_assets_own_io_manager_by_default(bucket):
+    @asset(io_manager_key="files")
+    def elsewhere() -> Datafile:
+        return _local("elsewhere.csv", "t,v\n0,2\n", labels={"raw"})
+
+    instance = DagsterInstance.ephemeral()
+    resources = {"files": DatafileIOManager(bucket=bucket, prefix="other", gcs=GCSResource())}
+    assert materialize([elsewhere], instance=instance, resources=resources).success
+    checks = build_datafile_asset_checks([elsewhere], required_labels=["raw"])
+    result = materialize(
+        [elsewhere, *checks],
+        instance=instance,
+        resources=resources,
+        selection=AssetSelection.checks_for_assets(elsewhere),
+    )
+    evaluations = {evaluation.check_name: evaluation for evaluation in result.get_asset_check_evaluations()}
+    assert evaluations[INTACT_CHECK].passed and evaluations[METADATA_CHECK].passed
+    assert evaluations[INTACT_CHECK].metadata["uri"].value == f"gs://{bucket}/other/elsewhere/=/elsewhere.csv"

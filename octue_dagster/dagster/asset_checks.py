@@ -10,8 +10,9 @@ Partitioned assets get one check execution covering every materialized partition
 checks are a preview feature, evaluated one partition per run): it fails if any partition fails and names the failing
 partitions in its description and in a table in its metadata.
 
-The checks read GCS through a resource of the definitions: by default the `io_manager` (a `DatafileIOManager`, so the
-same client, credentials and store settings that wrote the objects), or any `DatafileResource` or `GCSResource`.
+The checks read GCS through a resource of the definitions: by default the asset's own I/O manager (a
+`DatafileIOManager`: the same client, credentials and store settings that wrote the objects), or any
+`DatafileResource` or `GCSResource` named by `resource_key`.
 """
 
 
@@ -51,6 +52,8 @@ from octue_dagster.exceptions import InvalidInputError
 
 #: The check that the stored object is still the generation and crc32c Dagster recorded, with its owner mark.
 INTACT_CHECK = "stored_object_intact"
+#: Dagster's key of the I/O manager an asset uses unless it sets `io_manager_key`.
+DEFAULT_IO_MANAGER_KEY = "io_manager"
 #: The check that the stored object carries the required labels and tags.
 METADATA_CHECK = "required_labels_and_tags"
 #: At most this many failing partitions (the first by key) are listed in a result's `failures` table and
@@ -73,7 +76,7 @@ def build_datafile_asset_checks(
     *,
     required_labels: Iterable[str] = (),
     required_tags: Iterable[str] = (),
-    resource_key: str = "io_manager",
+    resource_key: str | None = None,
     concurrency: int | None = None,
     blocking: bool = False,
 ) -> list[AssetChecksDefinition]:
@@ -85,8 +88,8 @@ def build_datafile_asset_checks(
     - `required_labels_and_tags` (only if `required_labels` or `required_tags` are given): the stored object (each file
       of a dataset) has every label in `required_labels` and a tag of every name in `required_tags`, now.
 
-    `resource_key` names the resource the checks read GCS through: a `DatafileIOManager` (the default key,
-    `io_manager`), a `DatafileResource` or a `GCSResource`. `concurrency` bounds the requests in flight for a
+    `resource_key` names the resource the checks read GCS through: a `DatafileIOManager`, `DatafileResource` or
+    `GCSResource`; by default each asset's own I/O manager (`io_manager` unless the asset sets `io_manager_key`). `concurrency` bounds the requests in flight for a
     partitioned asset (default: that resource's store settings). `blocking=True` makes failed checks stop downstream
     assets in the same run.
 
@@ -105,17 +108,18 @@ def build_datafile_asset_checks(
     tags = frozenset(md.validate_tag_name(name) for name in _strings(required_tags, "required_tags"))
     if concurrency is not None:
         validate_concurrency(concurrency)
-    if not isinstance(resource_key, str) or not resource_key.isidentifier():
+    if resource_key is not None and (not isinstance(resource_key, str) or not resource_key.isidentifier()):
         raise InvalidInputError(
             f"resource_key must be the key of a resource, such as 'io_manager'; got {resource_key!r}."
         )
     definitions = []
     seen: set[AssetKey] = set()
-    for key, partitions_def in _asset_keys(assets):
+    for key, partitions_def, io_manager_key in _asset_keys(assets):
         if key in seen:
             raise InvalidInputError(f"The asset {key.to_user_string()} was given twice; give each asset once.")
         seen.add(key)
-        definitions.append(_checks_for(key, partitions_def, labels, tags, resource_key, concurrency, blocking))
+        checks = _checks_for(key, partitions_def, labels, tags, resource_key or io_manager_key, concurrency, blocking)
+        definitions.append(checks)
     return definitions
 
 
@@ -127,15 +131,16 @@ def _strings(values: Iterable[str], name: str) -> list[str]:
 
 def _asset_keys(
     assets: Iterable[AssetsDefinition | AssetSpec],
-) -> Iterable[tuple[AssetKey, PartitionsDefinition | None]]:
+) -> Iterable[tuple[AssetKey, PartitionsDefinition | None, str]]:
+    """Each asset key with its partitions and the key of the I/O manager that stores it."""
     if isinstance(assets, (AssetsDefinition, AssetSpec)):
         assets = [assets]
     for asset in assets:
         if isinstance(asset, AssetSpec):
-            yield asset.key, asset.partitions_def
+            yield asset.key, asset.partitions_def, DEFAULT_IO_MANAGER_KEY
         elif isinstance(asset, AssetsDefinition):
             for key in asset.keys:
-                yield key, asset.specs_by_key[key].partitions_def
+                yield key, asset.specs_by_key[key].partitions_def, asset.get_io_manager_key_for_asset_key(key)
         else:
             raise InvalidInputError(
                 f"build_datafile_asset_checks takes assets (functions decorated with @asset or @multi_asset) or "

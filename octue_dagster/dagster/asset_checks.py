@@ -89,9 +89,9 @@ def build_datafile_asset_checks(
       of a dataset) has every label in `required_labels` and a tag of every name in `required_tags`, now.
 
     `resource_key` names the resource the checks read GCS through: a `DatafileIOManager`, `DatafileResource` or
-    `GCSResource`; by default each asset's own I/O manager (`io_manager` unless the asset sets `io_manager_key`). `concurrency` bounds the requests in flight for a
-    partitioned asset (default: that resource's store settings). `blocking=True` makes failed checks stop downstream
-    assets in the same run.
+    `GCSResource`; by default each asset's own I/O manager (`io_manager` unless the asset sets `io_manager_key`).
+    `concurrency` bounds the requests in flight for a partitioned asset (default: that resource's store settings).
+    `blocking=True` makes failed checks stop downstream assets in the same run.
 
     Example::
 

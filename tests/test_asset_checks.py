@@ -13,6 +13,7 @@ from dagster import (
     AssetSelection,
     BackfillPolicy,
     DagsterInstance,
+    MaterializeResult,
     MultiPartitionsDefinition,
     StaticPartitionsDefinition,
     asset,
@@ -480,3 +481,33 @@ def test_the_checks_use_each_assets_own_io_manager_by_default(bucket):
     evaluations = {evaluation.check_name: evaluation for evaluation in result.get_asset_check_evaluations()}
     assert evaluations[INTACT_CHECK].passed and evaluations[METADATA_CHECK].passed
     assert evaluations[INTACT_CHECK].metadata["uri"].value == f"gs://{bucket}/other/elsewhere/=/elsewhere.csv"
+
+
+def test_an_object_that_cannot_be_read_fails_its_partition_only(bucket, proxy, monkeypatch):
+    from faultproxy import Fault
+
+    from octue_dagster.testing.emulator import EMULATOR_VARIABLE
+
+    instance = DagsterInstance.ephemeral()
+    tags = {"dagster/asset_partition_range_start": "a", "dagster/asset_partition_range_end": "d"}
+    _materialize(instance, bucket, [daily], tags=tags)
+    monkeypatch.setenv(EMULATOR_VARIABLE, proxy.url)
+    proxy.add(Fault("status", method="GET", path="partition%3Db%2Fdaily.csv", status=403, times=10))
+    try:
+        intact = _check(instance, bucket, [daily])[("daily", INTACT_CHECK)]
+    finally:
+        proxy.clear()
+    assert not intact.passed and intact.metadata["failed_partitions"].value == ["b"]
+    assert intact.metadata["partitions_checked"].value == 4
+    assert f"partition 'b': gs://{bucket}/dagster/daily/partition=b/daily.csv could not be read" in intact.description
+
+
+def test_a_materialization_not_stored_by_the_io_manager_fails_saying_so(bucket):
+    @asset
+    def recorded_elsewhere() -> MaterializeResult:
+        return MaterializeResult(metadata={"rows": 3})
+
+    instance = DagsterInstance.ephemeral()
+    assert materialize([recorded_elsewhere], instance=instance).success
+    intact = _check(instance, bucket, [recorded_elsewhere])[("recorded_elsewhere", INTACT_CHECK)]
+    assert not intact.passed and "records no dagster/uri: it was not stored by DatafileIOManager" in intact.description

@@ -41,8 +41,9 @@ from octue_dagster.dagster.owned_objects import OWNER_KEY
 from test_octue_sdk_live import octue_python, run_sdk  # noqa: F401 - the live SDK's venv fixture
 
 PARTS = StaticPartitionsDefinition(["a", "b", "c", "d"])
+# Dimensions declared out of name order: Dagster orders them by name in the key string ("d1|n"), as the mark does.
 GRID = MultiPartitionsDefinition(
-    {"day": StaticPartitionsDefinition(["d1", "d2"]), "site": StaticPartitionsDefinition(["n", "s"])}
+    {"site": StaticPartitionsDefinition(["n", "s"]), "day": StaticPartitionsDefinition(["d1", "d2"])}
 )
 
 
@@ -390,7 +391,9 @@ def test_bad_settings_are_refused_naming_what_to_give():
     with pytest.raises(InvalidInputError, match="given twice"):
         build_datafile_asset_checks([readings, readings])
     with pytest.raises(InvalidInputError, match="@asset"):
-        build_datafile_asset_checks([AssetKey("readings")])  # type: ignore[list-item]
+        build_datafile_asset_checks([42])  # type: ignore[list-item]
+    with pytest.raises(InvalidInputError, match="'raw/readings'"):
+        build_datafile_asset_checks(["raw//readings"])
     with pytest.raises(InvalidInputError, match="concurrency"):
         build_datafile_asset_checks([readings], concurrency=0)
     with pytest.raises(ValueError) as raised:
@@ -511,3 +514,42 @@ def test_a_materialization_not_stored_by_the_io_manager_fails_saying_so(bucket):
     assert materialize([recorded_elsewhere], instance=instance).success
     intact = _check(instance, bucket, [recorded_elsewhere])[("recorded_elsewhere", INTACT_CHECK)]
     assert not intact.passed and "records no dagster/uri: it was not stored by DatafileIOManager" in intact.description
+
+
+def test_assets_given_by_key_are_checked_as_their_materializations_say(bucket, client):
+    """Configuration (a component's YAML) names assets by key: partitions and dimensions come from the records."""
+    instance = DagsterInstance.ephemeral()
+    _materialize(instance, bucket, [readings])
+    tags = {"dagster/asset_partition_range_start": "a", "dagster/asset_partition_range_end": "d"}
+    _materialize(instance, bucket, [daily], tags=tags)
+    for key in GRID.get_partition_keys():
+        _materialize(instance, bucket, [grid], partition_key=key)
+    client.bucket(bucket).blob("dagster/daily/partition=d/daily.csv").delete()
+    checks = build_datafile_asset_checks(["readings", "daily", AssetKey("grid")], required_labels=["raw"])
+    result = materialize(
+        [readings, daily, grid, *checks],
+        instance=instance,
+        resources=_resources(bucket),
+        selection=AssetSelection.checks_for_assets(readings, daily, grid),
+    )
+    evaluations = {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
+    unpartitioned = evaluations[("readings", INTACT_CHECK)]
+    assert unpartitioned.passed and "partitions_checked" not in unpartitioned.metadata
+    assert evaluations[("grid", INTACT_CHECK)].passed, evaluations[("grid", INTACT_CHECK)].description
+    assert evaluations[("grid", INTACT_CHECK)].metadata["partitions_checked"].value == 4
+    daily_intact = evaluations[("daily", INTACT_CHECK)]
+    assert not daily_intact.passed and daily_intact.metadata["failed_partitions"].value == ["d"]
+
+
+def test_a_multi_dimension_owner_mark_must_match_the_asset_and_every_dimension():
+    from octue_dagster.dagster.addresses import asset_owner
+    from octue_dagster.dagster.asset_checks import multi_dimension_owner
+
+    key = AssetKey(["grid"])
+    mark = asset_owner(key.path, {"site": "n", "day": "d1"})
+    assert multi_dimension_owner(key, "d1|n", mark) == mark
+    assert multi_dimension_owner(key, "n|d1", mark) is None  # not Dagster's order (by dimension name)
+    assert multi_dimension_owner(key, "d2|n", mark) is None
+    assert multi_dimension_owner(AssetKey(["other"]), "d1|n", mark) is None
+    assert multi_dimension_owner(key, "d1|n", "not json") is None
+    assert multi_dimension_owner(key, "d1", asset_owner(key.path, "d1")) is None

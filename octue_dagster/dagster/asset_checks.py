@@ -16,6 +16,7 @@ The checks read GCS through a resource of the definitions: by default the asset'
 """
 
 
+import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -45,13 +46,16 @@ from octue_dagster.core.gcs_path import parse_gcs_path
 from octue_dagster.core.store import Store
 from octue_dagster.dagster.addresses import asset_owner
 from octue_dagster.dagster.object_findings import Finding, datafile_finding, dataset_finding
-from octue_dagster.dagster.recorded_objects import RecordedAsset, latest_records
+from octue_dagster.dagster.owned_objects import owner_of
+from octue_dagster.dagster.recorded_objects import RecordedAsset, latest_is_partitioned, latest_records
 from octue_dagster.dagster.resources import store_from
 from octue_dagster.dagster.ui_metadata import URI_KEY
 from octue_dagster.exceptions import InvalidInputError
 
 #: The check that the stored object is still the generation and crc32c Dagster recorded, with its owner mark.
 INTACT_CHECK = "stored_object_intact"
+#: The partitions of an asset given by its key alone: read from its latest materialization when the check runs.
+UNKNOWN = object()
 #: Dagster's key of the I/O manager an asset uses unless it sets `io_manager_key`.
 DEFAULT_IO_MANAGER_KEY = "io_manager"
 #: The check that the stored object carries the required labels and tags.
@@ -72,7 +76,7 @@ _FAILURES_SCHEMA = TableSchema(
 
 
 def build_datafile_asset_checks(
-    assets: Iterable[AssetsDefinition | AssetSpec],
+    assets: Iterable[AssetsDefinition | AssetSpec | AssetKey | str],
     *,
     required_labels: Iterable[str] = (),
     required_tags: Iterable[str] = (),
@@ -81,6 +85,9 @@ def build_datafile_asset_checks(
     blocking: bool = False,
 ) -> list[AssetChecksDefinition]:
     """Asset checks for Datafile and Dataset assets stored by `DatafileIOManager`: one definition per asset key.
+
+    `assets` are asset definitions, `AssetSpec`s, or asset keys (`AssetKey` or `"a/b"` strings, as configuration
+    gives them: whether such an asset is partitioned is then read from its latest materialization).
 
     - `stored_object_intact`: the object at the latest materialization's `dagster/uri` still has the recorded
       generation and crc32c (each file of a dataset), and a datafile still carries its owner mark. Re-tagging passes;
@@ -130,27 +137,36 @@ def _strings(values: Iterable[str], name: str) -> list[str]:
 
 
 def _asset_keys(
-    assets: Iterable[AssetsDefinition | AssetSpec],
-) -> Iterable[tuple[AssetKey, PartitionsDefinition | None, str]]:
-    """Each asset key with its partitions and the key of the I/O manager that stores it."""
-    if isinstance(assets, (AssetsDefinition, AssetSpec)):
+    assets: Iterable[AssetsDefinition | AssetSpec | AssetKey | str],
+) -> Iterable[tuple[AssetKey, PartitionsDefinition | None | object, str]]:
+    """Each asset key with its partitions (`UNKNOWN` for a bare key) and the key of the I/O manager that stores it."""
+    if isinstance(assets, (AssetsDefinition, AssetSpec, AssetKey, str)):
         assets = [assets]
     for asset in assets:
-        if isinstance(asset, AssetSpec):
+        if isinstance(asset, (AssetKey, str)):
+            key = asset if isinstance(asset, AssetKey) else _key_from_string(asset)
+            yield key, UNKNOWN, DEFAULT_IO_MANAGER_KEY
+        elif isinstance(asset, AssetSpec):
             yield asset.key, asset.partitions_def, DEFAULT_IO_MANAGER_KEY
         elif isinstance(asset, AssetsDefinition):
             for key in asset.keys:
                 yield key, asset.specs_by_key[key].partitions_def, asset.get_io_manager_key_for_asset_key(key)
         else:
             raise InvalidInputError(
-                f"build_datafile_asset_checks takes assets (functions decorated with @asset or @multi_asset) or "
-                f"AssetSpecs; got {asset!r}."
+                f"build_datafile_asset_checks takes assets (functions decorated with @asset or @multi_asset), "
+                f"AssetSpecs or asset keys; got {asset!r}."
             )
+
+
+def _key_from_string(text: str) -> AssetKey:
+    if not text or any(part == "" for part in text.split("/")):
+        raise InvalidInputError(f"An asset key is its parts joined by '/', such as 'raw/readings'; got {text!r}.")
+    return AssetKey.from_user_string(text)
 
 
 def _checks_for(
     key: AssetKey,
-    partitions_def: PartitionsDefinition | None,
+    partitions_def: PartitionsDefinition | None | object,
     labels: frozenset[str],
     tags: frozenset[str],
     resource_key: str,
@@ -189,9 +205,13 @@ def _checks_for(
         store = store_of(getattr(context.resources, resource_key), resource_key)
         # In a run that materializes some partitions, the check covers those (a backfill of one run per partition
         # then makes one request per partition, not one per partition per run); run alone, it covers them all.
-        in_run = partitions_def is not None and (context.has_partition_key or context.has_partition_key_range)
+        if partitions_def is UNKNOWN:
+            partitioned = latest_is_partitioned(context.instance, key)
+        else:
+            partitioned = partitions_def is not None
+        in_run = partitioned and (context.has_partition_key or context.has_partition_key_range)
         scope = list(context.partition_keys) if in_run else None
-        records = latest_records(context.instance, key, partitioned=partitions_def is not None, partitions=scope)
+        records = latest_records(context.instance, key, partitioned=partitioned, partitions=scope)
         owner_for = _owner_function(key, partitions_def)
 
         def inspect(recorded: RecordedAsset) -> Finding:
@@ -205,7 +225,7 @@ def _checks_for(
         selected = {check_key.name for check_key in context.selected_asset_check_keys if check_key.asset_key == key}
         for spec in specs:
             if spec.name in selected:
-                result = tallies[spec.name].result(key, partitioned=partitions_def is not None, in_run=in_run)
+                result = tallies[spec.name].result(key, partitioned=partitioned, in_run=in_run)
                 context.log.info(f"{spec.name} on {key.to_user_string()}: {result.description}")
                 yield result
 
@@ -227,21 +247,44 @@ def store_of(resource: Any, resource_key: str) -> Store:
     )
 
 
-def _owner_function(key: AssetKey, partitions_def: PartitionsDefinition | None) -> Callable[[str | None], str]:
-    """The owner mark of the asset's object for a partition key (as the event log spells it)."""
+def _owner_function(
+    key: AssetKey, partitions_def: PartitionsDefinition | None | object
+) -> Callable[[str | None, str | None], str]:
+    """The owner mark the asset's object must carry, from its partition key (as the event log spells it) and the mark
+    it carries now (used only to tell a multi-dimension key's dimension names when the partitions are not known)."""
 
-    def owner(partition: str | None) -> str:
+    def owner(partition: str | None, mark: str | None) -> str:
         if partition is not None and isinstance(partitions_def, MultiPartitionsDefinition):
             return asset_owner(key.path, partitions_def.get_partition_key_from_str(partition).keys_by_dimension)
+        if partitions_def is UNKNOWN and partition is not None and mark is not None:
+            return multi_dimension_owner(key, partition, mark) or asset_owner(key.path, partition)
         return asset_owner(key.path, partition)
 
     return owner
 
 
+def multi_dimension_owner(key: AssetKey, partition: str, mark: str) -> str | None:
+    """`mark` if it is the owner mark of `key`'s multi-dimension partition whose key string is `partition` (Dagster
+    joins the dimensions' keys with '|' in the order of their names, as the mark orders them), else `None`."""
+    try:
+        owner = json.loads(mark)
+    except ValueError:
+        return None
+    dimensions = owner.get("partition") if isinstance(owner, dict) else None
+    if not isinstance(dimensions, dict) or owner.get("asset_key") != list(key.path):
+        return None
+    if not all(isinstance(value, str) for value in dimensions.values()):
+        return None
+    if "|".join(dimensions[name] for name in sorted(dimensions)) != partition:
+        return None
+    expected = asset_owner(key.path, dimensions)
+    return expected if expected == mark else None
+
+
 def inspect_recorded(
     store: Store,
     recorded: RecordedAsset,
-    owner_for: Callable[[str | None], str],
+    owner_for: Callable[[str | None, str | None], str],
     required_labels: frozenset[str] = frozenset(),
     required_tags: frozenset[str] = frozenset(),
 ) -> Finding:
@@ -254,7 +297,8 @@ def inspect_recorded(
         )
     if recorded.kind == "datafile":
         current = store.get_object(parse_gcs_path(recorded.uri))
-        return datafile_finding(recorded, current, owner_for(recorded.partition), required_labels, required_tags)
+        owner = owner_for(recorded.partition, owner_of(current) if current is not None else None)
+        return datafile_finding(recorded, current, owner, required_labels, required_tags)
     prefix = prefix_of(parse_gcs_path(recorded.uri, allow_empty_name=True))
     listing = {info.path.name[len(prefix.name) :]: info for info in store.list_objects(prefix)}
     return dataset_finding(recorded, listing, required_labels, required_tags)

@@ -79,6 +79,12 @@ def recorded_asset(partition: str | None, metadata: Mapping[str, Any], run_id: s
     return RecordedAsset(partition, str(uri), "datafile", (file,), run_id=run_id)
 
 
+def latest_is_partitioned(instance: DagsterInstance, asset_key: AssetKey) -> bool:
+    """Whether the asset's latest materialization was of a partition (for an asset known by its key alone)."""
+    result = instance.fetch_materializations(AssetRecordsFilter(asset_key=asset_key), limit=1)
+    return any(record.partition_key is not None for record in result.records)
+
+
 def latest_records(
     instance: DagsterInstance,
     asset_key: AssetKey,
@@ -117,4 +123,11 @@ def latest_records(
                 yield recorded_asset(by_storage_id[storage_id], materialization.metadata, record.run_id)
 
 
-__all__ = ["RECORDS_PER_QUERY", "RecordedAsset", "RecordedFile", "latest_records", "recorded_asset"]
+__all__ = [
+    "RECORDS_PER_QUERY",
+    "RecordedAsset",
+    "RecordedFile",
+    "latest_is_partitioned",
+    "latest_records",
+    "recorded_asset",
+]

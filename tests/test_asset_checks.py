@@ -320,9 +320,9 @@ def test_in_a_partition_run_the_check_covers_that_runs_partitions_only(bucket, c
 
 
 def test_failures_beyond_the_table_are_counted_and_the_first_partitions_listed(bucket, client, monkeypatch):
-    from octue_dagster.dagster import asset_checks
+    from octue_dagster.dagster import check_results
 
-    monkeypatch.setattr(asset_checks, "TABLE_ROWS", 1)
+    monkeypatch.setattr(check_results, "TABLE_ROWS", 1)
     instance = DagsterInstance.ephemeral()
     tags = {"dagster/asset_partition_range_start": "a", "dagster/asset_partition_range_end": "d"}
     _materialize(instance, bucket, [daily], tags=tags)

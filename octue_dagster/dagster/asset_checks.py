@@ -23,18 +23,13 @@ from typing import Any
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
-    AssetCheckSeverity,
     AssetCheckSpec,
     AssetChecksDefinition,
     AssetKey,
     AssetsDefinition,
     AssetSpec,
-    MetadataValue,
     MultiPartitionsDefinition,
     PartitionsDefinition,
-    TableColumn,
-    TableRecord,
-    TableSchema,
     multi_asset_check,
 )
 from google.cloud import storage as gcs_client
@@ -45,6 +40,7 @@ from octue_dagster.core.dataset_files import prefix_of
 from octue_dagster.core.gcs_path import parse_gcs_path
 from octue_dagster.core.store import Store
 from octue_dagster.dagster.addresses import asset_owner
+from octue_dagster.dagster.check_results import INTACT_CHECK, METADATA_CHECK, Tally
 from octue_dagster.dagster.object_findings import Finding, datafile_finding, dataset_finding
 from octue_dagster.dagster.owned_objects import owner_of
 from octue_dagster.dagster.recorded_objects import RecordedAsset, latest_is_partitioned, latest_records
@@ -52,27 +48,10 @@ from octue_dagster.dagster.resources import store_from
 from octue_dagster.dagster.ui_metadata import URI_KEY
 from octue_dagster.exceptions import InvalidInputError
 
-#: The check that the stored object is still the generation and crc32c Dagster recorded, with its owner mark.
-INTACT_CHECK = "stored_object_intact"
 #: The partitions of an asset given by its key alone: read from its latest materialization when the check runs.
 UNKNOWN = object()
 #: Dagster's key of the I/O manager an asset uses unless it sets `io_manager_key`.
 DEFAULT_IO_MANAGER_KEY = "io_manager"
-#: The check that the stored object carries the required labels and tags.
-METADATA_CHECK = "required_labels_and_tags"
-#: At most this many failing partitions (the first by key) are listed in a result's `failures` table and
-#: `failed_partitions`; the counts cover all.
-TABLE_ROWS = 200
-#: At most this many problems are spelled out in a result's description.
-DESCRIBED_PROBLEMS = 5
-
-_FAILURES_SCHEMA = TableSchema(
-    columns=[
-        TableColumn("partition", "string"),
-        TableColumn("uri", "string", description="The stored object (or dataset folder)"),
-        TableColumn("problem", "string"),
-    ]
-)
 
 
 def build_datafile_asset_checks(
@@ -313,133 +292,11 @@ def _of_partition(recorded: RecordedAsset) -> str:
     return f" of partition {recorded.partition!r}" if recorded.partition is not None else ""
 
 
-class Tally:
-    """One check's findings over every partition: counts, the first failures in full, and the result to report."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.checked = 0
-        self.failed = 0
-        self.failures: list[tuple[RecordedAsset, list[str]]] = []
-        self.single: Finding | None = None
-
-    def problems(self, finding: Finding) -> list[str]:
-        return finding.intact_problems if self.name == INTACT_CHECK else finding.metadata_problems
-
-    def add(self, finding: Finding) -> None:
-        self.checked += 1
-        self.single = finding if self.checked == 1 else None
-        problems = self.problems(finding)
-        if problems:
-            self.failed += 1
-            self.failures.append((finding.recorded, problems))
-            if len(self.failures) >= 2 * TABLE_ROWS:
-                # Findings arrive in completion order: keep the first partitions by key, in bounded memory.
-                self._keep_first()
-
-    def _keep_first(self) -> None:
-        self.failures.sort(key=lambda failure: str(failure[0].partition))
-        del self.failures[TABLE_ROWS:]
-
-    def result(self, key: AssetKey, *, partitioned: bool, in_run: bool = False) -> AssetCheckResult:
-        if self.checked == 0:
-            return AssetCheckResult(
-                asset_key=key,
-                check_name=self.name,
-                passed=False,
-                severity=AssetCheckSeverity.WARN,
-                description=f"{key.to_user_string()} has no materialization yet, so there is no stored object to "
-                "check.",
-            )
-        metadata: dict[str, MetadataValue] = {}
-        if partitioned:
-            metadata["partitions_checked"] = MetadataValue.int(self.checked)
-            metadata["partitions_failed"] = MetadataValue.int(self.failed)
-        if self.failures:
-            self._keep_first()
-            metadata["failures"] = MetadataValue.table(
-                [
-                    TableRecord({"partition": recorded.partition or "", "uri": recorded.uri or "", "problem": problem})
-                    for recorded, problems in self.failures
-                    for problem in problems
-                ][:TABLE_ROWS],
-                schema=_FAILURES_SCHEMA,
-            )
-        if partitioned and self.failures:
-            metadata["failed_partitions"] = MetadataValue.json(
-                [str(recorded.partition) for recorded, _ in self.failures]
-            )
-        if self.single is not None and not partitioned:
-            metadata.update(_object_metadata(self.single))
-        description = self._description(partitioned, "partitions of this run" if in_run else "materialized partitions")
-        if self.single is not None and self.single.recorded.files_not_recorded:
-            description += (
-                f" The materialization recorded the first {len(self.single.recorded.files)} files of the dataset only; "
-                f"the other {self.single.recorded.files_not_recorded} were not compared."
-            )
-        return AssetCheckResult(
-            asset_key=key,
-            check_name=self.name,
-            passed=self.failed == 0,
-            severity=AssetCheckSeverity.ERROR,
-            description=description,
-            metadata=metadata,
-        )
-
-    def _description(self, partitioned: bool, partitions: str) -> str:
-        if self.failed == 0:
-            if self.name == INTACT_CHECK:
-                what = (
-                    f"The objects of all {self.checked} {partitions} are"
-                    if partitioned
-                    else "The stored object is"
-                )
-                return f"{what} as the latest materialization recorded (checked from metadata; nothing downloaded)."
-            what = f"the objects of all {self.checked} {partitions}" if partitioned else "the stored object"
-            return f"The required labels and tags are present on {what}."
-        problems = [
-            f"partition {recorded.partition!r}: {problem}" if partitioned else problem
-            for recorded, problems in self.failures
-            for problem in problems
-        ]
-        shown = " ".join(problems[:DESCRIBED_PROBLEMS])
-        more = len(problems) - DESCRIBED_PROBLEMS
-        if partitioned:
-            shown = f"{self.failed} of {self.checked} {partitions} failed. {shown}"
-        return shown + (f" ... and {more} more problem(s) (see the failures table)." if more > 0 else "")
-
-
-def _object_metadata(finding: Finding) -> dict[str, MetadataValue]:
-    """The versions of an unpartitioned asset's object, as recorded and as they are now. Generations are text:
-    they are 64-bit, and GraphQL's Int is 32-bit."""
-    recorded = finding.recorded
-    metadata: dict[str, MetadataValue] = {}
-    if recorded.uri is not None:
-        metadata["uri"] = MetadataValue.path(recorded.uri)
-    if recorded.run_id is not None:
-        metadata["materialization_run_id"] = MetadataValue.text(recorded.run_id)
-    if recorded.kind == "dataset":
-        metadata["files_checked"] = MetadataValue.int(len(finding.files))
-        if recorded.files_not_recorded:
-            # The record's table lists the first files only; the others cannot be compared with what was stored.
-            metadata["files_not_recorded"] = MetadataValue.int(recorded.files_not_recorded)
-        return metadata
-    if len(finding.files) == 1:
-        (file,) = finding.files
-        metadata["recorded_generation"] = MetadataValue.text(str(file.recorded.generation or ""))
-        metadata["recorded_crc32c"] = MetadataValue.text(file.recorded.crc32c or "")
-        current = file.current
-        metadata["current_generation"] = MetadataValue.text(str(current.generation) if current else "(deleted)")
-        metadata["current_crc32c"] = MetadataValue.text(current.crc32c if current else "(deleted)")
-        if current is not None:
-            metadata["current_metageneration"] = MetadataValue.text(str(current.metageneration))
-    return metadata
-
-
 __all__ = [
     "INTACT_CHECK",
     "METADATA_CHECK",
     "build_datafile_asset_checks",
     "inspect_recorded",
+    "multi_dimension_owner",
     "store_of",
 ]

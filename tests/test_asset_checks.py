@@ -553,3 +553,29 @@ def test_a_multi_dimension_owner_mark_must_match_the_asset_and_every_dimension()
     assert multi_dimension_owner(AssetKey(["other"]), "d1|n", mark) is None
     assert multi_dimension_owner(key, "d1|n", "not json") is None
     assert multi_dimension_owner(key, "d1", asset_owner(key.path, "d1")) is None
+
+
+def test_a_dataset_beyond_its_recorded_table_is_compared_through_its_digest(bucket, client, monkeypatch):
+    from octue_dagster.dagster import ui_metadata
+
+    monkeypatch.setattr(ui_metadata, "DATASET_TABLE_ROWS", 1)  # the table lists t1.csv; t2 and t3 only in the digest
+    instance = DagsterInstance.ephemeral()
+    metadata = _materialize(instance, bucket, [farm]).get_asset_materialization_events()[0].materialization.metadata
+    assert metadata["files_not_listed"].value == 2 and metadata["files_digest"].value
+    evaluations = _check(instance, bucket, [farm], required_labels=["raw"])
+    intact = evaluations[("farm", INTACT_CHECK)]
+    assert intact.passed and intact.metadata["files_checked"].value == 3
+    assert "the other 2 were confirmed through its digest" in intact.description
+    labels = evaluations[("farm", METADATA_CHECK)]
+    assert labels.passed and labels.metadata["files_checked"].value == 3
+
+    # A file beyond the table changes: the digest no longer matches, which is reported, as a warning.
+    client.bucket(bucket).blob("dagster/farm/=/t3.csv").upload_from_string(b"t,v\n0,changed\n")
+    intact = _check(instance, bucket, [farm])[("farm", INTACT_CHECK)]
+    assert not intact.passed and intact.severity == AssetCheckSeverity.WARN
+    assert "the 2 files beyond the 1 the materialization listed could not be confirmed" in intact.description
+    # A file in the table changes too: an error, naming it.
+    client.bucket(bucket).blob("dagster/farm/=/t1.csv").upload_from_string(b"t,v\n0,changed\n")
+    intact = _check(instance, bucket, [farm])[("farm", INTACT_CHECK)]
+    assert not intact.passed and intact.severity == AssetCheckSeverity.ERROR
+    assert intact.description.startswith(f"gs://{bucket}/dagster/farm/=/t1.csv was overwritten outside Dagster")

@@ -46,6 +46,8 @@ class Tally:
         self.name = name
         self.checked = 0
         self.failed = 0
+        #: Of the failed, those only unconfirmed (a warning, not an error).
+        self.unconfirmed = 0
         self.failures: list[tuple[RecordedAsset, list[str]]] = []
         self.single: Finding | None = None
 
@@ -56,6 +58,9 @@ class Tally:
         self.checked += 1
         self.single = finding if self.checked == 1 else None
         problems = self.problems(finding)
+        if not problems and finding.unconfirmed:
+            problems = [finding.unconfirmed]
+            self.unconfirmed += 1
         if problems:
             self.failed += 1
             self.failures.append((finding.recorded, problems))
@@ -98,16 +103,19 @@ class Tally:
         if self.single is not None and not partitioned:
             metadata.update(_object_metadata(self.single))
         description = self._description(partitioned, "partitions of this run" if in_run else "materialized partitions")
-        if self.single is not None and self.single.recorded.files_not_recorded:
+        single = self.single
+        if single is not None and single.recorded.files_not_recorded and not single.unconfirmed:
             description += (
-                f" The materialization recorded the first {len(self.single.recorded.files)} files of the dataset only; "
-                f"the other {self.single.recorded.files_not_recorded} were not compared."
+                f" The materialization listed {len(single.recorded.files)} files of the dataset; the other "
+                f"{single.recorded.files_not_recorded} were confirmed through its digest of every file's path and "
+                f"crc32c (their content, not their generations)."
             )
         return AssetCheckResult(
             asset_key=key,
             check_name=self.name,
             passed=self.failed == 0,
-            severity=AssetCheckSeverity.ERROR,
+            # Only what could not be confirmed (a large dataset's folder no longer matching its digest): a warning.
+            severity=AssetCheckSeverity.WARN if self.failed == self.unconfirmed else AssetCheckSeverity.ERROR,
             description=description,
             metadata=metadata,
         )
@@ -147,7 +155,7 @@ def _object_metadata(finding: Finding) -> dict[str, MetadataValue]:
     if recorded.kind == "dataset":
         metadata["files_checked"] = MetadataValue.int(len(finding.files))
         if recorded.files_not_recorded:
-            # The record's table lists the first files only; the others cannot be compared with what was stored.
+            # The record's table lists the first files only; the others are compared through its digest.
             metadata["files_not_recorded"] = MetadataValue.int(recorded.files_not_recorded)
         return metadata
     if len(finding.files) == 1:

@@ -21,9 +21,11 @@ import dataclasses
 from collections.abc import Collection, Mapping
 
 from octue_dagster.core import metadata as md
+from octue_dagster.core.selection import is_datafile_object
 from octue_dagster.core.store import ObjectInfo
 from octue_dagster.dagster.owned_objects import OWNER_KEY, owner_of
 from octue_dagster.dagster.recorded_objects import RecordedAsset, RecordedFile
+from octue_dagster.dagster.ui_metadata import files_digest
 from octue_dagster.exceptions import InvalidMetadataError
 
 
@@ -46,6 +48,8 @@ class Finding:
     files: tuple[FileFinding, ...] = ()
     #: A problem with the partition as a whole (its objects could not be read).
     error: str | None = None
+    #: What could not be confirmed (a dataset's files beyond its recorded table, whose digest differs): a warning.
+    unconfirmed: str | None = None
 
     @property
     def intact_problems(self) -> list[str]:
@@ -152,15 +156,46 @@ def dataset_finding(
     required_labels: Collection[str] = (),
     required_tags: Collection[str] = (),
 ) -> Finding:
-    """The finding for a dataset asset partition, from one listing of its folder (objects by relative name)."""
+    """The finding for a dataset asset partition, from one listing of its folder (objects by relative name).
+
+    Each file in the recorded table is compared by generation and crc32c. When the table left files out (a large
+    dataset), the others are compared through the recorded digest of every file's (path, crc32c): if the folder's
+    datafiles give the same digest, they are exactly the dataset's files with their recorded content (and their labels
+    and tags are checked too); if not, a file beyond the table changed, or the folder holds files that are not the
+    dataset's, which the finding reports as unconfirmed (a warning) rather than as a failure.
+    """
     assert recorded.uri is not None
     folder = recorded.uri.rstrip("/")
+    files = [
+        _file_finding(f"{folder}/{file.name}", file, listing.get(file.name), None, required_labels, required_tags)
+        for file in recorded.files
+    ]
+    if not recorded.files_not_recorded:
+        return Finding(recorded, tuple(files))
+    present = {name: info for name, info in listing.items() if is_datafile_object(info.path.name)}
+    if recorded.files_digest is not None and recorded.files_digest == files_digest(
+        (name, info.crc32c) for name, info in present.items()
+    ):
+        listed = {file.name for file in recorded.files}
+        for name in sorted(set(present) - listed):
+            info = present[name]
+            uri = f"{folder}/{name}"
+            files.append(
+                FileFinding(
+                    uri,
+                    RecordedFile(name, info.crc32c, None),
+                    info,
+                    metadata_problems=tuple(metadata_problems(uri, info, required_labels, required_tags)),
+                )
+            )
+        return Finding(recorded, tuple(files))
     return Finding(
         recorded,
-        tuple(
-            _file_finding(f"{folder}/{file.name}", file, listing.get(file.name), None, required_labels, required_tags)
-            for file in recorded.files
-        ),
+        tuple(files),
+        unconfirmed=f"{folder}: the {recorded.files_not_recorded} files beyond the {len(recorded.files)} the "
+        f"materialization listed could not be confirmed: the folder's files no longer match the recorded digest of "
+        f"every file's path and crc32c (a file changed, was added or removed, or the folder holds files that are not "
+        f"the dataset's).",
     )
 
 

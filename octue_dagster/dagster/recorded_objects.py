@@ -38,7 +38,7 @@ class RecordedAsset:
 
     `kind` is `"datafile"` (one object at `uri`), `"dataset"` (the files of the dataset folder at `uri`), or
     `"unknown"` (no `dagster/uri`: not stored by `DatafileIOManager`). `files_not_recorded` counts dataset files the
-    record's table left out (it lists at most `ui_metadata.DATASET_TABLE_ROWS`).
+    record's table left out (it lists at most `ui_metadata.DATASET_TABLE_ROWS`); `files_digest` then covers them all.
     """
 
     partition: str | None
@@ -47,6 +47,8 @@ class RecordedAsset:
     files: tuple[RecordedFile, ...] = ()
     files_not_recorded: int = 0
     run_id: str | None = None
+    #: For a dataset whose table leaves files out: the digest of every file's (relative path, crc32c).
+    files_digest: str | None = None
 
 
 def _value(metadata: Mapping[str, Any], key: str) -> Any:
@@ -73,7 +75,10 @@ def recorded_asset(partition: str | None, metadata: Mapping[str, Any], run_id: s
             for row in table.records
         )
         not_recorded = _value(metadata, "files_not_listed") or 0
-        return RecordedAsset(partition, str(uri), "dataset", files, int(not_recorded), run_id)
+        digest = _value(metadata, "files_digest")
+        return RecordedAsset(
+            partition, str(uri), "dataset", files, int(not_recorded), run_id, str(digest) if digest else None
+        )
     crc32c = _value(metadata, "crc32c")
     file = RecordedFile("", str(crc32c) if crc32c is not None else None, _generation(_value(metadata, "generation")))
     return RecordedAsset(partition, str(uri), "datafile", (file,), run_id=run_id)

@@ -87,7 +87,6 @@ def __getattr__(name: str) -> Any:
 __version__ = "0.2.0"
 
 __all__ = [
-    "build_datafile_asset_checks",
     "DatafileIOManager",
     "DatafileResource",
     "StoreConfig",
@@ -95,6 +94,7 @@ __all__ = [
     "build_retag_schedule",
     "build_retention_job",
     "build_retention_schedule",
+    "build_datafile_asset_checks",
     "datafile_data_version",
     "datafile_metadata",
     "datafile_output",

@@ -49,6 +49,7 @@ from octue_dagster.core.storage.store import Store, StoreSettings
 # The Dagster layer is imported on first use, so that scripts and worker processes that only handle Datafiles do not
 # pay for importing dagster (seconds per process).
 _DAGSTER_NAMES = {
+    "build_datafile_asset_checks": "octue_dagster.dagster.asset_checks",
     "datafile_data_version": "octue_dagster.dagster.ui_metadata",
     "datafile_metadata": "octue_dagster.dagster.ui_metadata",
     "DatafileIOManager": "octue_dagster.dagster.io_manager",
@@ -72,6 +73,7 @@ _DAGSTER_NAMES = {
 }
 
 if TYPE_CHECKING:
+    from octue_dagster.dagster.asset_checks import build_datafile_asset_checks
     from octue_dagster.dagster.ui_metadata import datafile_data_version, datafile_metadata
     from octue_dagster.dagster.io_manager import (
         DatafileIOManager,
@@ -121,6 +123,7 @@ __all__ = [
     "build_retag_schedule",
     "build_retention_job",
     "build_retention_schedule",
+    "build_datafile_asset_checks",
     "datafile_data_version",
     "datafile_metadata",
     "datafile_output",

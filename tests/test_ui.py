@@ -74,6 +74,32 @@ query ($path: [String!]!) {
 }
 """
 
+CHECKS_QUERY = """
+query ($path: [String!]!) {
+  assetNodeOrError(assetKey: {path: $path}) {
+    __typename
+    ... on AssetNode {
+      assetChecksOrError {
+        __typename
+        ... on AssetChecks {
+          checks {
+            name
+            executionForLatestMaterialization {
+              status
+              evaluation {
+                success
+                description
+                metadataEntries { __typename label ... on TextMetadataEntry { text } }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+"""
+
 LOCATION_QUERY = """
 query {
   workspaceOrError {
@@ -267,6 +293,21 @@ def test_asset_page_shows_datafile_metadata(
     assert entries["generation"]["text"] == str(stored.generation)
     tags = {tag["key"]: tag["value"] for tag in materialization["tags"]}
     assert tags["dagster/data_version"] == stored.hash_value
+
+    # The asset's Checks tab: both stored-object checks ran after the materialization and passed, with the
+    # generation as text (it exceeds GraphQL's Int).
+    node = _graphql(url, CHECKS_QUERY, {"path": ["turbine_summary"]})["assetNodeOrError"]
+    checks = {check["name"]: check for check in node["assetChecksOrError"]["checks"]}
+    assert set(checks) == {"stored_object_intact", "required_labels_and_tags"}
+    for check in checks.values():
+        execution = check["executionForLatestMaterialization"]
+        assert execution["status"] == "SUCCEEDED" and execution["evaluation"]["success"], check
+    evaluation = checks["stored_object_intact"]["executionForLatestMaterialization"]["evaluation"]
+    intact = {entry["label"]: entry for entry in evaluation["metadataEntries"]}
+    assert intact["current_generation"]["text"] == intact["recorded_generation"]["text"] == str(stored.generation)
+    dom = _chromium(chromium, ["--dump-dom", f"{url}/assets/turbine_summary?view=checks"], tmp_path / "chromium-checks")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "stored_object_intact" in dom.stdout and "required_labels_and_tags" in dom.stdout
 
     # The asset page's events view, rendered: the metadata is in the DOM, and a screenshot shows it.
     page = f"{url}/assets/turbine_summary?view=events"

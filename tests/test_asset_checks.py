@@ -34,7 +34,7 @@ from octue_dagster import (
     build_datafile_asset_checks,
     retag_objects,
 )
-from octue_dagster.core.store import Store
+from octue_dagster.core.storage.store import Store
 from octue_dagster.dagster.asset_checks import INTACT_CHECK, METADATA_CHECK
 from octue_dagster.dagster.owned_objects import OWNER_KEY
 

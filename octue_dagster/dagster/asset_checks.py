@@ -34,11 +34,11 @@ from dagster import (
 )
 from google.cloud import storage as gcs_client
 
-from octue_dagster.core import metadata as md
-from octue_dagster.core.bulk import run_concurrently, validate_concurrency
-from octue_dagster.core.dataset_files import prefix_of
-from octue_dagster.core.gcs_path import parse_gcs_path
-from octue_dagster.core.store import Store
+from octue_dagster.core.metadata import values as md
+from octue_dagster.core.storage.bulk import run_concurrently, validate_concurrency
+from octue_dagster.core.dataset.dataset_files import prefix_of
+from octue_dagster.core.storage.gcs_path import parse_gcs_path
+from octue_dagster.core.storage.store import Store
 from octue_dagster.dagster.addresses import asset_owner
 from octue_dagster.dagster.check_results import INTACT_CHECK, METADATA_CHECK, Tally
 from octue_dagster.dagster.object_findings import Finding, datafile_finding, dataset_finding

@@ -20,9 +20,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection, Mapping
 
-from octue_dagster.core import metadata as md
-from octue_dagster.core.selection import is_datafile_object
-from octue_dagster.core.store import ObjectInfo
+from octue_dagster.core.metadata import values as md
+from octue_dagster.core.listing.selection import is_datafile_object
+from octue_dagster.core.storage.store import ObjectInfo
 from octue_dagster.dagster.owned_objects import OWNER_KEY, owner_of
 from octue_dagster.dagster.recorded_objects import RecordedAsset, RecordedFile
 from octue_dagster.dagster.ui_metadata import files_digest

@@ -1,7 +1,8 @@
 """`DatafileChecks`: the asset checks on stored objects (`build_datafile_asset_checks`), declared as the `checks`
 attribute of `DatafileIOManagerComponent`, with an optional job and schedule that run them."""
 
-from typing import Any
+import re
+from typing import Annotated, Any
 
 import dagster as dg
 from pydantic import Field
@@ -10,16 +11,28 @@ from octue_dagster.dagster.asset_checks import build_datafile_asset_checks
 from octue_dagster.dagster.components.fields import (
     AssetKeyString,
     DefaultStatus,
-    DefinitionName,
     Documented,
     Label,
     OptionalCronString,
     TagName,
     Timezone,
+    checked,
     default_status,
 )
 from octue_dagster.dagster.retag_job import build_retag_schedule
 from octue_dagster.exceptions import InvalidInputError
+
+def _job_name(value: str) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_]+", value):
+        raise InvalidInputError(
+            f"{value!r} is not a job name: use letters, digits and '_' only, such as 'check_stored_objects'."
+        )
+    return value
+
+
+#: A job name, or none. (A rule on the whole optional type, as Dagster lets every attribute also be a template string,
+#: which would skip a pattern on the inner type when the attribute sits in a nested model.)
+OptionalJobName = Annotated[str | None, checked(_job_name)]
 
 #: The checks job's name when `cron_schedule` is given without `job_name`.
 DEFAULT_CHECKS_JOB_NAME = "check_stored_objects"
@@ -69,7 +82,7 @@ class DatafileChecks(CheckedAssets):
         ge=1,
         description="Requests in flight at once when checking a partitioned asset (default: the I/O manager's).",
     )
-    job_name: DefinitionName | None = Field(
+    job_name: OptionalJobName = Field(
         default=None,
         description=f"Make a job of these checks with this name, to launch by hand or on cron_schedule (with a "
         f"cron_schedule, default '{DEFAULT_CHECKS_JOB_NAME}').",

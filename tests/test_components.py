@@ -157,7 +157,12 @@ def test_a_scaffolded_defs_yaml_loads_once_its_placeholders_are_filled(tmp_path:
             "cron_schedule",
             "not a cron string",
         ),
-        (DatafileIOManagerComponent, "bucket: b-b\nchecks: {assets: [a], job_name: 'a b'}", "job_name", "not a job name"),
+        (
+            DatafileIOManagerComponent,
+            "bucket: b-b\nchecks: {assets: [a], job_name: 'a b'}",
+            "job_name",
+            "not a job name",
+        ),
         (
             DatafileIOManagerComponent,
             "bucket: b-b\nchecks: {assets: [a], concurrency: 0}",

@@ -68,6 +68,9 @@ def test_every_component_is_exported_as_its_yaml_type_name_and_documents_every_a
         schema = component.get_model_cls().model_json_schema()
         assert component.__doc__ and "defs.yaml" in component.__doc__
         undocumented = [name for name, field in schema["properties"].items() if not field.get("description")]
+        for model_name, nested in schema.get("$defs", {}).items():  # nested attributes, such as `checks`
+            properties = nested.get("properties", {})
+            undocumented += [f"{model_name}.{name}" for name, field in properties.items() if not field.get("description")]
         assert not undocumented, f"{component.__name__}: {undocumented}"
 
 

@@ -70,7 +70,7 @@ def test_every_component_is_exported_as_its_yaml_type_name_and_documents_every_a
         undocumented = [name for name, field in schema["properties"].items() if not field.get("description")]
         for model_name, nested in schema.get("$defs", {}).items():  # nested attributes, such as `checks`
             properties = nested.get("properties", {})
-            undocumented += [f"{model_name}.{name}" for name, field in properties.items() if not field.get("description")]
+            undocumented += [f"{model_name}.{name}" for name, spec in properties.items() if not spec.get("description")]
         assert not undocumented, f"{component.__name__}: {undocumented}"
 
 

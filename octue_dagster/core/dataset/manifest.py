@@ -173,10 +173,22 @@ class Manifest(OctueManifestAPI):
                 logger.info("%r dataset download skipped as its download path wasn't specified.", key)
                 continue
             if not target:
+                _check_folder_name(key)
                 temporary = temporary or _temporary_directory()
                 target = os.path.join(temporary, key)
             result[key] = dataset.download(local_directory=target)  # type: ignore[assignment]
         return result
+
+
+def _check_folder_name(key: str) -> None:
+    """Refuse a dataset name that would not stay one folder inside the temporary directory (names come from the
+    manifest, which may come from someone else: `../x` or `/home/me` must not choose where files land)."""
+    if key in (".", "..") or "/" in key or os.sep in key or (os.altsep and os.altsep in key) or "\x00" in key:
+        raise InvalidInputError(
+            f"The manifest's dataset name {key!r} cannot be a folder name (it is '.', '..', or holds a path "
+            f"separator or NUL), so it is not downloaded into the temporary directory: give it a folder with "
+            f"download(paths={{{key!r}: 'some/folder'}})."
+        )
 
 
 def _temporary_directory() -> str:

@@ -1,0 +1,90 @@
+"""Red-team tests of the Octue drop-in surface: hostile serialised datasets and manifests, signed-URL datafiles served
+by a lying server (a real HTTP server on 127.0.0.1), and signatures kept out of errors and warnings."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from octue_dagster import Datafile, Dataset, Manifest
+from octue_dagster.core.local.hashing import crc32c_base64
+from octue_dagster.exceptions import InvalidInputError, InvalidMetadataError, OctueDagsterError
+
+SIGNATURE = "X-Goog-Signature=REDTEAMSECRET"
+STORED_ID = "0b1e0b5e-6b7a-4b7e-9c9a-1b6b1c3c0c0c"
+
+
+class _Lying(http.server.BaseHTTPRequestHandler):
+    """Answers each path from `routes`: status, body, headers and an optional (false) Content-Length."""
+
+    routes: dict[str, dict] = {}
+
+    def _answer(self, with_body: bool) -> None:
+        route = self.routes.get(self.path.split("?", 1)[0], {"status": 404, "body": b""})
+        body = route["body"]
+        self.send_response(route["status"])
+        for key, value in route.get("headers", {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(route.get("length", len(body))))
+        self.end_headers()
+        if with_body:
+            self.wfile.write(body)
+
+    def do_HEAD(self) -> None:  # noqa: N802 - http.server's name
+        self._answer(False)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._answer(True)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, dict[str, dict]]]:
+    """A real HTTP server on 127.0.0.1 and the routes it serves (path -> answer)."""
+    routes: dict[str, dict] = {}
+    handler = type("Handler", (_Lying,), {"routes": routes})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", routes
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
+
+
+def _serve_file(routes: dict, path: str, content: bytes, **metadata: str) -> None:
+    headers = {"x-goog-hash": f"crc32c={crc32c_base64(content)}"}
+    headers.update({f"x-goog-meta-octue__{key}": value for key, value in metadata.items()})
+    routes[path] = {"status": 200, "body": content, "headers": headers}
+
+
+def _serve_signed_dataset(routes: dict, base: str, name: str, document: dict) -> str:
+    path = f"/bucket/folder/.signed_metadata_files/{name}"
+    routes[path] = {"status": 200, "body": json.dumps(document).encode()}
+    return f"{base}{path}?{SIGNATURE}"
+
+
+@pytest.mark.parametrize("hostile", ["../escaped", "/ABSOLUTE/escaped", "a/../../escaped", ".."])
+def test_a_manifest_dataset_name_never_places_a_download_outside_the_temporary_folder(server, tmp_path, hostile):
+    base, routes = server
+    _serve_file(routes, "/bucket/folder/a.txt", b"payload")
+    url = _serve_signed_dataset(routes, base, "m", {"files": [f"{base}/bucket/folder/a.txt?{SIGNATURE}"]})
+    name = hostile.replace("/ABSOLUTE", str(tmp_path / "absolute"))
+    manifest = Manifest.deserialise({"datasets": {name: url}})
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(InvalidInputError, match="paths=") as refused:
+        manifest.download()
+    assert repr(name) in str(refused.value) and "REDTEAMSECRET" not in str(refused.value)
+    assert sorted(tmp_path.rglob("*")) == before and not (tmp_path / "absolute").exists()
+    # Given a folder for it, the same dataset downloads there.
+    assert manifest.download(paths={name: tmp_path / "chosen"}) == {name: str(tmp_path / "chosen")}
+    assert (tmp_path / "chosen" / "a.txt").read_bytes() == b"payload"

@@ -88,3 +88,21 @@ def test_a_manifest_dataset_name_never_places_a_download_outside_the_temporary_f
     # Given a folder for it, the same dataset downloads there.
     assert manifest.download(paths={name: tmp_path / "chosen"}) == {name: str(tmp_path / "chosen")}
     assert (tmp_path / "chosen" / "a.txt").read_bytes() == b"payload"
+
+
+def test_a_signed_url_datafile_keeps_its_signature_out_of_errors_and_its_text(server, tmp_path):
+    base, routes = server
+    _serve_file(routes, "/bucket/folder/a.txt", b"payload", id=json.dumps(STORED_ID))
+    url = f"{base}/bucket/folder/a.txt?{SIGNATURE}"
+    with pytest.raises(InvalidInputError, match="differs from its stored id") as swapped:
+        Datafile(url, id="1b1e0b5e-6b7a-4b7e-9c9a-1b6b1c3c0c0c")
+    datafile = Datafile(url)
+    assert datafile.id == STORED_ID
+    with pytest.raises(InvalidInputError, match="already open") as nested:
+        with datafile as (_, file):
+            assert file.read() == "payload"
+            with datafile:
+                pass
+    for text in (str(swapped.value), str(nested.value), str(datafile), repr(datafile)):
+        assert "REDTEAMSECRET" not in text and "a.txt" in text
+    assert datafile.cloud_path == url  # the URL itself is still what the datafile reads (and serialises)

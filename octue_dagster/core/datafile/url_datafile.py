@@ -153,6 +153,10 @@ class UrlDatafile(Datafile):
         """The URL (as in Octue's SDK, a URL datafile's `cloud_path` is its URL)."""
         return self._url
 
+    def __str__(self) -> str:
+        # What messages and warnings name the datafile by (`f"{self}"`): the URL without its signature.
+        return redacted(self._url)
+
     @property
     def bucket_name(self) -> str | None:
         """The bucket, read from a path-style URL (`https://storage.googleapis.com/bucket/name?...`)."""

@@ -106,3 +106,16 @@ def test_a_signed_url_datafile_keeps_its_signature_out_of_errors_and_its_text(se
     for text in (str(swapped.value), str(nested.value), str(datafile), repr(datafile)):
         assert "REDTEAMSECRET" not in text and "a.txt" in text
     assert datafile.cloud_path == url  # the URL itself is still what the datafile reads (and serialises)
+
+
+@pytest.mark.parametrize("entry", ["LOCAL", "file:///etc/passwd", "gs://some-private-bucket/secret.txt"])
+def test_a_signed_dataset_document_cannot_name_local_files_or_other_storage(server, tmp_path, entry):
+    base, routes = server
+    secret = tmp_path / "secret.txt"
+    secret.write_text("private")
+    entry = str(secret) if entry == "LOCAL" else entry
+    url = _serve_signed_dataset(routes, base, "hostile", {"files": [entry]})
+    with pytest.raises(InvalidMetadataError, match="http") as refused:
+        Dataset(url)
+    assert "REDTEAMSECRET" not in str(refused.value)
+    assert secret.read_text() == "private"

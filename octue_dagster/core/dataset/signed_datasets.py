@@ -95,9 +95,13 @@ def read_signed_dataset(url: str, store: Store | None) -> tuple[dict[str, Any], 
     document = read_signed_dataset_document(url)
     metadata = {key: document[key] for key in ("id", "name", "labels", "tags") if key in document}
     paths = document.get("files", [])
-    if not isinstance(paths, list) or not all(isinstance(path, str) and path for path in paths):
+    # Only http(s) URLs: a document someone else serves must not make this process read a local file (`/home/...`,
+    # `file://`) or an object in storage it holds credentials for (`gs://...`) as if it were the sender's data.
+    if not isinstance(paths, list) or not all(is_url(path) for path in paths):
         raise InvalidMetadataError(
-            f"The dataset metadata at {redacted(url)} is not a signed dataset: its 'files' entry is not a list of URLs."
+            f"The dataset metadata at {redacted(url)} is not a signed dataset: its 'files' entry must be a list of "
+            f"http(s) URLs (signed URLs), and it holds other entries. Ask its sender for a new signed URL "
+            f"(Dataset.generate_signed_url())."
         )
     if not paths:
         return metadata, []

@@ -119,3 +119,35 @@ def test_a_signed_dataset_document_cannot_name_local_files_or_other_storage(serv
         Dataset(url)
     assert "REDTEAMSECRET" not in str(refused.value)
     assert secret.read_text() == "private"
+
+
+@pytest.mark.parametrize(
+    "paths", [["/bucket/folder/a.txt", "/bucket/other/a.txt"], ["/bucket/folder/sub", "/bucket/folder/sub/x"]],
+    ids=["same-name", "file-and-folder"],
+)
+def test_signed_dataset_files_that_collide_in_the_download_folder_are_refused_before_anything_is_written(
+    server, tmp_path, paths
+):
+    base, routes = server
+    for number, path in enumerate(paths):
+        _serve_file(routes, path, f"content {number}".encode())
+    url = _serve_signed_dataset(routes, base, "colliding", {"files": [f"{base}{path}?{SIGNATURE}" for path in paths]})
+    dataset = Dataset(url)
+    with pytest.raises(InvalidInputError, match="same place") as refused:
+        dataset.download(tmp_path / "target")
+    assert "REDTEAMSECRET" not in str(refused.value)
+    assert not (tmp_path / "target").exists()
+
+
+def test_a_cloud_dataset_holding_an_object_and_a_folder_of_the_same_name_is_refused_on_download(
+    client, bucket, tmp_path
+):
+    for name in ("ds/sub", "ds/sub/x", "ds/plain.txt"):
+        client.bucket(bucket).blob(name).upload_from_string(name.encode())
+    dataset = Dataset(f"gs://{bucket}/ds", storage_client=client)
+    existing = tmp_path / "target" / "plain.txt"
+    existing.parent.mkdir()
+    existing.write_text("mine")
+    with pytest.raises(InvalidInputError, match=r"same place.*\['sub'\]"):
+        dataset.download(tmp_path / "target")
+    assert existing.read_text() == "mine" and sorted(p.name for p in existing.parent.iterdir()) == ["plain.txt"]

@@ -30,6 +30,7 @@ from octue_dagster.core.datafile.datafile import Datafile
 from octue_dagster.core.dataset.dataset_metadata import DatasetMetadata
 from octue_dagster.core.dataset.dataset_files import (
     METADATA_FILENAME,
+    colliding_paths,
     is_octue_metadata_object,
     local_file_paths,
     prefix_of,
@@ -377,6 +378,14 @@ class Dataset(DatasetMetadata, OctueDatasetAPI):
                 continue
             target = root.joinpath(*self.relative_path(file).parts) if root is not None else None
             plan.append((file, target))
+        if root is not None:
+            colliding = colliding_paths(PurePosixPath(target.relative_to(root).as_posix()) for _, target in plan if target)
+            if colliding:
+                raise InvalidInputError(
+                    f"Several files of {self!r} would be downloaded to the same place in {str(root)!r} (one "
+                    f"overwriting another, or a file where a folder must be): {colliding[:5]}. Nothing was "
+                    f"downloaded; download the files one by one (datafile.download(path)) to places you choose."
+                )
         download_files(plan, max_workers=self.max_workers, description=f"Downloading {self.name}")
         logger.info("Downloaded %r to %r.", self, str(root) if root is not None else "the download cache")
         return str(root) if root is not None else None

@@ -44,6 +44,21 @@ def safe_relative_path(relative: str, where: str) -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
+def colliding_paths(paths: Iterable[PurePosixPath]) -> list[str]:
+    """The relative paths that would meet in one folder: given twice, or both a file and a folder of another file
+    (`sub` and `sub/x`); sorted. Downloading them would overwrite one file with another or fail half-way."""
+    listed = list(paths)
+    seen: set[PurePosixPath] = set()
+    colliding = set()
+    for path in listed:
+        if path in seen:
+            colliding.add(str(path))
+        seen.add(path)
+    folders = {parent for path in listed for parent in path.parents if parent != PurePosixPath(".")}
+    colliding.update(str(path) for path in listed if path in folders)
+    return sorted(colliding)
+
+
 def select_cloud_files(
     listing: Iterable[ObjectInfo], prefix: GCSPath, *, recursive: bool, include_octue_metadata_files: bool
 ) -> tuple[list[ObjectInfo], ObjectInfo | None]:
@@ -81,6 +96,7 @@ def local_file_paths(folder: Path, *, recursive: bool, include_octue_metadata_fi
 
 __all__ = [
     "METADATA_FILENAME",
+    "colliding_paths",
     "SIGNED_METADATA_DIRECTORY",
     "is_octue_metadata_object",
     "local_file_paths",

@@ -13,7 +13,7 @@ import pytest
 
 from octue_dagster import Datafile, Dataset, Manifest
 from octue_dagster.core.local.hashing import crc32c_base64
-from octue_dagster.exceptions import InvalidInputError, InvalidMetadataError, OctueDagsterError
+from octue_dagster.exceptions import InvalidInputError, InvalidMetadataError, StorageUnavailableError
 
 SIGNATURE = "X-Goog-Signature=REDTEAMSECRET"
 STORED_ID = "0b1e0b5e-6b7a-4b7e-9c9a-1b6b1c3c0c0c"
@@ -151,3 +151,14 @@ def test_a_cloud_dataset_holding_an_object_and_a_folder_of_the_same_name_is_refu
     with pytest.raises(InvalidInputError, match=r"same place.*\['sub'\]"):
         dataset.download(tmp_path / "target")
     assert existing.read_text() == "mine" and sorted(p.name for p in existing.parent.iterdir()) == ["plain.txt"]
+
+
+def test_a_signed_url_answer_cut_short_is_a_library_error_and_leaves_nothing(server, tmp_path):
+    base, routes = server
+    _serve_file(routes, "/bucket/folder/short.bin", b"12345")
+    routes["/bucket/folder/short.bin"]["length"] = 50  # says 50 bytes, sends 5 and closes
+    datafile = Datafile(f"{base}/bucket/folder/short.bin?{SIGNATURE}")
+    with pytest.raises(StorageUnavailableError, match="nothing was kept") as broken:
+        datafile.download(tmp_path / "copy.bin")
+    assert isinstance(broken.value, ConnectionError) and "REDTEAMSECRET" not in str(broken.value)
+    assert list(tmp_path.iterdir()) == []

@@ -34,6 +34,7 @@ from octue_dagster.exceptions import (
     DatafileNotFoundError,
     InvalidInputError,
     ReadOnlyDatafileError,
+    StorageUnavailableError,
 )
 
 logger = logging.getLogger(__name__)
@@ -113,9 +114,16 @@ def download(url: str, target: Path, expected_crc32c: str | None) -> None:
         ) from None
     expected = _crc32c_of(response.headers) or expected_crc32c
     with atomic_replace(target) as temporary:
-        with open(temporary, "wb") as file:
-            for block in response.iter_content(chunk_size=1024 * 1024):
-                file.write(block)
+        try:
+            with open(temporary, "wb") as file:
+                for block in response.iter_content(chunk_size=1024 * 1024):
+                    file.write(block)
+        except requests.exceptions.RequestException as error:
+            # The answer broke off (shorter than its Content-Length, connection reset): the temporary file goes.
+            raise StorageUnavailableError(
+                f"The download from {redacted(url)!r} broke off ({type(error).__name__}: "
+                f"{str(error).split('?', 1)[0]}); nothing was kept. Try again, or ask for a new URL."
+            ) from None
         received = hashing.hash_file(temporary)
         if expected is not None and received != expected:
             raise ChecksumMismatchError(

@@ -162,3 +162,17 @@ def test_a_signed_url_answer_cut_short_is_a_library_error_and_leaves_nothing(ser
         datafile.download(tmp_path / "copy.bin")
     assert isinstance(broken.value, ConnectionError) and "REDTEAMSECRET" not in str(broken.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_name_too_long_for_the_download_folder_is_refused_before_anything_is_fetched(server, tmp_path):
+    base, routes = server
+    long_name = "L" * 300
+    _serve_file(routes, f"/bucket/folder/{long_name}", b"payload")
+    _serve_file(routes, "/bucket/folder/short.txt", b"short")
+    url = _serve_signed_dataset(
+        routes, base, "long", {"files": [f"{base}/bucket/folder/{name}?{SIGNATURE}" for name in (long_name, "short.txt")]}
+    )
+    with pytest.raises(InvalidInputError, match="too long") as refused:
+        Dataset(url).download(tmp_path / "target")
+    assert "REDTEAMSECRET" not in str(refused.value)
+    assert not (tmp_path / "target").exists()

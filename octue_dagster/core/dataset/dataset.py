@@ -31,6 +31,8 @@ from octue_dagster.core.dataset.dataset_metadata import DatasetMetadata
 from octue_dagster.core.dataset.dataset_files import (
     METADATA_FILENAME,
     colliding_paths,
+    name_limit,
+    too_long_paths,
     is_octue_metadata_object,
     local_file_paths,
     prefix_of,
@@ -379,7 +381,15 @@ class Dataset(DatasetMetadata, OctueDatasetAPI):
             target = root.joinpath(*self.relative_path(file).parts) if root is not None else None
             plan.append((file, target))
         if root is not None:
-            colliding = colliding_paths(PurePosixPath(target.relative_to(root).as_posix()) for _, target in plan if target)
+            relatives = [PurePosixPath(target.relative_to(root).as_posix()) for _, target in plan if target]
+            too_long = too_long_paths(relatives, name_limit(root))
+            if too_long:
+                raise InvalidInputError(
+                    f"Some file names of {self!r} are too long for a file in {str(root)!r} (over "
+                    f"{name_limit(root)} bytes): {[name[:80] + '...' for name in too_long[:3]]}. Nothing was "
+                    f"downloaded; download those files one by one (datafile.download(path)) under shorter names."
+                )
+            colliding = colliding_paths(relatives)
             if colliding:
                 raise InvalidInputError(
                     f"Several files of {self!r} would be downloaded to the same place in {str(root)!r} (one "

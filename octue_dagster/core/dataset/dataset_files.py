@@ -59,6 +59,25 @@ def colliding_paths(paths: Iterable[PurePosixPath]) -> list[str]:
     return sorted(colliding)
 
 
+def name_limit(folder: Path) -> int:
+    """The longest file name (in bytes) the file system holding `folder` (or its nearest existing parent) takes."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        return os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def too_long_paths(paths: Iterable[PurePosixPath], limit: int) -> list[str]:
+    """The relative paths with a part longer than `limit` bytes (an object name may hold up to 1024 bytes between
+    slashes; a local file name rarely more than 255), sorted."""
+    return sorted(
+        str(path) for path in paths if any(len(os.fsencode(part)) > limit for part in path.parts)
+    )
+
+
 def select_cloud_files(
     listing: Iterable[ObjectInfo], prefix: GCSPath, *, recursive: bool, include_octue_metadata_files: bool
 ) -> tuple[list[ObjectInfo], ObjectInfo | None]:
@@ -97,6 +116,8 @@ def local_file_paths(folder: Path, *, recursive: bool, include_octue_metadata_fi
 __all__ = [
     "METADATA_FILENAME",
     "colliding_paths",
+    "name_limit",
+    "too_long_paths",
     "SIGNED_METADATA_DIRECTORY",
     "is_octue_metadata_object",
     "local_file_paths",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from octue_dagster import Datafile, Dataset, Manifest
 from octue_dagster.core.local.hashing import crc32c_base64
-from octue_dagster.exceptions import InvalidInputError, InvalidMetadataError, StorageUnavailableError
+from octue_dagster.exceptions import ChecksumMismatchError, InvalidInputError, InvalidMetadataError, StorageUnavailableError
 
 SIGNATURE = "X-Goog-Signature=REDTEAMSECRET"
 STORED_ID = "0b1e0b5e-6b7a-4b7e-9c9a-1b6b1c3c0c0c"
@@ -176,3 +177,19 @@ def test_a_file_name_too_long_for_the_download_folder_is_refused_before_anything
         Dataset(url).download(tmp_path / "target")
     assert "REDTEAMSECRET" not in str(refused.value)
     assert not (tmp_path / "target").exists()
+
+
+def test_content_is_checked_against_the_crc32c_the_datafile_reports_not_the_one_sent_with_it(server, tmp_path):
+    base, routes = server
+    # The HEAD (where the id, tags and hash_value come from) describes "old"; then the GET sends "newer", with its
+    # own hash (the object was replaced in between, or the server lies).
+    _serve_file(routes, "/bucket/folder/m.txt", b"newer")
+    head_hash = crc32c_base64(b"old")
+    routes["/bucket/folder/m.txt"]["headers"]["x-goog-hash"] = f"crc32c={head_hash}"
+    datafile = Datafile(f"{base}/bucket/folder/m.txt?{SIGNATURE}")
+    assert datafile.hash_value == head_hash
+    routes["/bucket/folder/m.txt"]["headers"]["x-goog-hash"] = f"crc32c={crc32c_base64(b'newer')}"
+    with pytest.raises(ChecksumMismatchError, match=re.escape(head_hash)) as refused:
+        datafile.download(tmp_path / "m.txt")
+    assert "REDTEAMSECRET" not in str(refused.value)
+    assert list(tmp_path.iterdir()) == []

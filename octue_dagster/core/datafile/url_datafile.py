@@ -112,7 +112,9 @@ def download(url: str, target: Path, expected_crc32c: str | None) -> None:
             f"The datafile at {redacted(url)!r} couldn't be downloaded ({type(error).__name__}); the URL may have "
             f"expired or the object may be gone."
         ) from None
-    expected = _crc32c_of(response.headers) or expected_crc32c
+    # The crc32c the datafile already reports (from its HEAD, with its id and tags) is what the content must match:
+    # a GET that sends other bytes with their own hash is another version of the object (or a lie).
+    expected = expected_crc32c or _crc32c_of(response.headers)
     with atomic_replace(target) as temporary:
         try:
             with open(temporary, "wb") as file:
@@ -128,7 +130,7 @@ def download(url: str, target: Path, expected_crc32c: str | None) -> None:
         if expected is not None and received != expected:
             raise ChecksumMismatchError(
                 f"The content downloaded from {redacted(url)!r} has crc32c {received}, not {expected}; nothing "
-                f"was kept."
+                f"was kept. If the object was replaced since this Datafile was made, make the Datafile again."
             )
 
 

@@ -193,3 +193,15 @@ def test_content_is_checked_against_the_crc32c_the_datafile_reports_not_the_one_
         datafile.download(tmp_path / "m.txt")
     assert "REDTEAMSECRET" not in str(refused.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_dataset_path_with_a_nul_character_is_a_library_error(tmp_path):
+    hostile = str(tmp_path / "a\x00b")
+    for make in (
+        lambda: Dataset(hostile),
+        lambda: Dataset.deserialise({"path": hostile}),
+        lambda: Manifest.deserialise({"datasets": {"a": hostile}}),
+    ):
+        with pytest.raises(InvalidInputError, match="NUL"):
+            make()
+

@@ -179,20 +179,26 @@ class Dataset(DatasetMetadata, OctueDatasetAPI):
 
     # --- identity and metadata ---------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _location_of(path: str | os.PathLike[str]) -> tuple[GCSPath | None, Path | None, str | None]:
+        """Where `path` is, as (`gs://` prefix, local folder, signed URL), one of them set; a bad path is refused."""
+        if signed_datasets.is_url(path):
+            return None, None, str(path)
+        if is_gcs_path(path):
+            return prefix_of(parse_gcs_path(str(path), allow_empty_name=True)), None, None
+        if isinstance(path, (str, os.PathLike)) and os.fspath(path):
+            if "\x00" in str(os.fspath(path)):
+                raise InvalidInputError(
+                    f"The dataset path {path!r} contains a NUL character, which no file system allows."
+                )
+            return None, Path(path).absolute(), None
+        raise InvalidInputError(f"A dataset path must be a local folder, a gs:// prefix or a signed URL; got {path!r}.")
+
     def _locate(self, path: str | os.PathLike[str]) -> None:
         """Point the dataset at `path` (a local folder, a `gs://` prefix or a signed URL); its files do not move."""
-        if signed_datasets.is_url(path):
-            self._cloud, self._local, self._url = None, None, str(path)
-        elif is_gcs_path(path):
-            prefix = prefix_of(parse_gcs_path(str(path), allow_empty_name=True))
-            self._cloud, self._local, self._url = prefix, None, None
-        elif isinstance(path, (str, os.PathLike)) and os.fspath(path):
-            self._cloud, self._local, self._url = None, Path(path).absolute(), None
+        self._cloud, self._local, self._url = self._location_of(path)
+        if self._local is not None:
             self._local_path_as_given = os.fspath(path)
-        else:
-            raise InvalidInputError(
-                f"A dataset path must be a local folder, a gs:// prefix or a signed URL; got {path!r}."
-            )
 
     @property
     def path(self) -> str:

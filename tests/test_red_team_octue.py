@@ -205,3 +205,23 @@ def test_a_dataset_path_with_a_nul_character_is_a_library_error(tmp_path):
         with pytest.raises(InvalidInputError, match="NUL"):
             make()
 
+
+def test_update_dataset_paths_changes_nothing_unless_every_new_path_is_valid(server, tmp_path):
+    base, routes = server
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
+        folder.mkdir()
+        (folder / "f.txt").write_text("x")
+    manifest = Manifest({"first": str(first), "second": str(second)})
+    answers = iter([str(tmp_path / "moved"), "bad\x00path"])
+    with pytest.raises(InvalidInputError, match="NUL"):
+        manifest.update_dataset_paths(lambda dataset: next(answers))
+
+    def failing(dataset):
+        if dataset.name == "second":
+            raise RuntimeError("the generator failed")
+        return str(tmp_path / "moved")
+
+    with pytest.raises(RuntimeError):
+        manifest.update_dataset_paths(failing)
+    assert [dataset.path for dataset in manifest.datasets.values()] == [str(first), str(second)]

@@ -283,11 +283,16 @@ class OctueManifestAPI(OctueSerialisable):
     def update_dataset_paths(self, path_generator: Callable[[Any], str]) -> None:
         """Set each dataset's path to `path_generator(dataset)` (one call at a time in the process, as in Octue).
 
-        Only the path changes (where the manifest says the dataset is); its files are not moved.
+        Only the path changes (where the manifest says the dataset is); its files are not moved. Every new path is
+        made and checked before any is set, so a generator that fails (or gives a bad path) for one dataset leaves
+        the manifest as it was, not half signed.
         """
         with _update_dataset_paths_lock:
-            for name, dataset in self.datasets.items():
-                self.datasets[name].path = path_generator(dataset)
+            paths = {name: path_generator(dataset) for name, dataset in self.datasets.items()}
+            for name, path in paths.items():
+                self.datasets[name]._location_of(path)  # noqa: SLF001 - refuses a bad path without changing anything
+            for name, path in paths.items():
+                self.datasets[name].path = path
 
     def use_signed_urls_for_datasets(self) -> None:
         """Replace each `gs://` dataset path with a signed URL to the dataset (`Dataset.generate_signed_url()`), so

@@ -225,3 +225,15 @@ def test_update_dataset_paths_changes_nothing_unless_every_new_path_is_valid(ser
     with pytest.raises(RuntimeError):
         manifest.update_dataset_paths(failing)
     assert [dataset.path for dataset in manifest.datasets.values()] == [str(first), str(second)]
+
+
+def test_manifest_download_paths_naming_no_dataset_or_not_a_mapping_are_refused(server, tmp_path):
+    base, routes = server
+    _serve_file(routes, "/bucket/folder/a.txt", b"payload")
+    url = _serve_signed_dataset(routes, base, "m", {"files": [f"{base}/bucket/folder/a.txt?{SIGNATURE}"]})
+    manifest = Manifest.deserialise({"datasets": {"training": url}})
+    with pytest.raises(InvalidInputError, match=r"'trainnig'.*\['training'\]"):
+        manifest.download(paths={"trainnig": tmp_path / "t"}, download_all=False)
+    with pytest.raises(InvalidInputError, match="mapping"):
+        manifest.download(paths=[str(tmp_path / "t")])  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []

@@ -165,6 +165,19 @@ class Manifest(OctueManifestAPI):
         """
         if paths is None:
             paths, download_all = {}, True
+        if not isinstance(paths, Mapping):
+            raise InvalidInputError(
+                f"`paths` must be a mapping of dataset names to folders, such as {{'training': 'data/training'}}; "
+                f"got {type(paths).__name__}."
+            )
+        unknown = sorted(str(key) for key in paths if key not in self.datasets)
+        if unknown:
+            # Octue's SDK ignores them; a misspelt name would otherwise download nothing (download_all=False) or
+            # put the dataset in a temporary folder, silently.
+            raise InvalidInputError(
+                f"`paths` names datasets the manifest does not have: {unknown}; its datasets are "
+                f"{sorted(self.datasets)}."
+            )
         result: dict[str, str] = {}
         temporary: str | None = None
         for key, dataset in self.datasets.items():

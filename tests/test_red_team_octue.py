@@ -237,3 +237,20 @@ def test_manifest_download_paths_naming_no_dataset_or_not_a_mapping_are_refused(
     with pytest.raises(InvalidInputError, match="mapping"):
         manifest.download(paths=[str(tmp_path / "t")])  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "document",
+    [{"dataset": [1]}, {"dataset": {"files": 5}}, {"dataset": {"files": ["LOCAL"]}}, {"dataset": {"files": [7]}}],
+    ids=["entry-not-object", "files-not-list", "files-local-path", "files-not-strings"],
+)
+def test_a_hostile_dataset_metadata_object_in_the_bucket_is_a_metadata_error_and_names_no_local_file(
+    client, bucket, tmp_path, document
+):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("private")
+    text = json.dumps(document).replace("LOCAL", str(secret))
+    client.bucket(bucket).blob("ds/.octue").upload_from_string(text.encode())
+    with pytest.raises(InvalidMetadataError, match=r"ds/\.octue"):
+        Dataset(f"gs://{bucket}/ds", storage_client=client)
+    assert client.bucket(bucket).blob("ds/.octue").download_as_bytes() == text.encode()  # left as it was

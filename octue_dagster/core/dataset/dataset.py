@@ -47,6 +47,7 @@ from octue_dagster.core.storage.gcs_path import GCSPath, is_gcs_path, parse_gcs_
 from octue_dagster.exceptions import (
     CloudLocationNotSpecifiedError,
     InvalidInputError,
+    InvalidMetadataError,
 )
 
 #: The keys of the `"dataset"` entry this library owns; other keys found there are kept as they are.
@@ -157,8 +158,15 @@ class Dataset(DatasetMetadata, OctueDatasetAPI):
             return {}
         stored = self._read_cloud_document()
         if "files" in stored and not files:
-            # A dataset described by its metadata alone (as Octue's signed-URL metadata files are).
-            self.files = FilterSet(Datafile(path, store=self._store) for path in stored["files"])
+            # A dataset described by its metadata alone (as Octue's signed-URL metadata files are). Its files are in
+            # storage (gs:// or URLs), never local paths: an object in a bucket must not make us read our own files.
+            listed = stored["files"]
+            if not isinstance(listed, list) or not all(is_gcs_path(path) or signed_datasets.is_url(path) for path in listed):
+                raise InvalidMetadataError(
+                    f"The dataset metadata at {self.metadata_path} lists 'files' that are not gs:// paths or http(s) "
+                    f"URLs; fix or remove that entry, or pass ignore_stored_metadata=True."
+                )
+            self.files = FilterSet(Datafile(path, store=self._store) for path in listed)
             self._instantiated_from_files_argument = True
         return stored
 

@@ -47,8 +47,12 @@ class DatasetMetadata(md.LabelsAndTags):
         """The `"dataset"` entry of the dataset's `.octue` object (one download, if the listing found the object)."""
         if self._metadata_object is None:
             return {}
-        self._stored_document = json_objects.read_document(self.store, self._metadata_object)
-        return self._stored_document.get("dataset") or {}
+        document = json_objects.read_document(self.store, self._metadata_object)
+        entry = document.get("dataset") or {}
+        if not isinstance(entry, Mapping):
+            raise CorruptMetadataFileError(str(self._metadata_object.path), "its 'dataset' entry is not an object")
+        self._stored_document = document
+        return entry
 
     def _read_local_document(self) -> Mapping[str, Any]:
         assert self._local is not None

@@ -40,6 +40,7 @@ from octue_dagster.exceptions import (
     StorageUnavailableError,
     UnexpectedNumberOfResultsError,
     UnsafeFolderError,
+    UnknownArgumentError,
     UnsupportedTypeError,
 )
 from octue_dagster.core.metadata.values import LabelSet, TagDict
@@ -176,6 +177,7 @@ __all__ = [
     "list_datafiles",
     "UnexpectedNumberOfResultsError",
     "UnsafeFolderError",
+    "UnknownArgumentError",
     "UnsupportedTypeError",
     "parse_gcs_path",
     "retag_objects",

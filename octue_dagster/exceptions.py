@@ -164,3 +164,8 @@ class ReadOnlyDatasetError(OctueDagsterError, PermissionError):
 class UnsafeFolderError(OctueDagsterError, PermissionError):
     """A folder the library keeps private files in (a working folder) is not private to the current user: another
     user owns it, it is open to other users, or it is a symbolic link. Nothing was written in it."""
+
+
+class UnknownArgumentError(InvalidInputError, TypeError):
+    """A keyword argument no parameter takes (such as `Datafile(path, lables=[...])`, which would otherwise be kept
+    for `open()` and silently unused); the message names the parameters there are."""

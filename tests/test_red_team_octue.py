@@ -14,7 +14,13 @@ import pytest
 
 from octue_dagster import Datafile, Dataset, Manifest
 from octue_dagster.core.local.hashing import crc32c_base64
-from octue_dagster.exceptions import ChecksumMismatchError, InvalidInputError, InvalidMetadataError, StorageUnavailableError
+from octue_dagster.exceptions import (
+    ChecksumMismatchError,
+    InvalidInputError,
+    InvalidMetadataError,
+    StorageUnavailableError,
+    UnknownArgumentError,
+)
 
 SIGNATURE = "X-Goog-Signature=REDTEAMSECRET"
 STORED_ID = "0b1e0b5e-6b7a-4b7e-9c9a-1b6b1c3c0c0c"
@@ -254,3 +260,16 @@ def test_a_hostile_dataset_metadata_object_in_the_bucket_is_a_metadata_error_and
     with pytest.raises(InvalidMetadataError, match=r"ds/\.octue"):
         Dataset(f"gs://{bucket}/ds", storage_client=client)
     assert client.bucket(bucket).blob("ds/.octue").download_as_bytes() == text.encode()  # left as it was
+
+
+def test_a_misspelt_datafile_keyword_is_refused_not_silently_dropped(client, bucket, tmp_path):
+    client.bucket(bucket).blob("x.txt").upload_from_string(b"original")
+    with pytest.raises(UnknownArgumentError, match=r"'lables'.*labels") as misspelt:
+        Datafile(f"gs://{bucket}/x.txt", storage_client=client, lables=["raw"])
+    assert isinstance(misspelt.value, TypeError)
+    datafile = Datafile(f"gs://{bucket}/x.txt", storage_client=client, encoding="utf-8", newline="")
+    with pytest.raises(UnknownArgumentError, match="'bogus'"):
+        datafile.open("w", bogus=1)
+    with datafile as (_, file):  # open()'s own keywords are still passed on
+        assert file.encoding == "utf-8" and file.read() == "original"
+    assert client.bucket(bucket).blob("x.txt").download_as_bytes() == b"original"

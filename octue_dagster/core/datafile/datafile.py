@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import inspect
 import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -30,7 +31,7 @@ from octue_dagster.core.metadata import values as md
 from octue_dagster.core.storage.store import ObjectInfo, Store
 from octue_dagster.core.storage.gcs_path import GCSPath, is_gcs_path, parse_gcs_path
 from octue_dagster.core.datafile.datafile_metadata import OctueMetadata
-from octue_dagster.core.datafile.opener import DatafileOpener
+from octue_dagster.core.datafile.opener import DatafileOpener, check_open_keywords
 from octue_dagster.core.datafile.datafile_transfers import DatafileTransfers
 from octue_dagster.core.datafile.octue_api import OctueDatafileAPI, warn_if_octue_names_it_differently
 from octue_dagster.exceptions import InvalidInputError
@@ -90,6 +91,8 @@ class Datafile(DatafileTransfers, OctueDatafileAPI, OctueMetadata):
         self._cloud: GCSPath | None = None
         self._open_attributes = {"mode": mode, "update_metadata": update_metadata, **open_kwargs}
         self._locate(path, local_path, cloud_path, _object)
+        # Octue's SDK keeps unknown keywords for `open()` and may never use them: a misspelt `lables=` is refused.
+        check_open_keywords(open_kwargs, hdf5=self._is_hdf5(), also=_DATAFILE_PARAMETERS)
 
         self._ignore_stored_metadata = ignore_stored_metadata
         stored = md.StoredMetadata() if ignore_stored_metadata else self._read_stored_metadata()
@@ -311,6 +314,7 @@ class Datafile(DatafileTransfers, OctueDatafileAPI, OctueMetadata):
         metadata changed inside a reading block is not saved (a warning says so): call `update_metadata()`. If the
         block raises, nothing is uploaded and the local file is as it was.
         """
+        check_open_keywords(kwargs, hdf5=self._is_hdf5())
         self._open_attributes["mode"] = mode
         before = self._current()
         return DatafileOpener(
@@ -336,3 +340,7 @@ class Datafile(DatafileTransfers, OctueDatafileAPI, OctueMetadata):
 
     def __fspath__(self) -> str:
         return self.local_path
+
+
+#: What `Datafile(...)` takes by name (for the message refusing a keyword it does not take).
+_DATAFILE_PARAMETERS = [name for name in inspect.signature(Datafile.__init__).parameters if name[0] != "_"][1:-1]

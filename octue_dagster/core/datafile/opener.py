@@ -11,7 +11,7 @@ import contextlib
 import importlib.metadata
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,10 +21,27 @@ from octue_dagster.exceptions import (
     DatafileNotFoundError,
     InvalidInputError,
     MissingDependencyError,
+    UnknownArgumentError,
 )
 
 _VALID_MODES = {"r", "w", "a", "x", "r+", "w+", "a+", "x+"}
 _HDF5_MODES = {"r": "r", "r+": "r+", "w": "w", "w+": "w", "a": "a", "a+": "a", "x": "w-", "x+": "w-"}
+
+
+#: The keywords the builtin `open` takes besides the file and mode: what a non-HDF5 datafile passes on to it.
+OPEN_KEYWORDS = ("buffering", "encoding", "errors", "newline", "closefd", "opener")
+
+
+def check_open_keywords(kwargs: Mapping[str, Any], *, hdf5: bool, also: Iterable[str] = ()) -> None:
+    """Refuse keywords `open` would not take (`h5py.File` takes many, so HDF5 files are left to it); `also` names
+    the other parameters of the caller, for the message."""
+    unknown = sorted(key for key in kwargs if key not in OPEN_KEYWORDS)
+    if unknown and not hdf5:
+        takes = f"{sorted(also)}, and " if also else ""
+        raise UnknownArgumentError(
+            f"Unknown keyword argument(s) {unknown}: this takes {takes}open()'s {list(OPEN_KEYWORDS)}. Check the "
+            f"spelling."
+        )
 
 
 def parse_mode(mode: str) -> tuple[str, bool]:

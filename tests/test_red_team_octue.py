@@ -18,6 +18,7 @@ from octue_dagster.exceptions import (
     ChecksumMismatchError,
     InvalidInputError,
     InvalidMetadataError,
+    ReadOnlyDatafileError,
     StorageUnavailableError,
     UnknownArgumentError,
 )
@@ -273,3 +274,24 @@ def test_a_misspelt_datafile_keyword_is_refused_not_silently_dropped(client, buc
     with datafile as (_, file):  # open()'s own keywords are still passed on
         assert file.encoding == "utf-8" and file.read() == "original"
     assert client.bucket(bucket).blob("x.txt").download_as_bytes() == b"original"
+
+
+def test_every_write_path_of_a_signed_url_datafile_is_refused_as_read_only(server, tmp_path):
+    base, routes = server
+    _serve_file(routes, "/bucket/folder/a.txt", b"payload")
+    url = f"{base}/bucket/folder/a.txt?{SIGNATURE}"
+    datafile = Datafile(url)
+    attempts = {
+        "cloud_path setter": lambda: setattr(datafile, "cloud_path", "gs://another-bucket/a.txt"),
+        "upload": lambda: datafile.upload("gs://another-bucket/a.txt"),
+        "update_metadata": datafile.update_metadata,
+        "update_cloud_metadata": datafile.update_cloud_metadata,
+        **{f"open({mode!r})": (lambda mode=mode: datafile.open(mode)) for mode in ("w", "w+b", "a", "r+", "x", "rw")},
+        "with mode='w'": lambda: Datafile(url, mode="w").__enter__(),
+    }
+    for what, attempt in attempts.items():
+        with pytest.raises(ReadOnlyDatafileError) as refused:
+            attempt()
+        assert isinstance(refused.value, PermissionError), what
+        assert "REDTEAMSECRET" not in str(refused.value), what
+    assert datafile.cloud_path == url

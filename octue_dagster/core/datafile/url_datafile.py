@@ -163,6 +163,11 @@ class UrlDatafile(Datafile):
         """The URL (as in Octue's SDK, a URL datafile's `cloud_path` is its URL)."""
         return self._url
 
+    @cloud_path.setter
+    def cloud_path(self, path: str | None) -> None:
+        # For other datafiles setting it uploads there (Octue's SDK); a URL only grants reading.
+        raise self._refuse("be moved to another cloud path")
+
     def __str__(self) -> str:
         # What messages and warnings name the datafile by (`f"{self}"`): the URL without its signature.
         return redacted(self._url)

@@ -295,3 +295,19 @@ def test_every_write_path_of_a_signed_url_datafile_is_refused_as_read_only(serve
         assert isinstance(refused.value, PermissionError), what
         assert "REDTEAMSECRET" not in str(refused.value), what
     assert datafile.cloud_path == url
+
+
+@pytest.mark.parametrize("with_cloud_path", [True, False])
+def test_deserialising_a_datafile_never_overwrites_a_local_file_it_names(client, bucket, tmp_path, monkeypatch, with_cloud_path):
+    monkeypatch.chdir(tmp_path)
+    client.bucket(bucket).blob("payload.txt").upload_from_string(b"attacker's content")
+    mine = tmp_path / "important.txt"
+    mine.write_text("mine")
+    serialised = {"path": f"gs://{bucket}/payload.txt", "local_path": str(mine)}
+    if with_cloud_path:
+        serialised["cloud_path"] = f"gs://{bucket}/payload.txt"
+    datafile = Datafile.deserialise(serialised)
+    assert mine.read_text() == "mine"
+    assert datafile.cloud_path == f"gs://{bucket}/payload.txt" and datafile.local_path != str(mine)
+    with datafile.open() as file:
+        assert file.read() == "attacker's content"

@@ -21,7 +21,8 @@ from typing import Any
 
 from octue_dagster.core.local.atomic import atomic_replace
 from octue_dagster.core.metadata import values as md
-from octue_dagster.core.storage.gcs_path import GCSPath
+from octue_dagster.core.local import hashing
+from octue_dagster.core.storage.gcs_path import GCSPath, is_gcs_path
 from octue_dagster.core.storage.store import ObjectInfo
 from octue_dagster.exceptions import (
     CloudLocationNotSpecifiedError,
@@ -244,10 +245,19 @@ class OctueDatafileAPI:
             raise InvalidInputError(f"A serialised datafile is a dict with a 'path'; got {str(serialised)[:200]!r}.")
         fields.pop("_cloud_metadata", None)
         path, local, cloud = fields.pop("path"), fields.pop("local_path", None), fields.pop("cloud_path", None)
+        if cloud is None and is_gcs_path(path):
+            cloud = path
         if cloud is not None and (local is None or not Path(local).exists() or not str(cloud).startswith("gs://")):
             return cls(cloud, **fields)  # a signed URL's copy is downloaded again when read, and checked
         if cloud is not None and path != cloud:
             return cls(path, cloud_path=cloud, **fields)
+        if cloud is not None and local is not None:
+            # The serialisation names a local file that exists here: it becomes this datafile's copy only if it
+            # already holds the object's content. Otherwise it is someone else's file (the serialisation may come
+            # from another machine, or another party), which downloading there would overwrite: it is left alone.
+            remote = cls(cloud, **fields)
+            if remote._object is None or not Path(local).is_file() or hashing.hash_file(local) != remote._object.crc32c:
+                return remote
         return cls(path, local_path=local, **fields)
 
     # --- signed URLs and repr ---------------------------------------------------------------------------------------

@@ -311,3 +311,19 @@ def test_deserialising_a_datafile_never_overwrites_a_local_file_it_names(client,
     assert datafile.cloud_path == f"gs://{bucket}/payload.txt" and datafile.local_path != str(mine)
     with datafile.open() as file:
         assert file.read() == "attacker's content"
+
+
+def test_deserialising_a_datafile_never_uploads_a_local_file_it_names(client, bucket, tmp_path):
+    secret = tmp_path / "id_rsa"
+    secret.write_text("private key")
+    serialised = {"path": str(secret), "local_path": str(secret), "cloud_path": f"gs://{bucket}/exfiltrated"}
+    with pytest.raises(InvalidInputError, match="cloud_path=") as refused:
+        Datafile.deserialise(serialised)
+    assert "id_rsa" in str(refused.value)
+    assert client.bucket(bucket).get_blob("exfiltrated") is None
+    # A local file that already is the object's copy is linked to it, with nothing sent.
+    client.bucket(bucket).blob("exfiltrated").upload_from_string(b"private key")
+    generation = client.bucket(bucket).get_blob("exfiltrated").generation
+    datafile = Datafile.deserialise(serialised)
+    assert datafile.cloud_path == f"gs://{bucket}/exfiltrated" and datafile.local_path == str(secret)
+    assert client.bucket(bucket).get_blob("exfiltrated").generation == generation

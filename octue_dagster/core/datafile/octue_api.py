@@ -250,6 +250,15 @@ class OctueDatafileAPI:
         if cloud is not None and (local is None or not Path(local).exists() or not str(cloud).startswith("gs://")):
             return cls(cloud, **fields)  # a signed URL's copy is downloaded again when read, and checked
         if cloud is not None and path != cloud:
+            # `Datafile(path, cloud_path=...)` uploads the file at once: reading a serialisation must not send a
+            # local file anywhere, so the pair is made only if the object already holds the file's content.
+            remote = cls(cloud, ignore_stored_metadata=True)
+            if Path(path).is_file() and (remote._object is None or hashing.hash_file(path) != remote._object.crc32c):
+                raise InvalidInputError(
+                    f"The serialised datafile pairs the local file {str(path)!r} with {cloud}, which does not hold "
+                    f"its content; making it would upload the file there. To do that, make it explicitly: "
+                    f"Datafile({str(path)!r}, cloud_path={cloud!r}); or deserialise without 'local_path' and 'path'."
+                )
             return cls(path, cloud_path=cloud, **fields)
         if cloud is not None and local is not None:
             # The serialisation names a local file that exists here: it becomes this datafile's copy only if it

@@ -327,3 +327,26 @@ def test_deserialising_a_datafile_never_uploads_a_local_file_it_names(client, bu
     datafile = Datafile.deserialise(serialised)
     assert datafile.cloud_path == f"gs://{bucket}/exfiltrated" and datafile.local_path == str(secret)
     assert client.bucket(bucket).get_blob("exfiltrated").generation == generation
+
+
+def test_a_signed_dataset_cannot_send_us_to_another_host(server, tmp_path):
+    base, routes = server
+    other_routes: dict[str, dict] = {}
+    handler = type("Other", (_Lying,), {"routes": other_routes})
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    requested = []
+    handler.do_HEAD = lambda self: (requested.append(self.path), _Lying.do_HEAD(self))  # type: ignore[method-assign]
+    handler.do_GET = lambda self: (requested.append(self.path), _Lying.do_GET(self))  # type: ignore[method-assign]
+    thread = threading.Thread(target=other.serve_forever, daemon=True)
+    thread.start()
+    try:
+        _serve_file(other_routes, "/internal/admin", b"internal")
+        foreign = f"http://127.0.0.1:{other.server_address[1]}/internal/admin"
+        url = _serve_signed_dataset(routes, base, "ssrf", {"files": [foreign]})
+        with pytest.raises(InvalidMetadataError, match="host"):
+            Dataset(url)
+        assert requested == []
+    finally:
+        other.shutdown()
+        other.server_close()
+        thread.join(timeout=10)

@@ -56,6 +56,11 @@ def relative_path_in_signed_dataset(dataset_url: str, file_url: str) -> str | No
     return urllib.parse.unquote(file.path[len(folder.path) + 1 :])
 
 
+def _origin(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+
+
 def read_signed_dataset_document(url: str) -> dict[str, Any]:
     """The dataset document a signed URL points at, or `{}` if it cannot be fetched.
 
@@ -102,6 +107,16 @@ def read_signed_dataset(url: str, store: Store | None) -> tuple[dict[str, Any], 
             f"The dataset metadata at {redacted(url)} is not a signed dataset: its 'files' entry must be a list of "
             f"http(s) URLs (signed URLs), and it holds other entries. Ask its sender for a new signed URL "
             f"(Dataset.generate_signed_url())."
+        )
+    # Octue's signed datasets keep their files where their document is (one storage host): a file on another host
+    # would make this process request whatever the document's sender chooses (an internal service, say).
+    origin = _origin(url)
+    foreign = [redacted(path) for path in paths if _origin(path) != origin]
+    if foreign:
+        raise InvalidMetadataError(
+            f"The dataset metadata at {redacted(url)} lists files on another host than its own ({origin}): "
+            f"{foreign[:3]}. A signed dataset's files are on the host its metadata is on; ask its sender for a new "
+            f"signed URL (Dataset.generate_signed_url())."
         )
     if not paths:
         return metadata, []

@@ -16,6 +16,7 @@ from octue_dagster import Datafile, Dataset, Manifest
 from octue_dagster.core.local.hashing import crc32c_base64
 from octue_dagster.exceptions import (
     ChecksumMismatchError,
+    DatafileExistsError,
     InvalidInputError,
     InvalidMetadataError,
     ReadOnlyDatafileError,
@@ -350,3 +351,22 @@ def test_a_signed_dataset_cannot_send_us_to_another_host(server, tmp_path):
         other.shutdown()
         other.server_close()
         thread.join(timeout=10)
+
+
+def test_downloading_onto_a_folder_or_under_a_file_is_a_library_error_before_any_transfer(
+    server, client, bucket, tmp_path
+):
+    base, routes = server
+    _serve_file(routes, "/bucket/folder/a.txt", b"payload")
+    client.bucket(bucket).blob("x.txt").upload_from_string(b"original")
+    folder, file = tmp_path / "folder", tmp_path / "file"
+    folder.mkdir()
+    file.write_text("mine")
+    for make in (lambda: Datafile(f"{base}/bucket/folder/a.txt?{SIGNATURE}"), lambda: Datafile(f"gs://{bucket}/x.txt")):
+        datafile = make()
+        for target in (folder, file / "under.txt"):
+            with pytest.raises(DatafileExistsError, match="a folder|a file") as refused:
+                datafile.download(target)
+            assert isinstance(refused.value, FileExistsError) and "REDTEAMSECRET" not in str(refused.value)
+        assert Path(datafile.download(tmp_path / "right.txt")).read_bytes() in (b"payload", b"original")
+    assert list(folder.iterdir()) == [] and file.read_text() == "mine"

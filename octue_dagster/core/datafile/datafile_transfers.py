@@ -14,6 +14,7 @@ from octue_dagster.core.cache import local_copy
 from octue_dagster.core.datafile.octue_api import warn_if_octue_names_it_differently
 from octue_dagster.core.datafile.upload_plan import UploadAction, plan_upload
 from octue_dagster.core.local import hashing
+from octue_dagster.core.local.atomic import check_file_target
 from octue_dagster.core.metadata import octue_files as local_metadata
 from octue_dagster.core.metadata import values as md
 from octue_dagster.core.storage.gcs_path import GCSPath, parse_gcs_path
@@ -48,6 +49,7 @@ class DatafileTransfers:
         if self._cloud is None:
             raise CloudLocationNotSpecifiedError(f"{self} has no cloud path to download from.")
         if local_path is not None:
+            check_file_target(local_path)
             self._local = Path(local_path).absolute()
         if self._object is None:
             self._object = self.store.require_object(self._cloud)

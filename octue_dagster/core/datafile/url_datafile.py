@@ -27,7 +27,7 @@ from octue_dagster.core.cache import copies as cache
 from octue_dagster.core.datafile.datafile import Datafile, EMPTY_HASH
 from octue_dagster.core.datafile.octue_api import octue_custom_metadata
 from octue_dagster.core.local import hashing
-from octue_dagster.core.local.atomic import atomic_replace
+from octue_dagster.core.local.atomic import atomic_replace, check_file_target
 from octue_dagster.core.metadata import values as md
 from octue_dagster.exceptions import (
     ChecksumMismatchError,
@@ -103,6 +103,7 @@ def head(url: str) -> RemoteObject | None:
 
 def download(url: str, target: Path, expected_crc32c: str | None) -> None:
     """Download the URL's content to `target` through a temporary file, checked against its crc32c."""
+    check_file_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         response = requests.get(url, timeout=TIMEOUT_SECONDS, stream=True)
@@ -243,6 +244,7 @@ class UrlDatafile(Datafile):
     def download(self, local_path: str | os.PathLike[str] | None = None) -> str:
         """Download the content (checked against the crc32c the server reports) and return the local path."""
         if local_path is not None:
+            check_file_target(local_path)
             self._local = Path(local_path).absolute()
         target = self._local_target()
         if not self._has_valid_local_copy():

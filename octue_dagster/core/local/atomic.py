@@ -13,6 +13,8 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+from octue_dagster.exceptions import DatafileExistsError
+
 _SUFFIX = ".octue-tmp"
 _TEMPORARY = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}" + re.escape(_SUFFIX) + r"$")
 
@@ -51,10 +53,29 @@ def sweep_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
+def check_file_target(target: str | os.PathLike[str]) -> None:
+    """Refuse a target that cannot become a file: an existing folder, or a path under an existing file (giving a
+    folder to `download()` is a common slip; the builtin errors would come only after the transfer)."""
+    target = Path(target)
+    if target.is_dir():
+        raise DatafileExistsError(
+            f"{str(target)!r} is a folder, so no file can be written there: give the path of a file in it "
+            f"(such as {str(target / 'name.ext')!r})."
+        )
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DatafileExistsError(
+                    f"{str(parent)!r} is a file, so {str(target)!r} cannot be written under it: choose another path."
+                )
+            return
+
+
 @contextlib.contextmanager
 def atomic_replace(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces `target` atomically, on error it is removed."""
     target = Path(target)
+    check_file_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_temporaries(target.parent)
     temporary = temporary_path_for(target)

@@ -370,3 +370,12 @@ def test_downloading_onto_a_folder_or_under_a_file_is_a_library_error_before_any
             assert isinstance(refused.value, FileExistsError) and "REDTEAMSECRET" not in str(refused.value)
         assert Path(datafile.download(tmp_path / "right.txt")).read_bytes() in (b"payload", b"original")
     assert list(folder.iterdir()) == [] and file.read_text() == "mine"
+
+
+def test_a_signed_dataset_file_name_with_a_nul_character_is_refused_on_download(server, tmp_path):
+    base, routes = server
+    _serve_file(routes, "/bucket/folder/a%00b.txt", b"payload")
+    url = _serve_signed_dataset(routes, base, "nul", {"files": [f"{base}/bucket/folder/a%00b.txt?{SIGNATURE}"]})
+    with pytest.raises(InvalidInputError, match="NUL"):
+        Dataset(url).download(tmp_path / "target")
+    assert not (tmp_path / "target").exists()

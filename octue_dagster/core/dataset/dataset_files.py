@@ -36,10 +36,10 @@ def prefix_of(path: GCSPath) -> GCSPath:
 def safe_relative_path(relative: str, where: str) -> PurePosixPath:
     """A relative path inside a dataset, refusing absolute paths and `..` (an object name must not escape a folder)."""
     parts = PurePosixPath(relative.replace(os.sep, "/")).parts
-    if not parts or relative.startswith("/") or any(part in ("..", ".", "") for part in parts):
+    if not parts or relative.startswith("/") or any(part in ("..", ".", "") for part in parts) or "\x00" in relative:
         raise InvalidInputError(
             f"{relative!r} ({where}) is not a plain relative path inside the dataset: it is empty, absolute or "
-            f"contains '.' or '..'. Rename it, or give path_in_dataset."
+            f"contains '.', '..' or a NUL character. Rename it, or give path_in_dataset."
         )
     return PurePosixPath(*parts)
 

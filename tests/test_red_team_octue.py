@@ -17,6 +17,7 @@ from octue_dagster.core.local.hashing import crc32c_base64
 from octue_dagster.exceptions import (
     ChecksumMismatchError,
     DatafileExistsError,
+    DatafileNotFoundError,
     InvalidInputError,
     InvalidMetadataError,
     ReadOnlyDatafileError,
@@ -379,3 +380,33 @@ def test_a_signed_dataset_file_name_with_a_nul_character_is_refused_on_download(
     with pytest.raises(InvalidInputError, match="NUL"):
         Dataset(url).download(tmp_path / "target")
     assert not (tmp_path / "target").exists()
+
+
+def test_a_signed_url_redirecting_to_another_host_is_not_followed(server, tmp_path):
+    base, routes = server
+    requested = []
+    handler = type("Other", (_Lying,), {"routes": {}})
+    handler.do_HEAD = lambda self: (requested.append(self.path), _Lying.do_HEAD(self))  # type: ignore[method-assign]
+    handler.do_GET = lambda self: (requested.append(self.path), _Lying.do_GET(self))  # type: ignore[method-assign]
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=other.serve_forever, daemon=True)
+    thread.start()
+    try:
+        elsewhere = f"http://127.0.0.1:{other.server_address[1]}/internal/admin"
+        routes["/bucket/folder/a.txt"] = {"status": 302, "body": b"", "headers": {"Location": elsewhere}}
+        routes["/bucket/folder/.signed_metadata_files/moved"] = routes["/bucket/folder/a.txt"]
+        routes["/bucket/folder/b.txt"] = {"status": 302, "body": b"", "headers": {"Location": "/bucket/folder/c.txt"}}
+        _serve_file(routes, "/bucket/folder/c.txt", b"same host")
+        datafile = Datafile(f"{base}/bucket/folder/a.txt?{SIGNATURE}")
+        with pytest.raises(DatafileNotFoundError, match="redirect") as refused:
+            datafile.download(tmp_path / "a.txt")
+        assert "REDTEAMSECRET" not in str(refused.value)
+        assert len(Dataset(f"{base}/bucket/folder/.signed_metadata_files/moved?{SIGNATURE}").files) == 0
+        assert requested == [] and list(tmp_path.iterdir()) == []
+        # A redirect on the same host is followed (and the content checked).
+        same = Datafile(f"{base}/bucket/folder/b.txt?{SIGNATURE}")
+        assert Path(same.download(tmp_path / "b.txt")).read_bytes() == b"same host"
+    finally:
+        other.shutdown()
+        other.server_close()
+        thread.join(timeout=10)

@@ -54,6 +54,35 @@ def redacted(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
+#: How many redirects (on the URL's own host) are followed before giving up.
+MAX_REDIRECTS = 5
+
+
+class CrossOriginRedirect(requests.exceptions.RequestException):
+    """A URL redirected to another scheme or host: not followed (it would make this process request whatever the
+    server chooses, such as an internal service; GCS does not redirect signed URLs)."""
+
+
+def origin(url: str) -> str:
+    """A URL's scheme and host (with port), lower case: what a redirect must keep to be followed."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+
+
+def request_same_origin(method: str, url: str, **kwargs: Any) -> requests.Response:
+    """`requests.request`, following redirects only on the URL's own scheme and host (`CrossOriginRedirect` else)."""
+    for _ in range(MAX_REDIRECTS + 1):
+        response = requests.request(method, url, allow_redirects=False, **kwargs)
+        if not response.is_redirect:
+            return response
+        target = urllib.parse.urljoin(url, response.headers["Location"])
+        response.close()
+        if origin(target) != origin(url):
+            raise CrossOriginRedirect(f"redirected to another host ({origin(target)}), which is not followed")
+        url = target
+    raise requests.exceptions.TooManyRedirects(f"more than {MAX_REDIRECTS} redirects")
+
+
 def _crc32c_of(headers: Any) -> str | None:
     for part in (headers.get("x-goog-hash") or "").split(","):
         kind, _, value = part.strip().partition("=")
@@ -90,7 +119,7 @@ class RemoteObject:
 def head(url: str) -> RemoteObject | None:
     """The object's size, crc32c and custom metadata, or `None` (logged, as Octue's SDK does) if it cannot be read."""
     try:
-        response = requests.head(url, timeout=TIMEOUT_SECONDS, allow_redirects=True)
+        response = request_same_origin("HEAD", url, timeout=TIMEOUT_SECONDS)
         response.raise_for_status()
     except requests.exceptions.RequestException as error:
         status = getattr(getattr(error, "response", None), "status_code", None)
@@ -106,8 +135,10 @@ def download(url: str, target: Path, expected_crc32c: str | None) -> None:
     check_file_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        response = requests.get(url, timeout=TIMEOUT_SECONDS, stream=True)
+        response = request_same_origin("GET", url, timeout=TIMEOUT_SECONDS, stream=True)
         response.raise_for_status()
+    except CrossOriginRedirect as error:
+        raise DatafileNotFoundError(f"The datafile at {redacted(url)!r} couldn't be downloaded: {error}.") from None
     except requests.exceptions.RequestException as error:
         raise DatafileNotFoundError(
             f"The datafile at {redacted(url)!r} couldn't be downloaded ({type(error).__name__}); the URL may have "
@@ -276,4 +307,14 @@ class UrlDatafile(Datafile):
         return self._url
 
 
-__all__ = ["RemoteObject", "UrlDatafile", "download", "head", "is_url", "redacted"]
+__all__ = [
+    "CrossOriginRedirect",
+    "RemoteObject",
+    "UrlDatafile",
+    "download",
+    "head",
+    "is_url",
+    "origin",
+    "redacted",
+    "request_same_origin",
+]

@@ -20,7 +20,7 @@ from typing import Any
 import requests
 
 from octue_dagster.core.datafile.datafile import Datafile
-from octue_dagster.core.datafile.url_datafile import is_url, redacted
+from octue_dagster.core.datafile.url_datafile import is_url, origin, redacted, request_same_origin
 from octue_dagster.core.metadata import values as md
 from octue_dagster.core.storage.store import Store
 from octue_dagster.core.dataset.dataset_files import SIGNED_METADATA_DIRECTORY
@@ -56,11 +56,6 @@ def relative_path_in_signed_dataset(dataset_url: str, file_url: str) -> str | No
     return urllib.parse.unquote(file.path[len(folder.path) + 1 :])
 
 
-def _origin(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
-
-
 def read_signed_dataset_document(url: str) -> dict[str, Any]:
     """The dataset document a signed URL points at, or `{}` if it cannot be fetched.
 
@@ -68,7 +63,7 @@ def read_signed_dataset_document(url: str) -> dict[str, Any]:
     dataset proceeds without stored metadata (so with no files) rather than failing.
     """
     try:
-        with requests.get(url, timeout=TIMEOUT_SECONDS, stream=True) as response:
+        with request_same_origin("GET", url, timeout=TIMEOUT_SECONDS, stream=True) as response:
             response.raise_for_status()
             body = response.raw.read(MAX_DOCUMENT_BYTES + 1, decode_content=True)
         if len(body) > MAX_DOCUMENT_BYTES:
@@ -110,11 +105,11 @@ def read_signed_dataset(url: str, store: Store | None) -> tuple[dict[str, Any], 
         )
     # Octue's signed datasets keep their files where their document is (one storage host): a file on another host
     # would make this process request whatever the document's sender chooses (an internal service, say).
-    origin = _origin(url)
-    foreign = [redacted(path) for path in paths if _origin(path) != origin]
+    home = origin(url)
+    foreign = [redacted(path) for path in paths if origin(path) != home]
     if foreign:
         raise InvalidMetadataError(
-            f"The dataset metadata at {redacted(url)} lists files on another host than its own ({origin}): "
+            f"The dataset metadata at {redacted(url)} lists files on another host than its own ({home}): "
             f"{foreign[:3]}. A signed dataset's files are on the host its metadata is on; ask its sender for a new "
             f"signed URL (Dataset.generate_signed_url())."
         )

@@ -179,9 +179,8 @@ def test_a_file_name_too_long_for_the_download_folder_is_refused_before_anything
     long_name = "L" * 300
     _serve_file(routes, f"/bucket/folder/{long_name}", b"payload")
     _serve_file(routes, "/bucket/folder/short.txt", b"short")
-    url = _serve_signed_dataset(
-        routes, base, "long", {"files": [f"{base}/bucket/folder/{name}?{SIGNATURE}" for name in (long_name, "short.txt")]}
-    )
+    files = [f"{base}/bucket/folder/{name}?{SIGNATURE}" for name in (long_name, "short.txt")]
+    url = _serve_signed_dataset(routes, base, "long", {"files": files})
     with pytest.raises(InvalidInputError, match="too long") as refused:
         Dataset(url).download(tmp_path / "target")
     assert "REDTEAMSECRET" not in str(refused.value)
@@ -300,7 +299,9 @@ def test_every_write_path_of_a_signed_url_datafile_is_refused_as_read_only(serve
 
 
 @pytest.mark.parametrize("with_cloud_path", [True, False])
-def test_deserialising_a_datafile_never_overwrites_a_local_file_it_names(client, bucket, tmp_path, monkeypatch, with_cloud_path):
+def test_deserialising_a_datafile_never_overwrites_a_local_file_it_names(
+    client, bucket, tmp_path, monkeypatch, with_cloud_path
+):
     monkeypatch.chdir(tmp_path)
     client.bucket(bucket).blob("payload.txt").upload_from_string(b"attacker's content")
     mine = tmp_path / "important.txt"

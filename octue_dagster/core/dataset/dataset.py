@@ -30,14 +30,13 @@ from octue_dagster.core.datafile.datafile import Datafile
 from octue_dagster.core.dataset.dataset_metadata import DatasetMetadata
 from octue_dagster.core.dataset.dataset_files import (
     METADATA_FILENAME,
-    colliding_paths,
-    name_limit,
-    too_long_paths,
+    check_download_targets,
     is_octue_metadata_object,
     local_file_paths,
     prefix_of,
     safe_relative_path,
     select_cloud_files,
+    stored_file_paths,
 )
 from octue_dagster.core.dataset.dataset_transfers import TransferReport, download_files, upload_files
 from octue_dagster.core.dataset.filters import FilterList, FilterSet
@@ -47,7 +46,6 @@ from octue_dagster.core.storage.gcs_path import GCSPath, is_gcs_path, parse_gcs_
 from octue_dagster.exceptions import (
     CloudLocationNotSpecifiedError,
     InvalidInputError,
-    InvalidMetadataError,
 )
 
 #: The keys of the `"dataset"` entry this library owns; other keys found there are kept as they are.
@@ -160,12 +158,7 @@ class Dataset(DatasetMetadata, OctueDatasetAPI):
         if "files" in stored and not files:
             # A dataset described by its metadata alone (as Octue's signed-URL metadata files are). Its files are in
             # storage (gs:// or URLs), never local paths: an object in a bucket must not make us read our own files.
-            listed = stored["files"]
-            if not isinstance(listed, list) or not all(is_gcs_path(path) or signed_datasets.is_url(path) for path in listed):
-                raise InvalidMetadataError(
-                    f"The dataset metadata at {self.metadata_path} lists 'files' that are not gs:// paths or http(s) "
-                    f"URLs; fix or remove that entry, or pass ignore_stored_metadata=True."
-                )
+            listed = stored_file_paths(stored["files"], self.metadata_path)
             self.files = FilterSet(Datafile(path, store=self._store) for path in listed)
             self._instantiated_from_files_argument = True
         return stored
@@ -395,21 +388,7 @@ class Dataset(DatasetMetadata, OctueDatasetAPI):
             target = root.joinpath(*self.relative_path(file).parts) if root is not None else None
             plan.append((file, target))
         if root is not None:
-            relatives = [PurePosixPath(target.relative_to(root).as_posix()) for _, target in plan if target]
-            too_long = too_long_paths(relatives, name_limit(root))
-            if too_long:
-                raise InvalidInputError(
-                    f"Some file names of {self!r} are too long for a file in {str(root)!r} (over "
-                    f"{name_limit(root)} bytes): {[name[:80] + '...' for name in too_long[:3]]}. Nothing was "
-                    f"downloaded; download those files one by one (datafile.download(path)) under shorter names."
-                )
-            colliding = colliding_paths(relatives)
-            if colliding:
-                raise InvalidInputError(
-                    f"Several files of {self!r} would be downloaded to the same place in {str(root)!r} (one "
-                    f"overwriting another, or a file where a folder must be): {colliding[:5]}. Nothing was "
-                    f"downloaded; download the files one by one (datafile.download(path)) to places you choose."
-                )
+            check_download_targets([target.relative_to(root) for _, target in plan if target], root, repr(self))
         download_files(plan, max_workers=self.max_workers, description=f"Downloading {self.name}")
         logger.info("Downloaded %r to %r.", self, str(root) if root is not None else "the download cache")
         return str(root) if root is not None else None

@@ -15,7 +15,7 @@ from octue_dagster.core.metadata import octue_files
 from octue_dagster.core.local.atomic import is_temporary
 from octue_dagster.core.storage.gcs_path import GCSPath, make_gcs_path
 from octue_dagster.core.storage.store import ObjectInfo
-from octue_dagster.exceptions import InvalidInputError
+from octue_dagster.exceptions import InvalidInputError, InvalidMetadataError
 
 METADATA_FILENAME = octue_files.METADATA_FILENAME
 #: Where Octue's SDK puts the metadata files behind a dataset's signed URLs; never part of the dataset.
@@ -78,6 +78,41 @@ def too_long_paths(paths: Iterable[PurePosixPath], limit: int) -> list[str]:
     )
 
 
+def check_download_targets(relatives: Iterable[Path | PurePosixPath], root: Path, what: str) -> None:
+    """Refuse, before anything is fetched, a download of `what` whose files (at `relatives` under `root`) would not
+    each land in a place of their own: names too long for the file system, or paths that meet (`colliding_paths`)."""
+    paths = [PurePosixPath(Path(relative).as_posix()) for relative in relatives]
+    limit = name_limit(root)
+    too_long = too_long_paths(paths, limit)
+    if too_long:
+        raise InvalidInputError(
+            f"Some file names of {what} are too long for a file in {str(root)!r} (over {limit} bytes): "
+            f"{[name[:80] + '...' for name in too_long[:3]]}. Nothing was downloaded; download those files one by "
+            f"one (datafile.download(path)) under shorter names."
+        )
+    colliding = colliding_paths(paths)
+    if colliding:
+        raise InvalidInputError(
+            f"Several files of {what} would be downloaded to the same place in {str(root)!r} (one overwriting "
+            f"another, or a file where a folder must be): {colliding[:5]}. Nothing was downloaded; download the "
+            f"files one by one (datafile.download(path)) to places you choose."
+        )
+
+
+def stored_file_paths(listed: object, where: str) -> list[str]:
+    """The `files` entry of a dataset's stored metadata, which must list `gs://` paths or http(s) URLs: an object
+    in a bucket must not make this process read local files as the dataset's."""
+    if not isinstance(listed, list) or not all(
+        isinstance(path, str) and (path.startswith("gs://") or path.lower().startswith(("https://", "http://")))
+        for path in listed
+    ):
+        raise InvalidMetadataError(
+            f"The dataset metadata at {where} lists 'files' that are not gs:// paths or http(s) URLs; fix or remove "
+            f"that entry, or pass ignore_stored_metadata=True."
+        )
+    return listed
+
+
 def select_cloud_files(
     listing: Iterable[ObjectInfo], prefix: GCSPath, *, recursive: bool, include_octue_metadata_files: bool
 ) -> tuple[list[ObjectInfo], ObjectInfo | None]:
@@ -115,6 +150,7 @@ def local_file_paths(folder: Path, *, recursive: bool, include_octue_metadata_fi
 
 __all__ = [
     "METADATA_FILENAME",
+    "check_download_targets",
     "colliding_paths",
     "name_limit",
     "too_long_paths",
@@ -124,4 +160,5 @@ __all__ = [
     "prefix_of",
     "safe_relative_path",
     "select_cloud_files",
+    "stored_file_paths",
 ]

@@ -411,3 +411,21 @@ def test_a_signed_url_redirecting_to_another_host_is_not_followed(server, tmp_pa
         other.shutdown()
         other.server_close()
         thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("second", ["same", "nested"])
+def test_manifest_download_refuses_two_datasets_sharing_a_folder(server, tmp_path, second):
+    base, routes = server
+    _serve_file(routes, "/bucket/one/data.csv", b"one")
+    _serve_file(routes, "/bucket/two/data.csv", b"two")
+    documents = {}
+    for name in ("one", "two"):
+        path = f"/bucket/{name}/.signed_metadata_files/d"
+        routes[path] = {"status": 200, "body": json.dumps({"files": [f"{base}/bucket/{name}/data.csv"]}).encode()}
+        documents[name] = f"{base}{path}?{SIGNATURE}"
+    manifest = Manifest.deserialise({"datasets": documents})
+    folder = tmp_path / "out"
+    paths = {"one": folder, "two": folder if second == "same" else folder / "inner"}
+    with pytest.raises(InvalidInputError, match="same folder|inside"):
+        manifest.download(paths=paths)
+    assert not folder.exists()

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import itertools
 import logging
 import os
 import shutil
 import tempfile
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from google.cloud import storage
@@ -178,6 +180,7 @@ class Manifest(OctueManifestAPI):
                 f"`paths` names datasets the manifest does not have: {unknown}; its datasets are "
                 f"{sorted(self.datasets)}."
             )
+        _check_distinct_folders({key: target for key, target in paths.items() if target})
         result: dict[str, str] = {}
         temporary: str | None = None
         for key, dataset in self.datasets.items():
@@ -191,6 +194,19 @@ class Manifest(OctueManifestAPI):
                 target = os.path.join(temporary, key)
             result[key] = dataset.download(local_directory=target)  # type: ignore[assignment]
         return result
+
+
+def _check_distinct_folders(folders: Mapping[str, str | os.PathLike[str]]) -> None:
+    """Refuse two datasets downloaded into one folder, or one inside the other: their files would mix, and one
+    dataset's file could overwrite another's of the same name."""
+    resolved = sorted((Path(folder).absolute(), key) for key, folder in folders.items())
+    for (first, first_key), (second, second_key) in itertools.combinations(resolved, 2):
+        if first == second or second.is_relative_to(first):
+            relation = "the same folder" if first == second else "a folder inside the other's"
+            raise InvalidInputError(
+                f"The datasets {first_key!r} and {second_key!r} would be downloaded into {relation} ({str(second)!r}); "
+                f"give each dataset a folder of its own in `paths`."
+            )
 
 
 def _check_folder_name(key: str) -> None:

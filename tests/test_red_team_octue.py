@@ -429,3 +429,12 @@ def test_manifest_download_refuses_two_datasets_sharing_a_folder(server, tmp_pat
     with pytest.raises(InvalidInputError, match="same folder|inside"):
         manifest.download(paths=paths)
     assert not folder.exists()
+
+
+def test_a_garbled_last_modified_header_does_not_break_reading_a_signed_url(server, tmp_path):
+    base, routes = server
+    _serve_file(routes, "/bucket/folder/a.txt", b"payload")
+    routes["/bucket/folder/a.txt"]["headers"]["Last-Modified"] = "Mon, 99 Foo 2020 25:61:61 GMT"
+    datafile = Datafile(f"{base}/bucket/folder/a.txt?{SIGNATURE}")
+    assert datafile.last_modified is None
+    assert Path(datafile.download(tmp_path / "a.txt")).read_bytes() == b"payload"

@@ -91,6 +91,14 @@ def _crc32c_of(headers: Any) -> str | None:
     return None
 
 
+def _parsed_date(text: str | None) -> datetime.datetime | None:
+    """An HTTP date header, or `None` if absent or garbled (it only informs `last_modified`: no reason to fail)."""
+    try:
+        return email.utils.parsedate_to_datetime(text) if text else None
+    except (TypeError, ValueError):
+        return None
+
+
 @dataclass(frozen=True)
 class RemoteObject:
     """What a `HEAD` of the URL said about the object."""
@@ -107,7 +115,7 @@ class RemoteObject:
         return cls(
             size=int(length) if length and length.isdigit() else None,
             crc32c=_crc32c_of(headers),
-            updated=email.utils.parsedate_to_datetime(modified) if modified else None,
+            updated=_parsed_date(modified),
             custom_metadata={
                 key.lower()[len(_META_PREFIX):]: value
                 for key, value in headers.items()

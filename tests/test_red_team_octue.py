@@ -438,3 +438,14 @@ def test_a_garbled_last_modified_header_does_not_break_reading_a_signed_url(serv
     datafile = Datafile(f"{base}/bucket/folder/a.txt?{SIGNATURE}")
     assert datafile.last_modified is None
     assert Path(datafile.download(tmp_path / "a.txt")).read_bytes() == b"payload"
+
+
+def test_deserialising_a_url_datafile_never_overwrites_a_local_file_it_names(server, tmp_path):
+    base, routes = server
+    _serve_file(routes, "/bucket/folder/payload.txt", b"attacker's content")
+    mine = tmp_path / "important.txt"
+    mine.write_text("mine")
+    datafile = Datafile.deserialise({"path": f"{base}/bucket/folder/payload.txt?{SIGNATURE}", "local_path": str(mine)})
+    assert mine.read_text() == "mine" and datafile.local_path != str(mine)
+    with datafile.open() as file:
+        assert file.read() == "attacker's content"

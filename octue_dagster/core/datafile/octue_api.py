@@ -245,8 +245,8 @@ class OctueDatafileAPI:
             raise InvalidInputError(f"A serialised datafile is a dict with a 'path'; got {str(serialised)[:200]!r}.")
         fields.pop("_cloud_metadata", None)
         path, local, cloud = fields.pop("path"), fields.pop("local_path", None), fields.pop("cloud_path", None)
-        if cloud is None and is_gcs_path(path):
-            cloud = path
+        if cloud is None and (is_gcs_path(path) or str(path).lower().startswith(("https://", "http://"))):
+            cloud = path  # a cloud or URL datafile: a serialised local path exists here only if it is our copy
         if cloud is not None and (local is None or not Path(local).exists() or not str(cloud).startswith("gs://")):
             return cls(cloud, **fields)  # a signed URL's copy is downloaded again when read, and checked
         if cloud is not None and path != cloud:

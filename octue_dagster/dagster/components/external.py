@@ -6,6 +6,7 @@ from pydantic import Field
 from octue_dagster.dagster.components.fields import (
     Documented,
     AssetKeyString,
+    Count,
     DefaultStatus,
     DefinitionName,
     GcsObjectOrPrefix,
@@ -37,11 +38,11 @@ class PrefixSensor(Documented, dg.Model):
         min_length=1,
         description="The assets the job observes or materializes (asset keys), e.g. the source and what reads it.",
     )
-    minimum_interval_seconds: int = Field(default=60, ge=1, description="Evaluate at most this often.")
+    minimum_interval_seconds: Count = Field(default=60, description="Evaluate at most this often.")
     process_existing: bool = Field(
         default=True, description="Request runs for objects already there at the first evaluation (false: baseline)."
     )
-    max_runs_per_tick: int | None = Field(default=None, ge=1, description="Request at most this many runs per tick.")
+    max_runs_per_tick: Count | None = Field(default=None, description="Request at most this many runs per tick.")
     default_status: DefaultStatus = Field(default="STOPPED", description="Whether the sensor runs once loaded.")
 
 

@@ -1,6 +1,6 @@
 """`RetentionComponent`: the retention job (and its schedule) declared in `defs.yaml`."""
 
-from typing import Any
+from typing import Annotated, Any
 
 import dagster as dg
 from pydantic import Field
@@ -13,6 +13,7 @@ from octue_dagster.dagster.components.fields import (
     DefinitionName,
     Folder,
     Timezone,
+    bounded,
     default_status,
 )
 from octue_dagster.dagster.components.scaffolding import RetentionScaffolder
@@ -43,8 +44,8 @@ class RetentionComponent(dg.Component, Documented, dg.Model):
     job_name: DefinitionName = Field(default="storage_retention", description="The job's name.")
     bucket: BucketName = Field(description="The I/O manager's bucket (without gs://).")
     prefix: Folder = Field(default="dagster", description="The I/O manager's folder inside the bucket.")
-    older_than_days: float = Field(
-        default=30, ge=0, description="Remove op outputs of runs that finished more than this many days ago."
+    older_than_days: Annotated[float, bounded(0)] = Field(
+        default=30, description="Remove op outputs of runs that finished more than this many days ago."
     )
     cron_schedule: OptionalCronString = Field(
         default=None, description="Run on this cron schedule, e.g. '0 4 * * *'; none: no schedule."

@@ -1,0 +1,88 @@
+"""Red-team attacks on the `defs.yaml` components: each test is one input a user (or a template rendered from the
+environment) could write, or one way the components meet the rest of the library, and what must happen: a load-time
+error naming the attribute, or a run that keeps the ownership rules. Components are loaded in process with the
+resolution `dg check defs` and `dg dev` use; runs go against the emulator."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster.components.testing.utils import component_defs
+from pydantic import ValidationError
+
+from octue_dagster import (
+    Datafile,
+    DatafileIOManagerComponent,
+    DatafileResourceComponent,
+    ExternalDatafilesComponent,
+    InvalidInputError,
+    RetagComponent,
+    RetentionComponent,
+)
+from octue_dagster.core.listing.selection import RetagSpec
+from octue_dagster.dagster.observation import OBJECT_TAG
+
+
+def _load(component: type[dg.Component], text: str) -> dg.Component:
+    return component.resolve_from_yaml(textwrap.dedent(text))
+
+
+def _error(component: type[dg.Component], text: str) -> str:
+    """The message of the ValidationError loading `text` raises (any other exception fails the test)."""
+    with pytest.raises(ValidationError) as caught:
+        _load(component, text)
+    return str(caught.value)
+
+
+# --- numbers and names given as templates or quoted strings -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("component", "text", "attribute", "expected"),
+    [
+        (DatafileResourceComponent, "concurrency: \"{{ env('RT_EIGHT') }}\"", "concurrency", 8),
+        (DatafileResourceComponent, "concurrency: '8'", "concurrency", 8),
+        (DatafileIOManagerComponent, "bucket: b-b\nretry_deadline_seconds: \"{{ env('RT_EIGHT') }}\"",
+         "retry_deadline_seconds", 8.0),
+        (DatafileIOManagerComponent, "bucket: b-b\nlist_page_size: '500'", "list_page_size", 500),
+        (RetentionComponent, "bucket: b-b\nolder_than_days: \"{{ env('RT_EIGHT') }}\"", "older_than_days", 8.0),
+        (RetagComponent, "job_name: \"{{ env('RT_JOB') }}\"\nprefix: gs://b-b/\nadd_labels: [x]", "job_name",
+         "nightly_retag"),
+    ],
+)
+def test_a_number_or_name_from_a_template_or_a_quoted_string_loads(monkeypatch, component, text, attribute, expected):
+    """`{{ env(...) }}` is how a dg project takes settings from its deployment; it renders to a string, as does a
+    quoted YAML number. Dagster widens every attribute to also accept a string, and a bound such as `ge=1` on the
+    widened type raised a bare TypeError ("Unable to apply constraint 'ge'") naming no attribute."""
+    monkeypatch.setenv("RT_EIGHT", "8")
+    monkeypatch.setenv("RT_JOB", "nightly_retag")
+    assert getattr(_load(component, text), attribute) == expected
+
+
+def test_a_sensor_interval_from_a_template_loads(monkeypatch):
+    monkeypatch.setenv("RT_INTERVAL", "45")
+    loaded = _load(
+        ExternalDatafilesComponent,
+        "sensor: {name: s, prefix: 'gs://b-b/in/', job_name: j, assets: [x],"
+        " minimum_interval_seconds: \"{{ env('RT_INTERVAL') }}\", max_runs_per_tick: '5'}",
+    )
+    assert (loaded.sensor.minimum_interval_seconds, loaded.sensor.max_runs_per_tick) == (45, 5)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [("abc", "valid integer"), ("0", "greater than or equal to 1"), ("1000", "256")],
+)
+def test_a_template_rendering_to_a_bad_number_is_rejected_naming_the_attribute(monkeypatch, value, reason):
+    monkeypatch.setenv("RT_CONCURRENCY", value)
+    message = _error(DatafileResourceComponent, "concurrency: \"{{ env('RT_CONCURRENCY') }}\"")
+    assert "concurrency" in message and reason in message, message
+
+
+def test_a_template_rendering_to_a_bad_job_name_is_rejected_naming_the_attribute(monkeypatch):
+    monkeypatch.setenv("RT_JOB", "nightly retag")
+    message = _error(RetagComponent, "job_name: \"{{ env('RT_JOB') }}\"\nprefix: gs://b-b/\nadd_labels: [x]")
+    assert "job_name" in message and "nightly retag" in message, message

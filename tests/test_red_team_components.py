@@ -86,3 +86,36 @@ def test_a_template_rendering_to_a_bad_job_name_is_rejected_naming_the_attribute
     monkeypatch.setenv("RT_JOB", "nightly retag")
     message = _error(RetagComponent, "job_name: \"{{ env('RT_JOB') }}\"\nprefix: gs://b-b/\nadd_labels: [x]")
     assert "job_name" in message and "nightly retag" in message, message
+
+
+# --- retention: ages that cannot be turned into a cutoff ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("days", ["1.0e+12", ".inf", "800000"])
+def test_a_retention_age_beyond_any_date_is_rejected_at_load_naming_the_attribute(days):
+    """`now - older_than_days` must be a date: a huge age (meaning "never") passed load and `dg check defs`, and every
+    run then failed with a bare OverflowError."""
+    message = _error(RetentionComponent, f"bucket: b-b\nolder_than_days: {days}")
+    assert "older_than_days" in message, message
+
+
+@pytest.mark.parametrize("days", [float("inf"), 1e12])
+def test_the_python_retention_job_rejects_an_age_beyond_any_date(days):
+    from octue_dagster.dagster.retention_job import build_retention_job
+
+    with pytest.raises(InvalidInputError, match="older_than_days"):
+        build_retention_job("cleanup", bucket="b-b", older_than_days=days)
+
+
+def test_a_launch_time_age_beyond_any_date_fails_the_run_naming_the_option(bucket: str):
+    defs = dg.Definitions.merge(
+        component_defs(component=_load(DatafileResourceComponent, "{}")),
+        component_defs(component=_load(RetentionComponent, f"bucket: {bucket}")),
+    )
+    result = defs.resolve_job_def("storage_retention").execute_in_process(
+        run_config={"ops": {"storage_retention_op": {"config": {"older_than_days": 1e300}}}}, raise_on_error=False
+    )
+    assert not result.success
+    [failure] = [event for event in result.all_events if event.is_step_failure]
+    cause = failure.step_failure_data.error.cause
+    assert cause.cls_name == "InvalidInputError" and "older_than_days" in cause.message, cause.message

@@ -18,7 +18,7 @@ from octue_dagster.dagster.components.fields import (
 )
 from octue_dagster.dagster.components.scaffolding import RetentionScaffolder
 from octue_dagster.dagster.retag_job import build_retag_schedule
-from octue_dagster.dagster.retention_job import RetentionConfig, build_retention_job
+from octue_dagster.dagster.retention_job import MAX_OLDER_THAN_DAYS, RetentionConfig, build_retention_job
 
 
 @dg.scaffold_with(RetentionScaffolder)
@@ -44,8 +44,10 @@ class RetentionComponent(dg.Component, Documented, dg.Model):
     job_name: DefinitionName = Field(default="storage_retention", description="The job's name.")
     bucket: BucketName = Field(description="The I/O manager's bucket (without gs://).")
     prefix: Folder = Field(default="dagster", description="The I/O manager's folder inside the bucket.")
-    older_than_days: Annotated[float, bounded(0)] = Field(
-        default=30, description="Remove op outputs of runs that finished more than this many days ago."
+    older_than_days: Annotated[float, bounded(0, maximum=MAX_OLDER_THAN_DAYS)] = Field(
+        default=30,
+        description=f"Remove op outputs of runs that finished more than this many days ago (at most "
+        f"{MAX_OLDER_THAN_DAYS}, 100 years).",
     )
     cron_schedule: OptionalCronString = Field(
         default=None, description="Run on this cron schedule, e.g. '0 4 * * *'; none: no schedule."

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 from dagster.components.testing.utils import component_defs
 from pydantic import ValidationError
 
@@ -88,7 +89,7 @@ def test_a_template_rendering_to_a_bad_job_name_is_rejected_naming_the_attribute
     assert "job_name" in message and "nightly retag" in message, message
 
 
-# --- retention: ages that cannot be turned into a cutoff ----------------------------------------------------------------
+# --- retention: ages that cannot be turned into a cutoff --------------------------------------------------------------
 
 
 @pytest.mark.parametrize("days", ["1.0e+12", ".inf", "800000"])
@@ -119,3 +120,23 @@ def test_a_launch_time_age_beyond_any_date_fails_the_run_naming_the_option(bucke
     [failure] = [event for event in result.all_events if event.is_step_failure]
     cause = failure.step_failure_data.error.cause
     assert cause.cls_name == "InvalidInputError" and "older_than_days" in cause.message, cause.message
+
+
+# --- re-tagging: a change that contradicts itself ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ("add_labels: [checked, raw]\nremove_labels: [raw]", "'raw'"),
+        ("set_tags: {qa: passed}\nremove_tags: [qa]", "'qa'"),
+    ],
+)
+def test_a_retag_change_that_both_adds_and_removes_the_same_thing_is_rejected(change, named):
+    """Adding and removing one label (or setting and removing one tag) was accepted and quietly removed it, the
+    opposite of half of what the YAML asked for."""
+    message = _error(RetagComponent, f"job_name: j\nprefix: gs://b-b/\n{change}")
+    assert named in message and "both" in message, message
+    fields = dict(line.split(": ", 1) for line in change.splitlines())
+    with pytest.raises(InvalidInputError, match=named):
+        RetagSpec(**{key: yaml.safe_load(value) for key, value in fields.items()})

@@ -98,6 +98,17 @@ class RetagSpec:
         if isinstance(self.remove_tags, str):
             raise InvalidInputError(f"remove_tags must be a list of tag names, not the string {self.remove_tags!r}.")
         set_field(self, "remove_tags", tuple(md.validate_tag_name(name) for name in self.remove_tags))
+        # Adding and removing the same label (or setting and removing one tag) would silently remove it.
+        for what, added, removed in (
+            ("label", ("add_labels", self.add_labels), ("remove_labels", self.remove_labels)),
+            ("tag", ("set_tags", self.set_tags), ("remove_tags", self.remove_tags)),
+        ):
+            both = sorted(set(added[1]) & set(removed[1]))
+            if both:
+                raise InvalidInputError(
+                    f"The re-tag change both adds and removes the {what}(s) {', '.join(map(repr, both))}: keep each "
+                    f"{what} in only one of {added[0]} and {removed[0]}."
+                )
         if self.labels is not None:
             set_field(self, "labels", frozenset(md.LabelSet(self.labels)))
         if self.tags is not None:

@@ -140,3 +140,66 @@ def test_a_retag_change_that_both_adds_and_removes_the_same_thing_is_rejected(ch
     fields = dict(line.split(": ", 1) for line in change.splitlines())
     with pytest.raises(InvalidInputError, match=named):
         RetagSpec(**{key: yaml.safe_load(value) for key, value in fields.items()})
+
+
+# --- the prefix sensor and the I/O manager's own outputs --------------------------------------------------------------
+
+
+def _upload(tmp_path: Path, uri: str, content: str) -> None:
+    local = tmp_path / "uploads" / uri.rsplit("/", 1)[-1]
+    local.parent.mkdir(exist_ok=True)
+    local.write_text(content)
+    Datafile(local, ignore_stored_metadata=True).upload(uri)
+
+
+def test_the_sensor_does_not_request_its_job_again_for_what_that_job_stored(bucket: str, client, tmp_path: Path):
+    """A sensor watching a prefix that also holds the I/O manager's folder (a shared `gs://bucket/data/`): its job
+    materializes an asset, the I/O manager stores it under the prefix, and the next tick saw a new object and requested
+    the job again, which stored a new generation, and so on: a run loop started by the pipeline's own writes."""
+    _upload(tmp_path, f"gs://{bucket}/shared/incoming/readings.csv", "t,v\n1,2\n")
+    external = _load(
+        ExternalDatafilesComponent,
+        f"""
+        assets:
+          - key: incoming
+            path: gs://{bucket}/shared/incoming/
+        sensor:
+          name: shared_sensor
+          prefix: gs://{bucket}/shared/
+          job_name: refresh
+          assets: [incoming, summary]
+        """,
+    )
+
+    @dg.asset(deps=["incoming"])
+    def summary() -> Datafile:
+        path = tmp_path / "outputs" / "summary.csv"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(f"rows\n{len(list(tmp_path.iterdir()))}\n")
+        return Datafile(path)
+
+    defs = dg.Definitions.merge(
+        component_defs(component=_load(DatafileIOManagerComponent, f"bucket: {bucket}\nprefix: shared")),
+        component_defs(component=_load(DatafileResourceComponent, "{}")),
+        component_defs(component=external),
+        dg.Definitions(assets=[summary]),
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    sensor = defs.resolve_sensor_def("shared_sensor")
+
+    def tick(cursor: str | None):
+        with dg.build_sensor_context(
+            instance=instance, cursor=cursor, resources={"datafiles": defs.resources["datafiles"]}
+        ) as context:
+            result = sensor(context)
+        return [request.tags[OBJECT_TAG] for request in result.run_requests or []], result.cursor
+
+    requested, cursor = tick(None)
+    assert requested == [f"gs://{bucket}/shared/incoming/readings.csv"]
+    assert defs.resolve_job_def("refresh").execute_in_process(instance=instance).success
+    assert client.bucket(bucket).get_blob("shared/summary/=/summary.csv") is not None
+    requested, cursor = tick(cursor)
+    assert requested == [], "the sensor requested its own job for the object that job just stored"
+    _upload(tmp_path, f"gs://{bucket}/shared/incoming/more.csv", "t,v\n3,4\n")
+    requested, cursor = tick(cursor)
+    assert requested == [f"gs://{bucket}/shared/incoming/more.csv"]

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from dagster import (
+    AssetKey,
     AssetSelection,
     DataVersion,
     DefaultSensorStatus,
@@ -30,6 +31,7 @@ from octue_dagster.core.listing.prefix_cursor import DEFAULT_SETTLE, decode_curs
 from octue_dagster.core.listing.selection import datafile_objects
 from octue_dagster.core.storage.store import ObjectInfo
 from octue_dagster.core.storage.gcs_path import GCSPath, parse_gcs_path
+from octue_dagster.dagster.owned_objects import owner_asset_key
 from octue_dagster.dagster.ui_metadata import URI_KEY
 from octue_dagster.dagster.resources import store_from
 
@@ -108,6 +110,7 @@ def gcs_prefix_sensor(
     max_runs_per_tick: int | None = None,
     default_status: DefaultSensorStatus = DefaultSensorStatus.STOPPED,
     settle_seconds: float = DEFAULT_SETTLE.total_seconds(),
+    ignore_outputs_of: Sequence[CoercibleToAssetKey] = (),
 ) -> SensorDefinition:
     """A sensor that requests one run per new or changed object under `gs://bucket/prefix`.
 
@@ -123,9 +126,14 @@ def gcs_prefix_sensor(
     there at the first evaluation are recorded without runs. With `max_runs_per_tick`, the oldest new objects go
     first and the rest are requested on later ticks. Cursors written by the earlier, unbounded version are read
     once and replaced.
+
+    Objects the `DatafileIOManager` stored for the assets in `ignore_outputs_of` never request runs: give the assets
+    the requested job materializes when the prefix holds the I/O manager's folder, or each run's own output would
+    request the next run.
     """
     location = parse_gcs_path(prefix, allow_empty_name=True)
     settle = datetime.timedelta(seconds=settle_seconds)
+    ignored = frozenset(tuple(AssetKey.from_coercible(key).path) for key in ignore_outputs_of)
 
     @sensor(
         name=name,
@@ -141,7 +149,7 @@ def gcs_prefix_sensor(
         gcs = resources.get(gcs_resource_key) or getattr(context.resources, gcs_resource_key)
         store = store_from(gcs)
         result = scan(
-            datafile_objects(store, location),
+            (info for info in datafile_objects(store, location) if owner_asset_key(info) not in ignored),
             decode_cursor(context.cursor),
             settle=settle,
             limit=max_runs_per_tick,

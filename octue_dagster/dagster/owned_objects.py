@@ -18,6 +18,7 @@ content copies them onto the new generation).
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 
 import filelock
@@ -38,6 +39,19 @@ _OWN_PREFIXES = (f"{md.NAMESPACE}__", "octue_dagster__")
 def owner_of(info: ObjectInfo) -> str | None:
     """The owner mark of an object, or `None` if the I/O manager did not write it."""
     return info.custom_metadata.get(OWNER_KEY)
+
+
+def owner_asset_key(info: ObjectInfo) -> tuple[str, ...] | None:
+    """The key path of the asset the I/O manager stored this object for, or `None` (not its object, an op output's,
+    or a mark that cannot be read)."""
+    try:
+        owner = json.loads(owner_of(info) or "null")
+    except ValueError:
+        return None
+    key = owner.get("asset_key") if isinstance(owner, dict) else None
+    if not isinstance(key, list) or not key or not all(isinstance(part, str) for part in key):
+        return None
+    return tuple(key)
 
 
 def written_base(info: ObjectInfo) -> md.StoredMetadata | None:
@@ -165,4 +179,4 @@ def write_owned(store: Store, write: Write, destination: GCSPath, current: Objec
     return store.copy_object(source, destination, custom_metadata=metadata, if_generation_match=generation)
 
 
-__all__ = ["OWNER_KEY", "WRITTEN_KEY", "Write", "owner_of", "write_owned", "written_base"]
+__all__ = ["OWNER_KEY", "WRITTEN_KEY", "Write", "owner_asset_key", "owner_of", "write_owned", "written_base"]

@@ -29,7 +29,9 @@ class ExternalDatafile(Documented, dg.Model):
 
 
 class PrefixSensor(Documented, dg.Model):
-    """A sensor that requests a run of `job_name` for each new or changed object under `prefix`."""
+    """A sensor that requests a run of `job_name` for each new or changed object under `prefix`, except the objects
+    the DatafileIOManager stored for the job's own `assets` (so a prefix holding the I/O manager's folder does not
+    make each run request the next)."""
 
     name: DefinitionName = Field(description="The sensor's name.")
     prefix: GcsPrefix = Field(description="Watch objects under this prefix: gs://bucket/folder/.")
@@ -101,6 +103,8 @@ class ExternalDatafilesComponent(dg.Component, Documented, dg.Model):
             process_existing=settings.process_existing,
             max_runs_per_tick=settings.max_runs_per_tick,
             default_status=default_sensor_status(settings.default_status),
+            # What the job's own runs store under the prefix (the I/O manager's folder inside it) is not news.
+            ignore_outputs_of=[dg.AssetKey.from_user_string(key) for key in settings.assets],
         )
         return dg.Definitions(assets=assets, jobs=[job], sensors=[sensor])
 

@@ -203,3 +203,37 @@ def test_the_sensor_does_not_request_its_job_again_for_what_that_job_stored(buck
     _upload(tmp_path, f"gs://{bucket}/shared/incoming/more.csv", "t,v\n3,4\n")
     requested, cursor = tick(cursor)
     assert requested == [f"gs://{bucket}/shared/incoming/more.csv"]
+
+
+# --- resource keys ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("component", "text"),
+    [
+        (DatafileResourceComponent, "resource_key: gcs"),
+        (DatafileIOManagerComponent, "bucket: b-b\ngcs_resource_key: io_manager"),
+        (DatafileIOManagerComponent, "bucket: b-b\nresource_key: store\ngcs_resource_key: store"),
+    ],
+)
+def test_a_resource_bound_under_the_key_it_takes_its_gcs_client_from_is_rejected_at_load(component, text):
+    """The resource would need itself: loading and `dg check defs` passed, and every run failed with Dagster's
+    'Resource key "gcs" transitively depends on itself', which says nothing of the attributes to change."""
+    message = _error(component, text)
+    assert "resource_key" in message and "gcs_resource_key" in message, message
+
+
+@pytest.mark.parametrize(
+    ("component", "text"),
+    [
+        (DatafileResourceComponent, "resource_key: 'my files'"),
+        (DatafileIOManagerComponent, "bucket: b-b\nresource_key: ''"),
+        (RetagComponent, "job_name: j\nprefix: gs://b-b/\nadd_labels: [x]\nresource_key: files-2"),
+        (RetentionComponent, "bucket: b-b\nresource_key: 2files"),
+        (ExternalDatafilesComponent, "resource_key: 'a.b'"),
+    ],
+)
+def test_a_resource_key_dagster_cannot_bind_is_rejected_at_load_naming_the_attribute(component, text):
+    """Dagster takes only Python identifiers as resource keys, and said so only when a run started (a CheckError)."""
+    message = _error(component, text)
+    assert "resource_key" in message and "identifier" in message, message

@@ -4,6 +4,7 @@ import dagster as dg
 from pydantic import Field
 
 from octue_dagster.dagster.components.fields import (
+    ResourceKey,
     Documented,
     AssetKeyString,
     Count,
@@ -73,7 +74,9 @@ class ExternalDatafilesComponent(dg.Component, Documented, dg.Model):
 
     assets: list[ExternalDatafile] = Field(default_factory=list, description="The external files, one asset each.")
     sensor: PrefixSensor | None = Field(default=None, description="A sensor on a prefix and the job it requests.")
-    resource_key: str = Field(default="datafiles", description="The key of the DatafileResource used to read GCS.")
+    resource_key: ResourceKey = Field(
+        default="datafiles", description="The key of the DatafileResource used to read GCS."
+    )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         assets = [

@@ -77,6 +77,27 @@ def _definition_name(value: str) -> str:
     return value
 
 
+def _resource_key(value: str) -> str:
+    if not isinstance(value, str) or not value.isidentifier():
+        raise InvalidInputError(
+            f"{value!r} is not a resource key Dagster can bind: give a Python identifier (letters, digits and '_', not "
+            f"starting with a digit), such as 'datafiles'."
+        )
+    return value
+
+
+def distinct_client_key(component: Any) -> Any:
+    """`component` if its `resource_key` differs from its `gcs_resource_key`, else `InvalidInputError`: a resource
+    bound under the key it takes its GCS client from would need itself (Dagster fails every run on the cycle)."""
+    if component.resource_key == component.gcs_resource_key:
+        raise InvalidInputError(
+            f"{type(component).__name__} binds its resource under {component.resource_key!r} and takes its GCS client "
+            f"from the resource under the same key: change resource_key, or set gcs_resource_key to the key of a "
+            f"GCSResource (default 'gcs')."
+        )
+    return component
+
+
 def _gcs_uri(value: str) -> str:
     parse_gcs_path(value, allow_empty_name=True)
     return value
@@ -136,6 +157,8 @@ OptionalCronString = Annotated[str | None, checked(_cron)]
 Timezone = Annotated[str, checked(_timezone)]
 #: A Dagster definition name (jobs, schedules, sensors).
 DefinitionName = Annotated[str, checked(_definition_name)]
+#: A resource key: a Python identifier, as Dagster requires.
+ResourceKey = Annotated[str, checked(_resource_key)]
 #: A length of time in seconds, more than 0.
 Seconds = Annotated[float, bounded(0, exclusive=True)]
 #: A count of 1 or more.
@@ -225,8 +248,10 @@ __all__ = [
     "AssetKeyString",
     "BucketName",
     "Count",
+    "ResourceKey",
     "Seconds",
     "bounded",
+    "distinct_client_key",
     "OptionalCronString",
     "checked",
     "DefaultStatus",

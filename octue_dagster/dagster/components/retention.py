@@ -6,6 +6,7 @@ import dagster as dg
 from pydantic import Field
 
 from octue_dagster.dagster.components.fields import (
+    ResourceKey,
     Documented,
     BucketName,
     OptionalCronString,
@@ -60,7 +61,7 @@ class RetentionComponent(dg.Component, Documented, dg.Model):
         default="STOPPED",
         description="Whether the schedule runs as soon as it is loaded (RUNNING) or waits to be turned on (STOPPED).",
     )
-    resource_key: str = Field(default="datafiles", description="The key of the DatafileResource the job uses.")
+    resource_key: ResourceKey = Field(default="datafiles", description="The key of the DatafileResource the job uses.")
     description: str | None = Field(default=None, description="The job's description in the UI.")
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:

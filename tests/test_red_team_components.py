@@ -237,3 +237,37 @@ def test_a_resource_key_dagster_cannot_bind_is_rejected_at_load_naming_the_attri
     """Dagster takes only Python identifiers as resource keys, and said so only when a run started (a CheckError)."""
     message = _error(component, text)
     assert "resource_key" in message and "identifier" in message, message
+
+
+# --- prefixes that are not folders ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("component", "text"),
+    [
+        (RetagComponent, "job_name: j\nprefix: gs://b-b/raw\nadd_labels: [x]"),
+        (ExternalDatafilesComponent, "sensor: {name: s, prefix: 'gs://b-b/in', job_name: j, assets: [x]}"),
+    ],
+)
+def test_a_prefix_that_is_not_a_folder_is_rejected_naming_the_folder_to_write(component, text):
+    """GCS prefixes are plain string prefixes: `gs://b-b/raw` also selects `gs://b-b/raw_archive/...` and
+    `gs://b-b/rawdata.csv`, so a forgotten '/' re-tagged (or started runs for) objects in sibling folders."""
+    message = _error(component, text)
+    assert "prefix" in message and "end it with '/'" in message, message
+
+
+def test_a_prefix_without_its_slash_would_select_a_sibling_folder(bucket: str, tmp_path: Path):
+    """What the rule above prevents, shown with the Python job (which keeps plain prefixes): the sibling is patched."""
+    from octue_dagster.dagster.retag_job import build_retag_job
+
+    _upload(tmp_path, f"gs://{bucket}/raw/a.csv", "a")
+    _upload(tmp_path, f"gs://{bucket}/raw_archive/b.csv", "b")
+    job = build_retag_job("j", f"gs://{bucket}/raw", add_labels=["x"])
+    defs = dg.Definitions.merge(
+        component_defs(component=_load(DatafileResourceComponent, "{}")), dg.Definitions(jobs=[job])
+    )
+    assert defs.resolve_job_def("j").execute_in_process().success
+    assert set(Datafile(f"gs://{bucket}/raw_archive/b.csv").labels) == {"x"}
+    loaded = _load(RetagComponent, f"job_name: j\nprefix: gs://{bucket}/raw/\nadd_labels: [x]")
+    assert loaded.prefix == f"gs://{bucket}/raw/"
+    assert _load(RetagComponent, f"job_name: j\nprefix: gs://{bucket}\nadd_labels: [x]").prefix == f"gs://{bucket}"

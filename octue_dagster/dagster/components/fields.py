@@ -21,7 +21,7 @@ from octue_dagster.core.storage.gcs_path import parse_gcs_path, validate_bucket_
 from octue_dagster.core.storage.store import StoreSettings
 from octue_dagster.dagster import addresses
 from octue_dagster.dagster.resources import StoreConfig
-from octue_dagster.exceptions import InvalidInputError
+from octue_dagster.exceptions import InvalidCloudPathError, InvalidInputError
 
 _DEFAULTS = StoreSettings()
 
@@ -103,6 +103,17 @@ def _gcs_uri(value: str) -> str:
     return value
 
 
+def _gcs_folder(value: str) -> str:
+    location = parse_gcs_path(value, allow_empty_name=True)
+    if location.name and not location.name.endswith("/"):
+        raise InvalidCloudPathError(
+            f"{value!r} is not a folder: a prefix selects every object whose name starts with it, so it would also "
+            f"select gs://{location.bucket}/{location.name}_old/... and gs://{location.bucket}/{location.name}.csv; "
+            f"end it with '/' ({value}/), or give the bucket alone (gs://{location.bucket})."
+        )
+    return value
+
+
 def _cron(value: str) -> str:
     if not isinstance(value, str) or not is_valid_cron_string(value):
         raise InvalidInputError(
@@ -136,8 +147,8 @@ def _asset_key(value: str) -> str:
     return value
 
 
-#: A `gs://bucket` or `gs://bucket/folder/` URI (a prefix: every object under it).
-GcsPrefix = Annotated[str, checked(_gcs_uri)]
+#: A `gs://bucket` or `gs://bucket/folder/` URI (a prefix: every object under it); a folder must end in '/'.
+GcsPrefix = Annotated[str, checked(_gcs_folder)]
 #: A `gs://bucket/object` URI, or a prefix ending in '/'.
 GcsObjectOrPrefix = Annotated[str, checked(_gcs_uri)]
 #: A bucket name (no `gs://`).

@@ -5,6 +5,7 @@ resolution `dg check defs` and `dg dev` use; runs go against the emulator."""
 
 from __future__ import annotations
 
+import datetime
 import textwrap
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from octue_dagster import (
     RetentionComponent,
 )
 from octue_dagster.core.listing.selection import RetagSpec
+from octue_dagster.core.storage.store import Store
+from octue_dagster.dagster.retention import RetentionPass
 from octue_dagster.dagster.observation import OBJECT_TAG
 
 
@@ -271,3 +274,43 @@ def test_a_prefix_without_its_slash_would_select_a_sibling_folder(bucket: str, t
     loaded = _load(RetagComponent, f"job_name: j\nprefix: gs://{bucket}/raw/\nadd_labels: [x]")
     assert loaded.prefix == f"gs://{bucket}/raw/"
     assert _load(RetagComponent, f"job_name: j\nprefix: gs://{bucket}\nadd_labels: [x]").prefix == f"gs://{bucket}"
+
+
+# --- copies of the I/O manager's objects ------------------------------------------------------------------------------
+
+
+def test_a_copy_made_beside_a_stored_object_is_neither_replaced_nor_removed(bucket: str, client, tmp_path: Path):
+    """GCS copies keep custom metadata, ownership mark included: Octue's SDK (`Datafile.upload` to a new cloud path),
+    `gcloud storage cp` and the console all copy server side. A user's backup made beside an asset's object
+    (`readings-backup.csv` in `readings/=/`) carried the mark, so the next materialization removed it as an old
+    object of the asset, and retention counted it as an unreferenced asset object: data we did not write, deleted."""
+    content = {"text": "t,v\n1,2\n"}
+
+    @dg.asset
+    def readings() -> Datafile:
+        path = tmp_path / "out" / "readings.csv"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(content["text"])
+        return Datafile(path)
+
+    defs = dg.Definitions.merge(
+        component_defs(component=_load(DatafileIOManagerComponent, f"bucket: {bucket}")),
+        dg.Definitions(assets=[readings]),
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    job = defs.resolve_implicit_global_asset_job_def()
+    assert job.execute_in_process(instance=instance).success
+    gcs_bucket = client.bucket(bucket)
+    original = gcs_bucket.blob("dagster/readings/=/readings.csv")
+    gcs_bucket.copy_blob(original, gcs_bucket, "dagster/readings/=/readings-backup.csv")  # as Octue's SDK copies
+    backup = gcs_bucket.get_blob("dagster/readings/=/readings-backup.csv")
+    assert backup.metadata == gcs_bucket.get_blob("dagster/readings/=/readings.csv").metadata  # the mark came along
+
+    content["text"] = "t,v\n1,3\n"
+    assert job.execute_in_process(instance=instance).success
+    assert gcs_bucket.get_blob("dagster/readings/=/readings-backup.csv") is not None, "the backup was removed"
+    assert gcs_bucket.get_blob("dagster/readings/=/readings.csv").download_as_text() == "t,v\n1,3\n"
+
+    counts = RetentionPass(Store(client), instance, bucket=bucket, prefix="dagster", older_than=datetime.timedelta(0))
+    assert counts.run(dry_run=False) == {"scanned": 2, "foreign": 1, "kept": 1}
+    assert gcs_bucket.get_blob("dagster/readings/=/readings-backup.csv") is not None

@@ -314,3 +314,17 @@ def test_a_copy_made_beside_a_stored_object_is_neither_replaced_nor_removed(buck
     counts = RetentionPass(Store(client), instance, bucket=bucket, prefix="dagster", older_than=datetime.timedelta(0))
     assert counts.run(dry_run=False) == {"scanned": 2, "foreign": 1, "kept": 1}
     assert gcs_bucket.get_blob("dagster/readings/=/readings-backup.csv") is not None
+
+
+def test_a_sensor_interval_the_ui_cannot_show_is_rejected_naming_the_attribute():
+    """Dagster's GraphQL API serves a sensor's interval as a 32-bit Int: a larger one loaded, and then every UI query
+    listing the sensor failed ('Int cannot represent non 32-bit signed integer value')."""
+    from graphql import GraphQLInt
+
+    with pytest.raises(Exception, match="32-bit"):
+        GraphQLInt.serialize(2**31)
+    message = _error(
+        ExternalDatafilesComponent,
+        "sensor: {name: s, prefix: 'gs://b-b/in/', job_name: j, assets: [x], minimum_interval_seconds: 2147483648}",
+    )
+    assert "minimum_interval_seconds" in message and "2147483647" in message, message

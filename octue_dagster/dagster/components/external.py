@@ -1,17 +1,20 @@
 """`ExternalDatafilesComponent`: GCS files the pipeline reads but does not make, watched from `defs.yaml`."""
 
+from typing import Annotated
+
 import dagster as dg
 from pydantic import Field
 
 from octue_dagster.dagster.components.fields import (
-    ResourceKey,
-    Documented,
     AssetKeyString,
     Count,
     DefaultStatus,
     DefinitionName,
+    Documented,
     GcsObjectOrPrefix,
     GcsPrefix,
+    ResourceKey,
+    bounded,
     default_sensor_status,
 )
 from octue_dagster.dagster.components.scaffolding import ExternalDatafilesScaffolder
@@ -41,7 +44,10 @@ class PrefixSensor(Documented, dg.Model):
         min_length=1,
         description="The assets the job observes or materializes (asset keys), e.g. the source and what reads it.",
     )
-    minimum_interval_seconds: Count = Field(default=60, description="Evaluate at most this often.")
+    # Dagster's GraphQL API (the UI) serves the interval as a 32-bit Int.
+    minimum_interval_seconds: Annotated[int, bounded(1, maximum=2**31 - 1)] = Field(
+        default=60, description="Evaluate at most this often (at most 2147483647 seconds)."
+    )
     process_existing: bool = Field(
         default=True, description="Request runs for objects already there at the first evaluation (false: baseline)."
     )

@@ -54,15 +54,20 @@ def bounded(minimum: float, *, exclusive: bool = False, maximum: float | None = 
         if value is None or isinstance(value, str):
             return value
         if isinstance(value, float) and not math.isfinite(value):
-            raise InvalidInputError(f"{value!r} is not a finite number: give a number such as {minimum + 1:g}.")
+            raise InvalidInputError(f"{value!r} is not a finite number: give a number such as {_plain(minimum + 1)}.")
         if value < minimum or (exclusive and value == minimum):
             relation = "greater than" if exclusive else "greater than or equal to"
-            raise InvalidInputError(f"{value!r} is too small: give a number {relation} {minimum:g}.")
+            raise InvalidInputError(f"{value!r} is too small: give a number {relation} {_plain(minimum)}.")
         if maximum is not None and value > maximum:
-            raise InvalidInputError(f"{value!r} is too large: give a number less than or equal to {maximum:g}.")
+            raise InvalidInputError(f"{value!r} is too large: give a number less than or equal to {_plain(maximum)}.")
         return value
 
     return AfterValidator(validate)
+
+
+def _plain(number: float) -> str:
+    """A bound as people write it: 1, 0.5, 2147483647 (not 2.14748e+09)."""
+    return str(int(number)) if float(number).is_integer() else str(number)
 
 
 _DEFINITION_NAME = re.compile(r"^[A-Za-z0-9_]+$")

@@ -328,3 +328,13 @@ def test_a_sensor_interval_the_ui_cannot_show_is_rejected_naming_the_attribute()
         "sensor: {name: s, prefix: 'gs://b-b/in/', job_name: j, assets: [x], minimum_interval_seconds: 2147483648}",
     )
     assert "minimum_interval_seconds" in message and "2147483647" in message, message
+
+
+@pytest.mark.parametrize("glob", ["raw/*.csv", "**/*.csv", ""])
+def test_a_name_glob_that_can_never_match_a_file_name_is_rejected(glob):
+    """`name_glob` matches the file name (the part after the last '/'): a pattern with a '/' or an empty one matched
+    nothing, and the job reported success with 0 matched, every night."""
+    message = _error(RetagComponent, f"job_name: j\nprefix: gs://b-b/\nadd_labels: [x]\nname_glob: '{glob}'")
+    assert "name_glob" in message and "file name" in message, message
+    with pytest.raises(InvalidInputError, match="name_glob"):
+        RetagSpec(add_labels=["x"], name_glob=glob)

@@ -115,6 +115,12 @@ class RetagSpec:
             set_field(self, "tags", dict(md.TagDict(self.tags)))
         if self.name_glob is not None and not isinstance(self.name_glob, str):
             raise InvalidInputError(f"name_glob must be a pattern such as '*.csv'; got {self.name_glob!r}.")
+        if self.name_glob is not None and (not self.name_glob or "/" in self.name_glob):
+            # It is matched against the file name alone, which never is empty nor holds a '/'.
+            raise InvalidInputError(
+                f"name_glob {self.name_glob!r} can never match: it is matched against the file name (the part after "
+                f"the last '/'), such as '*.csv'; choose the folder with the prefix instead."
+            )
 
     def selects(self, datafile: Datafile) -> bool:
         """Whether the filter selects this datafile."""

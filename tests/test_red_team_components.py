@@ -19,6 +19,7 @@ from octue_dagster import (
     Datafile,
     DatafileIOManagerComponent,
     DatafileResourceComponent,
+    Dataset,
     ExternalDatafilesComponent,
     InvalidInputError,
     RetagComponent,
@@ -338,3 +339,67 @@ def test_a_name_glob_that_can_never_match_a_file_name_is_rejected(glob):
     assert "name_glob" in message and "file name" in message, message
     with pytest.raises(InvalidInputError, match="name_glob"):
         RetagSpec(add_labels=["x"], name_glob=glob)
+
+
+def test_the_sensor_does_not_request_its_job_again_for_a_dataset_that_job_stored(bucket: str, tmp_path: Path):
+    """As above for a Dataset asset: its files carry no per-object mark (the dataset's `.octue` object records them),
+    so the mark alone did not stop the loop."""
+    _upload(tmp_path, f"gs://{bucket}/shared/incoming/readings.csv", "t,v\n1,2\n")
+    external = _load(
+        ExternalDatafilesComponent,
+        f"""
+        sensor:
+          name: shared_sensor
+          prefix: gs://{bucket}/shared/
+          job_name: refresh
+          assets: [by_turbine]
+        """,
+    )
+
+    @dg.asset
+    def by_turbine() -> Dataset:
+        folder = tmp_path / "dataset"
+        folder.mkdir(exist_ok=True)
+        for turbine in ("t1", "t2"):
+            (folder / f"{turbine}.csv").write_text(f"{turbine},{len(list(folder.iterdir()))}\n")
+        return Dataset(folder, name="by-turbine")
+
+    defs = dg.Definitions.merge(
+        component_defs(component=_load(DatafileIOManagerComponent, f"bucket: {bucket}\nprefix: shared")),
+        component_defs(component=_load(DatafileResourceComponent, "{}")),
+        component_defs(component=external),
+        dg.Definitions(assets=[by_turbine]),
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    sensor = defs.resolve_sensor_def("shared_sensor")
+
+    def tick(cursor: str | None):
+        with dg.build_sensor_context(
+            instance=instance, cursor=cursor, resources={"datafiles": defs.resources["datafiles"]}
+        ) as context:
+            result = sensor(context)
+        return [request.tags[OBJECT_TAG] for request in result.run_requests or []], result.cursor
+
+    requested, cursor = tick(None)
+    assert requested == [f"gs://{bucket}/shared/incoming/readings.csv"]
+    assert defs.resolve_job_def("refresh").execute_in_process(instance=instance).success
+    requested, cursor = tick(cursor)
+    assert requested == [], "the sensor requested its own job for the dataset that job just stored"
+
+
+@pytest.mark.parametrize(
+    ("key", "uri", "root"),
+    [
+        (["by_turbine"], "gs://b-b/shared/by_turbine/=", "gs://b-b/shared/by_turbine/"),
+        (["by_turbine"], "gs://b-b/shared/by_turbine/partition=2024-01-01/", "gs://b-b/shared/by_turbine/"),
+        (["raw", "readings"], "gs://b-b/d/raw/readings/date=1/site=n/readings.csv", "gs://b-b/d/raw/readings/"),
+        (["a/b"], "gs://b-b/d/a%2Fb/=/b.csv", "gs://b-b/d/a%2Fb/"),
+        (["summary"], "gs://b-b/shared/summary.csv", None),  # not an I/O manager address: never a whole folder
+        (["summary"], "gs://b-b/other/=/summary.csv", None),  # another asset's folder
+        (["summary"], "bigquery://table", None),
+    ],
+)
+def test_the_folder_ignored_for_an_asset_is_only_ever_its_own_address_folder(key, uri, root):
+    from octue_dagster.dagster.observation import asset_root
+
+    assert asset_root(dg.AssetKey(key), uri) == root

@@ -403,3 +403,28 @@ def test_the_folder_ignored_for_an_asset_is_only_ever_its_own_address_folder(key
     from octue_dagster.dagster.observation import asset_root
 
     assert asset_root(dg.AssetKey(key), uri) == root
+
+
+# --- external files declared twice ------------------------------------------------------------------------------------
+
+
+def test_two_external_files_under_one_asset_key_are_rejected_naming_the_key():
+    """Dagster accepts two observable source assets with one key (`Definitions.validate_loadable` passes) and keeps one,
+    so a copy-pasted entry silently stopped watching one of the two files."""
+    from octue_dagster.dagster.observation import gcs_observable_source_asset
+
+    merged = dg.Definitions.merge(
+        component_defs(component=_load(DatafileResourceComponent, "{}")),
+        dg.Definitions(
+            assets=[
+                gcs_observable_source_asset("site", "gs://b-b/x.json", gcs_resource_key="datafiles"),
+                gcs_observable_source_asset("site", "gs://b-b/y.json", gcs_resource_key="datafiles"),
+            ]
+        ),
+    )
+    dg.Definitions.validate_loadable(merged)  # what `dg check defs` relies on: no complaint
+    message = _error(
+        ExternalDatafilesComponent,
+        "assets: [{key: site, path: 'gs://b-b/x.json'}, {key: site, path: 'gs://b-b/y.json'}]",
+    )
+    assert "'site'" in message and "more than once" in message, message

@@ -3,7 +3,7 @@
 from typing import Annotated
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from octue_dagster.dagster.components.fields import (
     AssetKeyString,
@@ -19,6 +19,7 @@ from octue_dagster.dagster.components.fields import (
 )
 from octue_dagster.dagster.components.scaffolding import ExternalDatafilesScaffolder
 from octue_dagster.dagster.observation import gcs_observable_source_asset, gcs_prefix_sensor
+from octue_dagster.exceptions import InvalidInputError
 
 
 class ExternalDatafile(Documented, dg.Model):
@@ -83,6 +84,20 @@ class ExternalDatafilesComponent(dg.Component, Documented, dg.Model):
     resource_key: ResourceKey = Field(
         default="datafiles", description="The key of the DatafileResource used to read GCS."
     )
+
+    @model_validator(mode="after")
+    def _one_file_per_key(self) -> "ExternalDatafilesComponent":
+        # Dagster keeps one of two observable source assets with the same key, silently.
+        seen: set[str] = set()
+        for item in self.assets:
+            normalised = item.key.strip("/")
+            if normalised in seen:
+                raise InvalidInputError(
+                    f"The asset key {item.key!r} is given more than once in assets: give each external file its own "
+                    f"key."
+                )
+            seen.add(normalised)
+        return self
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         assets = [

@@ -18,7 +18,7 @@ from octue_dagster.core.storage.store import Store, make_client
 from octue_dagster.dagster import asset_storage, retention
 from octue_dagster.dagster.addresses import asset_address, default_object_name
 from octue_dagster.dagster.io_manager import DatafileIOManager
-from octue_dagster.dagster.owned_objects import OWNER_KEY
+from octue_dagster.dagster.owned_objects import NAME_KEY, OWNER_KEY
 from octue_dagster.dagster.resources import DatafileResource
 from octue_dagster.dagster.retention_job import build_retention_job
 from octue_dagster.exceptions import DatafileNotFoundError, InvalidCloudPathError, InvalidInputError
@@ -84,7 +84,7 @@ def test_retention_still_removes_a_leftover_older_than_the_latest_materializatio
     first = client.bucket(bucket).get_blob("dagster/renamed/=/first.csv")
     # A leftover as a concurrent run of the same partition leaves (its removal met a newer generation).
     leftover = client.bucket(bucket).blob("dagster/renamed/=/old.csv")
-    leftover.metadata = dict(first.metadata)
+    leftover.metadata = {**first.metadata, NAME_KEY: leftover.name}  # as the I/O manager writes it for old.csv
     leftover.upload_from_string(b"superseded")
     PLAN.update(name="second.csv", content=b"second")
     monkeypatch.setattr(Store, "delete_object", lambda self, path, **kwargs: None)  # the removal was lost

@@ -6,7 +6,14 @@ import dagster as dg
 from pydantic import Field, model_validator
 
 from octue_dagster.dagster.components.checks import DatafileChecks
-from octue_dagster.dagster.components.fields import BucketName, Documented, Folder, StoreSettingsFields
+from octue_dagster.dagster.components.fields import (
+    BucketName,
+    Documented,
+    Folder,
+    ResourceKey,
+    StoreSettingsFields,
+    distinct_client_key,
+)
 from octue_dagster.dagster.components.gcs import BoundOrDefaultGCSResource
 from octue_dagster.dagster.components.scaffolding import IOManagerScaffolder
 from octue_dagster.dagster.io_manager import DatafileIOManager
@@ -36,7 +43,7 @@ class DatafileIOManagerComponent(dg.Component, Documented, StoreSettingsFields):
 
     bucket: BucketName = Field(description="The GCS bucket to store asset files in (it must exist), without gs://.")
     prefix: Folder = Field(default="dagster", description="Folder inside the bucket, e.g. 'dagster' or 'team/assets'.")
-    resource_key: str = Field(
+    resource_key: ResourceKey = Field(
         default="io_manager",
         description="The key to bind the I/O manager under ('io_manager' makes it every asset's default).",
     )
@@ -47,7 +54,7 @@ class DatafileIOManagerComponent(dg.Component, Documented, StoreSettingsFields):
             "extension) or 'datafile' (the returned file's own name)."
         ),
     )
-    gcs_resource_key: str = Field(
+    gcs_resource_key: ResourceKey = Field(
         default="gcs", description="Use the GCS resource bound under this key, when the definitions bind one."
     )
     checks: DatafileChecks | None = Field(
@@ -63,6 +70,10 @@ class DatafileIOManagerComponent(dg.Component, Documented, StoreSettingsFields):
         if self.checks is not None:
             self.checks.check_assets()
         return self
+
+    @model_validator(mode="after")
+    def _not_its_own_client(self) -> "DatafileIOManagerComponent":
+        return distinct_client_key(self)
 
     @property
     def io_manager(self) -> DatafileIOManager:

@@ -131,7 +131,7 @@ class RecordCounter:
         self._blank += sum(1 for match in _BLANK_LINE_END.finditer(head) if match.start() >= len(self._tail))
         if b"\n\n" in data or b"\n\r\n" in data:
             self._blank += sum(1 for _ in _BLANK_LINE_END.finditer(data, 2))
-        self._tail = (self._tail + data)[-2:]
+        self._tail = (self._tail + data[-2:])[-2:]
 
     @property
     def exact(self) -> bool:

@@ -216,7 +216,6 @@ def test_memory_stays_flat_in_file_size(tmp_path: Path, quoted: bool) -> None:
         Column("comment", "string"),
     )
     # The hash buffer and one block's copy (4 MiB each), whatever the file's size.
-    print(f"peak {peak} for {size}")
     assert peak < 10 * 1024 * 1024, f"{peak} bytes peak for a {size}-byte file"
 
 
@@ -488,3 +487,47 @@ def test_a_dataset_of_csvs_with_one_header_records_one_schema(bucket: str) -> No
     metadata = _latest(instance, "turbine_files").metadata
     assert "dagster/column_schema" not in metadata
     assert metadata["catalog_notes"].value == "no column schema: the files have 2 different headers"
+
+
+# --- the example project -----------------------------------------------------------------------------------------------
+
+
+def test_the_example_pipeline_pages_show_schema_row_count_and_preview(bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dagster as dg
+
+    from example_project import demo
+    from example_project import readings as example_readings
+    from example_project.definitions import build_definitions
+    from example_project.partitions import daily_partitions
+
+    monkeypatch.setenv("OCTUE_DAGSTER_BUCKET", bucket)
+    demo.seed(bucket)
+    job = build_definitions(bucket).resolve_implicit_global_asset_job_def()
+    instance = DagsterInstance.ephemeral()
+    days = daily_partitions.get_partition_keys()
+    for day in days:
+        keys = [AssetKey("raw_readings"), AssetKey("cleaned_readings"), AssetKey("turbine_files")]
+        assert job.execute_in_process(partition_key=day, asset_selection=keys, instance=instance).success
+    keys = [AssetKey("site_metadata"), AssetKey("turbine_summary")]
+    assert job.execute_in_process(asset_selection=keys, instance=instance).success
+
+    day = days[0]
+    for key in ("raw_readings", "cleaned_readings", "turbine_files"):
+        metadata = _latest(instance, key, day).metadata
+        columns = metadata["dagster/column_schema"].value.columns
+        assert [column.name for column in columns] == list(example_readings.COLUMNS), key
+        assert len(metadata["preview"].value.records) == profiling.PREVIEW_ROWS
+        assert metadata["dagster/partition_row_count"].value == metadata["dagster/row_count"].value
+    # The row counts are the rows the assets wrote (which they also put in their tags).
+    raw = _latest(instance, "raw_readings", day).metadata
+    cleaned = _latest(instance, "cleaned_readings", day).metadata
+    assert raw["dagster/row_count"].value == raw["tags"].value["rows"]
+    assert cleaned["dagster/row_count"].value == cleaned["tags"].value["rows"]
+    assert _latest(instance, "turbine_files", day).metadata["dagster/row_count"].value == cleaned["tags"].value["rows"]
+    types = {column.name: column.type for column in cleaned["dagster/column_schema"].value.columns}
+    assert types["power_kw"] == "float" and types["timestamp"] == "datetime"
+
+    tree = _latest(instance, "turbine_summary").metadata["hdf5_tree"].value
+    for turbine in example_readings.TURBINES:
+        assert f"- `{turbine}`/" in tree
+    assert "`power_kw` " in tree and "float64" in tree

@@ -50,6 +50,8 @@ def build_definitions(bucket: str, executor: dg.ExecutorDefinition | None = None
     retention_job = build_retention_job("storage_retention", bucket=bucket, prefix=config.PREFIX, older_than_days=30)
     return dg.Definitions(
         assets=[build_site_metadata(bucket), raw_readings, cleaned_readings, turbine_files, turbine_summary],
+        # Dagster's own check: each CSV asset's column schema (recorded by the I/O manager) is the previous one's.
+        asset_checks=dg.build_column_schema_change_checks(assets=[raw_readings, cleaned_readings, turbine_files]),
         jobs=[retag_job, retention_job],
         schedules=[retag_schedule, build_retention_schedule(retention_job, "0 4 * * *")],
         sensors=[build_external_files_sensor(bucket)],

@@ -505,9 +505,15 @@ def test_the_example_pipeline_pages_show_schema_row_count_and_preview(bucket: st
     job = build_definitions(bucket).resolve_implicit_global_asset_job_def()
     instance = DagsterInstance.ephemeral()
     days = daily_partitions.get_partition_keys()
+    evaluations = []
     for day in days:
         keys = [AssetKey("raw_readings"), AssetKey("cleaned_readings"), AssetKey("turbine_files")]
-        assert job.execute_in_process(partition_key=day, asset_selection=keys, instance=instance).success
+        result = job.execute_in_process(partition_key=day, asset_selection=keys, instance=instance)
+        assert result.success
+        evaluations += result.get_asset_check_evaluations()
+    # The example's Dagster schema-change checks ran with every day and found the same columns each time.
+    assert len(evaluations) == 3 * len(days) and all(evaluation.passed for evaluation in evaluations)
+    assert {evaluation.check_name for evaluation in evaluations} == {"column_schema_change"}
     keys = [AssetKey("site_metadata"), AssetKey("turbine_summary")]
     assert job.execute_in_process(asset_selection=keys, instance=instance).success
 

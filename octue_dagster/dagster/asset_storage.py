@@ -186,7 +186,8 @@ class AssetStorage(IOManager):
                 except (CloudObjectNotFoundError, ConflictError):
                     pass
         stored = Datafile.from_object_info(info, store=self.store)
-        metadata = {**datafile_metadata(stored), **catalog_metadata}
+        # What is in the file first (the UI lists metadata in this order), then where and what it is stored as.
+        metadata = {**catalog_metadata, **datafile_metadata(stored)}
         return StoredOutput(slot.partition_key, metadata, datafile_data_version(stored))
 
     def catalog_metadata(self, slot: Slot, value: Datafile | Dataset) -> dict[str, MetadataValue]:

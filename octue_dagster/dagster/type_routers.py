@@ -169,7 +169,7 @@ class DatasetRouter(TypeRouter):
         profile_catalog = getattr(self.host, "catalog_metadata", None)
         catalog_metadata = profile_catalog(slot, value) if profile_catalog is not None else {}
         stored = dataset_storage.store_dataset(self.host, slot, value)
-        metadata = {**dataset_metadata(stored), **catalog_metadata}
+        metadata = {**catalog_metadata, **dataset_metadata(stored)}
         return [StoredOutput(slot.partition_key, metadata, dataset_data_version(stored))]
 
     def load(self, slot: Slot) -> Dataset:

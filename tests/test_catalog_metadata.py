@@ -62,6 +62,7 @@ def _fed(data: bytes, cuts: list[int]) -> RecordCounter:
 def test_record_counter_agrees_with_the_csv_parser_whatever_the_blocks(text: str, cuts: list[int]) -> None:
     data = text.encode()
     counter = _fed(data, cuts)
+    assert counter.lines == len(list(io.StringIO(text, newline="")))  # as a text stream's readline splits them
     if '"' not in text and "\r" not in text.replace("\r\n", ""):
         assert counter.exact  # the fast path is taken whenever it can be exact
     if counter.exact:
@@ -198,6 +199,17 @@ def test_a_file_without_line_ends_or_with_a_runaway_quote_is_bounded(tmp_path: P
     profile = profile_csv(path)
     assert profile.columns is None and profile.row_count == 0
     assert "longer than" in profile.notes[0]
+
+    # A quoted file (so the CSV parser counts) with a line over the bound: the cut is seen, no wrong count is given.
+    long_line = tmp_path / "long-line.csv"
+    long_line.write_bytes(b'a,"b"\n' + b"x," * (profiling.MAX_LINE_CHARS // 2 + 10) + b"\n1,2\n")
+    profile = profile_csv(long_line)
+    assert profile.row_count is None
+    assert profile.notes[0] == (
+        f"row count skipped: the file cannot be parsed as CSV to its end (a line is longer than "
+        f"{profiling.MAX_LINE_CHARS} characters)"
+    )
+    assert count_csv_records(long_line)[0] is None  # the same without the line count, by the bounded reader
 
     runaway = tmp_path / "runaway.csv"
     runaway.write_bytes(b'a,b\n1,"' + b"x" * 200_000 + b"\n2,3\n")

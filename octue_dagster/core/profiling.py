@@ -22,6 +22,7 @@ import contextlib
 import csv
 import dataclasses
 import datetime
+import functools
 import io
 import math
 import os
@@ -133,10 +134,7 @@ class RecordCounter:
 
     def feed(self, block: bytes | bytearray | memoryview) -> None:
         data = _bytes_of(block)
-        if not data or self._quoted:
-            return
-        if self._quotechar in data:
-            self._quoted = True  # the line count says nothing now: stop counting
+        if not data:
             return
         self._size += len(data)
         self._line_ends += data.count(b"\n")
@@ -144,11 +142,14 @@ class RecordCounter:
         if carriage_returns:
             self._carriage_returns += data.count(b"\r")
             self._crlf += (self._tail[-1:] + data[:1]).count(b"\r\n") + data.count(b"\r\n")
-        # Blank-line ends whose look-behind reaches into the previous block, then those wholly inside this block.
-        head = self._tail + bytes(data[:2])
-        self._blank += sum(1 for match in _BLANK_LINE_END.finditer(head) if match.start() >= len(self._tail))
-        if (_EMPTY_LINE_CRLF if carriage_returns else _EMPTY_LINE).search(data):
-            self._blank += sum(1 for _ in _BLANK_LINE_END.finditer(data, 2))
+        if not self._quoted and self._quotechar in data:
+            self._quoted = True  # records cannot be told from lines now: only the line count goes on
+        if not self._quoted:
+            # Blank-line ends whose look-behind reaches into the previous block, then those wholly inside this one.
+            head = self._tail + bytes(data[:2])
+            self._blank += sum(1 for match in _BLANK_LINE_END.finditer(head) if match.start() >= len(self._tail))
+            if (_EMPTY_LINE_CRLF if carriage_returns else _EMPTY_LINE).search(data):
+                self._blank += sum(1 for _ in _BLANK_LINE_END.finditer(data, 2))
         self._tail = (self._tail + bytes(data[-2:]))[-2:]
 
     @property
@@ -157,12 +158,18 @@ class RecordCounter:
         return not self._quoted and self._carriage_returns == self._crlf
 
     @property
+    def lines(self) -> int:
+        """The number of lines as a text stream's `readline` splits them (at "\n", "\r\n" or a bare "\r")."""
+        bare_carriage_returns = self._carriage_returns - self._crlf
+        unterminated = 1 if self._size and self._tail[-1:] not in (b"\n", b"\r") else 0
+        return self._line_ends + bare_carriage_returns + unterminated
+
+    @property
     def records(self) -> int | None:
         """The number of non-empty records, or `None` when only the CSV parser can tell (see `exact`)."""
         if not self.exact:
             return None
-        lines = self._line_ends + (1 if self._size and self._tail[-1:] != b"\n" else 0)
-        return lines - self._blank
+        return self.lines - self._blank
 
 def _bounded_lines(text: io.TextIOBase) -> Iterator[str]:
     """The lines of a text stream, each read with a length bound, so that a file without line ends is not one
@@ -182,12 +189,25 @@ def _open_text(path: str | os.PathLike[str], errors: str = "strict") -> io.TextI
     return open(path, encoding="utf-8-sig", errors=errors, newline="")
 
 
-def count_csv_records(path: str | os.PathLike[str], delimiter: str = ",") -> tuple[int | None, str | None]:
+def count_csv_records(
+    path: str | os.PathLike[str], delimiter: str = ",", lines: int | None = None
+) -> tuple[int | None, str | None]:
     """The number of non-empty records in a CSV file, read once through the CSV parser (streaming), and `None` with
-    the reason when the file cannot be parsed to the end (a field over the parser's limit, a line too long)."""
+    the reason when the file cannot be parsed to the end (a field over the parser's limit, a line too long).
+
+    Every line is read with a length bound, so memory stays flat even in a file without line ends. Given the file's
+    line count (`RecordCounter.lines`, from the hashing pass), the lines are read by C code alone (half again as
+    fast) and a line cut by the bound shows as one line more than the file has.
+    """
     try:
         with _open_text(path, errors="replace") as text:
-            return sum(1 for record in csv.reader(_bounded_lines(text), delimiter=delimiter) if record), None
+            if lines is None:
+                return sum(1 for record in csv.reader(_bounded_lines(text), delimiter=delimiter) if record), None
+            reader = csv.reader(iter(functools.partial(text.readline, MAX_LINE_CHARS), ""), delimiter=delimiter)
+            records = sum(1 for record in reader if record)
+            if reader.line_num != lines:
+                raise _LineTooLong(f"a line is longer than {MAX_LINE_CHARS} characters")
+            return records, None
     except (csv.Error, _LineTooLong) as error:
         return None, f"row count skipped: the file cannot be parsed as CSV to its end ({error})"
 
@@ -359,7 +379,7 @@ def profile_csv(
         hashing.hash_file_blocks(path, counter.feed)
         records = counter.records
         if records is None:
-            records, problem = count_csv_records(path, delimiter)
+            records, problem = count_csv_records(path, delimiter, lines=counter.lines)
             notes += [problem] if problem else []
         row_count = max(records - 1, 0) if records is not None else None
     else:

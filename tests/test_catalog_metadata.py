@@ -481,6 +481,10 @@ def test_the_catalog_can_be_turned_off_and_limited(bucket: str) -> None:
     assert "dagster/row_count" not in metadata
     assert metadata["dagster/column_schema"].value.columns[0] == TableColumn("t", "int")
     assert metadata["catalog_notes"].value.startswith("row count skipped")
+    assert "preview" in metadata
+    assert materialize([readings], resources=_resources(bucket, catalog_preview=False), instance=instance).success
+    metadata = _latest(instance, "readings").metadata
+    assert "preview" not in metadata and metadata["dagster/row_count"].value == 1
 
 
 DATASET_FILES: dict[str, bytes] = {}

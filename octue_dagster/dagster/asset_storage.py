@@ -203,7 +203,9 @@ class AssetStorage(IOManager):
         except Exception as error:  # the catalog is a view of the data: it must not stop the data being stored
             slot.context.log.warning(f"Could not profile {self.describe(slot)} for the catalog: {error!r}")
             return {catalog.NOTES_KEY: MetadataValue.text(f"not profiled: {type(error).__name__}")}
-        return catalog.profile_metadata(profile, partitioned=slot.partition_key is not None)
+        return catalog.profile_metadata(
+            profile, partitioned=slot.partition_key is not None, preview=self.catalog_settings.preview
+        )
 
     def load_datafile(self, slot: Slot) -> Datafile:
         """The datafile stored at the slot's address, from one listing request (no download), read-only.

@@ -55,9 +55,11 @@ class CatalogSettings:
     enabled: bool = True
     max_bytes: int = profiling.DEFAULT_MAX_BYTES
     sample_rows: int = profiling.SAMPLE_ROWS
+    #: Whether the first rows are copied into Dagster's event log as a preview (not for data that must not be there).
+    preview: bool = True
 
     @classmethod
-    def resolve(cls, enabled: bool = True, max_bytes: int | None = None) -> CatalogSettings:
+    def resolve(cls, enabled: bool = True, max_bytes: int | None = None, preview: bool = True) -> CatalogSettings:
         """Settings from the I/O manager's configuration: `max_bytes=None` takes `$OCTUE_DAGSTER_CATALOG_MAX_BYTES`,
         else the default."""
         if max_bytes is None:
@@ -75,7 +77,7 @@ class CatalogSettings:
             raise InvalidInputError(
                 f"catalog_max_bytes must be 0 or more (0: never read a whole file for the row count); got {max_bytes}."
             )
-        return cls(enabled=enabled, max_bytes=max_bytes)
+        return cls(enabled=enabled, max_bytes=max_bytes, preview=preview)
 
 
 def _local_path(datafile: Datafile) -> str | None:
@@ -101,8 +103,10 @@ def table_schema(columns: tuple[profiling.Column, ...] | list[profiling.Column])
     return TableSchema(columns=[TableColumn(column.name, column.type) for column in columns])
 
 
-def profile_metadata(profile: profiling.Profile | None, *, partitioned: bool = False) -> dict[str, MetadataValue]:
-    """Dagster metadata for a profile (empty for `None`)."""
+def profile_metadata(
+    profile: profiling.Profile | None, *, partitioned: bool = False, preview: bool = True
+) -> dict[str, MetadataValue]:
+    """Dagster metadata for a profile (empty for `None`); `preview=False` leaves out the first rows."""
     if profile is None:
         return {}
     metadata: dict[str, MetadataValue] = {}
@@ -112,7 +116,7 @@ def profile_metadata(profile: profiling.Profile | None, *, partitioned: bool = F
         metadata[ROW_COUNT_KEY] = MetadataValue.int(profile.row_count)
         if partitioned:
             metadata[PARTITION_ROW_COUNT_KEY] = MetadataValue.int(profile.row_count)
-    if profile.columns is not None:
+    if profile.columns is not None and preview:
         shown = [column for column in profile.columns[: profiling.PREVIEW_COLUMNS]]
         metadata[PREVIEW_KEY] = MetadataValue.table(
             [TableRecord(row) for row in profile.preview], schema=table_schema(shown)

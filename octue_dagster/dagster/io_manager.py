@@ -65,6 +65,9 @@ class DatafileIOManager(ConfigurableIOManager):
             return datafile
 
         gcs = GCSResource(project="my-project")
+        # Catalog metadata (column schema, row count, preview) is on by default; e.g. count rows up to 64 MiB only
+        # with `DatafileIOManager(..., catalog_max_bytes=64 * 1024**2)`, or keep rows out of Dagster's event log
+        # with `catalog_preview=False`.
         defs = Definitions(
             assets=[readings],
             resources={
@@ -92,6 +95,13 @@ class DatafileIOManager(ConfigurableIOManager):
         description=(
             "Record catalog metadata for CSV and HDF5 outputs (column schema, row count, a preview), profiled from "
             "the local file the asset wrote (never downloaded)."
+        ),
+    )
+    catalog_preview: bool = Field(
+        default=True,
+        description=(
+            "Copy the first rows of CSV and HDF5 tables into Dagster's event log as a preview. Turn off for data "
+            "that must not be stored there (column schema and row count are still recorded)."
         ),
     )
     catalog_max_bytes: Optional[int] = Field(
@@ -131,7 +141,9 @@ class DatafileIOManager(ConfigurableIOManager):
                 bucket=self.bucket,
                 prefix=self.prefix,
                 object_names=self.object_names,
-                catalog_settings=CatalogSettings.resolve(self.catalog_metadata, self.catalog_max_bytes),
+                catalog_settings=CatalogSettings.resolve(
+                    self.catalog_metadata, self.catalog_max_bytes, self.catalog_preview
+                ),
             )
         return self._storage
 

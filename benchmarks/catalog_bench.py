@@ -16,7 +16,8 @@ from octue_dagster.core import hashing, profiling
 def make_csv(path: Path, size_bytes: int, quoted: bool = False) -> Path:
     """A CSV of turbine-like readings of about `size_bytes`, written in chunks (memory stays small)."""
     rng = random.Random(0)
-    line = '{},2024-03-01T00:{:02d}:00,{:.6f},wt-0{},"ok"\n' if quoted else "{},2024-03-01T00:{:02d}:00,{:.6f},wt-0{},ok\n"
+    status = '"ok"' if quoted else "ok"
+    line = "{},2024-03-01T00:{:02d}:00,{:.6f},wt-0{}," + status + "\n"
     with open(path, "w", newline="") as file:
         file.write("id,timestamp,power_kw,turbine,status\n")
         row = 0

@@ -30,7 +30,14 @@ from hypothesis import strategies as st
 
 from octue_dagster import Datafile, Dataset
 from octue_dagster.core import hashing, profiling
-from octue_dagster.core.profiling import Column, RecordCounter, count_csv_records, profile_csv, profile_file, profile_hdf5
+from octue_dagster.core.profiling import (
+    Column,
+    RecordCounter,
+    count_csv_records,
+    profile_csv,
+    profile_file,
+    profile_hdf5,
+)
 from octue_dagster.dagster.catalog import (
     MAX_BYTES_VARIABLE,
     CatalogSettings,
@@ -40,7 +47,7 @@ from octue_dagster.dagster.io_manager import DatafileIOManager
 from octue_dagster.dagster.resources import DatafileResource
 from octue_dagster.exceptions import InvalidInputError, OctueDagsterError
 
-# --- the profiler ------------------------------------------------------------------------------------------------------
+# --- the profiler -----------------------------------------------------------------------------------------------------
 
 
 def _parser_records(data: bytes) -> int:
@@ -177,7 +184,8 @@ def test_over_the_size_limit_there_is_no_row_count_but_columns_and_preview(tmp_p
     assert profile.row_count is None
     assert profile.columns == (Column("a", "int"), Column("b", "int"))
     assert len(profile.preview) == profiling.PREVIEW_ROWS
-    assert profile.notes == (f"row count skipped: the file's {path.stat().st_size} bytes are over the catalog's limit of 100",)
+    size = path.stat().st_size
+    assert profile.notes == (f"row count skipped: the file's {size} bytes are over the catalog's limit of 100",)
     assert profile_csv(path, max_bytes=path.stat().st_size).row_count == 100
 
 
@@ -325,7 +333,7 @@ def test_size_limit_setting(monkeypatch: pytest.MonkeyPatch) -> None:
         CatalogSettings.resolve(max_bytes=-1)
 
 
-# --- real materializations ---------------------------------------------------------------------------------------------
+# --- real materializations --------------------------------------------------------------------------------------------
 
 #: What the assets below write; tests change it between materializations.
 CONTENT: dict[str, bytes] = {}
@@ -521,10 +529,12 @@ def test_a_dataset_of_csvs_with_one_header_records_one_schema(bucket: str) -> No
     assert metadata["catalog_notes"].value == "no column schema: the files have 2 different headers"
 
 
-# --- the example project -----------------------------------------------------------------------------------------------
+# --- the example project ----------------------------------------------------------------------------------------------
 
 
-def test_the_example_pipeline_pages_show_schema_row_count_and_preview(bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_example_pipeline_pages_show_schema_row_count_and_preview(
+    bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import dagster as dg
 
     from example_project import demo

@@ -115,8 +115,8 @@ class RecordCounter:
     """Counts the non-empty records of a CSV file from its raw blocks, in order, as `csv.reader` would find them.
 
     Feed it every block (`feed`), then read `records`: the number of non-empty lines, which equals the number of
-    non-empty CSV records unless a field is quoted (it may hold line ends) or a line ends in a bare "\r"; then
-    `records` is `None` and only the CSV parser can count (`count_csv_records`). Per block this is one
+    non-empty CSV records unless a field is quoted (it may hold line ends) or a line ends in a bare carriage return;
+    then `records` is `None` and only the CSV parser can count (`count_csv_records`). Per block this is one
     `bytes.count` of line ends and a few searches (carriage returns and empty lines are counted only in blocks that
     have them): several times slower than crc32c, over ten times faster than the CSV parser (`python -m benchmarks
     --only catalog`). After a quote character only lines are counted (`lines`, which the parser pass checks).
@@ -159,7 +159,7 @@ class RecordCounter:
 
     @property
     def lines(self) -> int:
-        """The number of lines as a text stream's `readline` splits them (at "\n", "\r\n" or a bare "\r")."""
+        """The number of lines as a text stream's `readline` splits them (at LF, CR LF or a bare CR)."""
         bare_carriage_returns = self._carriage_returns - self._crlf
         unterminated = 1 if self._size and self._tail[-1:] not in (b"\n", b"\r") else 0
         return self._line_ends + bare_carriage_returns + unterminated
@@ -170,6 +170,7 @@ class RecordCounter:
         if not self.exact:
             return None
         return self.lines - self._blank
+
 
 def _bounded_lines(text: io.TextIOBase) -> Iterator[str]:
     """The lines of a text stream, each read with a length bound, so that a file without line ends is not one
@@ -336,7 +337,10 @@ def _sample_csv(
     if len(columns) > PREVIEW_COLUMNS:
         notes.append(f"the preview shows the first {PREVIEW_COLUMNS} of {len(columns)} columns")
     preview = [
-        {column.name: _cell(record[index], column.type) if index < len(record) else None for index, column in enumerate(shown)}
+        {
+            column.name: _cell(record[index], column.type) if index < len(record) else None
+            for index, column in enumerate(shown)
+        }
         for record in raw_preview
     ]
     return columns, preview, notes
@@ -462,7 +466,8 @@ def profile_hdf5(path: str | os.PathLike[str], *, table: str | None = None) -> P
     try:
         import h5py
     except ImportError:
-        return Profile("hdf5", notes=("not profiled: reading HDF5 files needs h5py (pip install 'octue-dagster[hdf5]')",))
+        note = "not profiled: reading HDF5 files needs h5py (pip install 'octue-dagster[hdf5]')"
+        return Profile("hdf5", notes=(note,))
     try:
         with h5py.File(path, "r") as h5:
             nodes, truncated, tables = _tree(h5)

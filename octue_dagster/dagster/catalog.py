@@ -87,7 +87,9 @@ def _local_path(datafile: Datafile) -> str | None:
     return datafile.local_path if datafile.exists_locally else None
 
 
-def profile_datafile(datafile: Datafile, settings: CatalogSettings, hdf5_table: str | None = None) -> profiling.Profile | None:
+def profile_datafile(
+    datafile: Datafile, settings: CatalogSettings, hdf5_table: str | None = None
+) -> profiling.Profile | None:
     """The profile of a datafile's local content, or `None` (no local copy, catalog off, or not a tabular format)."""
     if not settings.enabled:
         return None
@@ -179,26 +181,27 @@ def dataset_profile(dataset: Dataset, settings: CatalogSettings) -> profiling.Pr
         return profiling.Profile("csv", notes=("no column schema: the dataset holds files other than CSV",))
     if len(files) > DATASET_MAX_FILES:
         return profiling.Profile("csv", notes=(f"no column schema: over {DATASET_MAX_FILES} files",))
-    profiles = [profile_datafile(file, settings) for file in files]
-    if any(profile is None for profile in profiles):
+    found = [profile_datafile(file, settings) for file in files]
+    profiles = [profile for profile in found if profile is not None]
+    if len(profiles) != len(found):
         return profiling.Profile("csv", notes=("no column schema: some files have no local copy to read",))
-    headers = {tuple(column.name for column in profile.columns or ()) for profile in profiles}  # type: ignore[union-attr]
+    headers = {tuple(column.name for column in profile.columns or ()) for profile in profiles}
     if len(headers) != 1:
         return profiling.Profile("csv", notes=(f"no column schema: the files have {len(headers)} different headers",))
     (names,) = headers
     columns = tuple(
-        profiling.Column(name, _merged_type({profile.columns[index].type for profile in profiles}))  # type: ignore[union-attr,index]
+        profiling.Column(name, _merged_type({profile.columns[index].type for profile in profiles if profile.columns}))
         for index, name in enumerate(names)
     )
-    counts = [profile.row_count for profile in profiles]  # type: ignore[union-attr]
+    counts = [profile.row_count for profile in profiles]
     preview: list[dict[str, profiling.Cell]] = []
     for profile in profiles:
-        preview += list(profile.preview[: profiling.PREVIEW_ROWS - len(preview)])  # type: ignore[union-attr]
-    notes = sorted({note for profile in profiles for note in profile.notes})  # type: ignore[union-attr]
+        preview += list(profile.preview[: profiling.PREVIEW_ROWS - len(preview)])
+    notes = sorted({note for profile in profiles for note in profile.notes})
     return profiling.Profile(
         "csv",
         columns=columns if names else None,
-        row_count=sum(counts) if all(count is not None for count in counts) else None,  # type: ignore[misc]
+        row_count=sum(count for count in counts if count is not None) if None not in counts else None,
         preview=tuple(preview),
         notes=tuple(notes),
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import random
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -177,6 +178,23 @@ def test_column_types_are_inferred_from_the_sample(tmp_path: Path) -> None:
     assert profile_csv(path, sample_rows=6).columns == (Column("n", "string"),)
 
 
+def test_preview_cells_are_bounded_and_json_safe(tmp_path: Path) -> None:
+    path = tmp_path / "wide.csv"
+    names = [f"c{index}" for index in range(profiling.PREVIEW_COLUMNS + 5)]
+    long_text = "x" * (profiling.MAX_CELL_CHARS + 50)
+    path.write_text(",".join(["v", "text", *names]) + "\n" + ",".join(["nan", long_text, *["1"] * len(names)]) + "\n")
+    profile = profile_csv(path)
+    assert len(profile.columns) == len(names) + 2  # the schema has every column
+    (row,) = profile.preview
+    assert len(row) == profiling.PREVIEW_COLUMNS  # the preview the first ones
+    assert row["v"] == "nan"  # a float column, but NaN is not JSON: shown as written
+    assert row["text"] == "x" * (profiling.MAX_CELL_CHARS - 1) + "…"
+    assert profile.notes == (f"the preview shows the first {profiling.PREVIEW_COLUMNS} of {len(names) + 2} columns",)
+    metadata = profile_metadata(profile)
+    assert len(metadata["preview"].value.schema.columns) == profiling.PREVIEW_COLUMNS
+    assert len(metadata["dagster/column_schema"].value.columns) == len(names) + 2
+
+
 def test_over_the_size_limit_there_is_no_row_count_but_columns_and_preview(tmp_path: Path) -> None:
     path = tmp_path / "big.csv"
     path.write_text("a,b\n" + "".join(f"{i},{i * 2}\n" for i in range(100)))
@@ -297,6 +315,28 @@ def test_hdf5_with_several_tables_needs_a_choice(tmp_path: Path) -> None:
     assert profile_hdf5(path, table="wt-01/power").notes == (
         "'wt-01/power' is not a one-dimensional compound dataset in this file: no table shown",
     )
+
+
+def test_hdf5_is_found_by_its_signature_and_a_large_tree_is_cut(tmp_path: Path) -> None:
+    path = tmp_path / "groups.nc"  # NetCDF-4 files are HDF5 files
+    with h5py.File(path, "w") as h5:
+        for index in range(profiling.MAX_TREE_NODES + 20):
+            h5.create_group(f"g{index:03d}")
+    profile = profile_file(path)
+    assert profile.format == "hdf5" and profile.tree_truncated
+    assert len(profile.tree) == profiling.MAX_TREE_NODES
+    assert profile_metadata(profile)["hdf5_tree"].value.endswith(
+        f"- … more (only the first {profiling.MAX_TREE_NODES} groups and datasets are listed)"
+    )
+
+
+def test_without_h5py_an_hdf5_file_gets_a_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "summary.h5"
+    _write_hdf5(path)
+    monkeypatch.setitem(sys.modules, "h5py", None)  # as if the [hdf5] extra were not installed
+    profile = profile_file(path)
+    assert profile.tree == () and profile.columns is None
+    assert profile.notes == ("not profiled: reading HDF5 files needs h5py (pip install 'octue-dagster[hdf5]')",)
 
 
 def test_a_broken_hdf5_file_gets_a_note(tmp_path: Path) -> None:

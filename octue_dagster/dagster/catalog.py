@@ -11,7 +11,9 @@ When the I/O manager stores a `Datafile` (or a `Dataset`) whose content is on lo
 - `preview`: the first rows as a table; `hdf5_tree`: an HDF5 file's groups and datasets with shapes and dtypes;
 - `catalog_notes`: why something is missing (a file over the size limit, not UTF-8, ragged rows, ...).
 
-Nothing is downloaded for this: an output returned from GCS without a local copy gets no catalog metadata. The size
+Nothing is downloaded for this: an output returned from GCS without a local copy gets no catalog metadata. A CSV's
+rows are counted in the read that hashes it, which fills the hash cache the upload then uses; if the asset hashed the
+file itself beforehand (`datafile_output`), that read happens once more, locally. The size
 limit (`catalog_max_bytes`, default 256 MiB or `$OCTUE_DAGSTER_CATALOG_MAX_BYTES`) bounds the whole-file read that
 counts rows; bigger files get columns and a preview from their first rows only.
 """

@@ -6,8 +6,7 @@ When the I/O manager stores a `Datafile` (or a `Dataset`) whose content is on lo
 - `dagster/column_schema`: the columns (a CSV's header with types inferred from its first rows; an HDF5 table's
   fields), which Dagster's `build_column_schema_change_checks` compares between materializations;
 - `dagster/row_count` (and `dagster/partition_row_count` for a partition): rows after the header, or an HDF5 table's
-  length. GraphQL's `Int` is 32-bit: above 2^31-1 the API's `intValue` is null and `intRepr` holds the exact count
-  (the UI shows `intRepr`);
+  length. GraphQL's `Int` is 32-bit: above 2^31-1 the API's `intValue` is null and `intRepr` holds the exact count;
 - `preview`: the first rows as a table; `hdf5_tree`: an HDF5 file's groups and datasets with shapes and dtypes;
 - `catalog_notes`: why something is missing (a file over the size limit, not UTF-8, ragged rows, ...).
 

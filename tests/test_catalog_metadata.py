@@ -178,6 +178,15 @@ def test_column_types_are_inferred_from_the_sample(tmp_path: Path) -> None:
     assert profile_csv(path, sample_rows=6).columns == (Column("n", "string"),)
 
 
+def test_the_sample_is_bounded_in_characters_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "long-rows.csv"
+    path.write_text("n,text\n" + "".join(f"{i},{'x' * 1000}\n" for i in range(50)) + "oops,x\n")
+    monkeypatch.setattr(profiling, "SAMPLE_CHARS", 20_000)  # about 20 rows: the text in row 51 is never read
+    profile = profile_csv(path)
+    assert profile.columns == (Column("n", "int"), Column("text", "string"))
+    assert profile.row_count == 51
+
+
 def test_preview_cells_are_bounded_and_json_safe(tmp_path: Path) -> None:
     path = tmp_path / "wide.csv"
     names = [f"c{index}" for index in range(profiling.PREVIEW_COLUMNS + 5)]

@@ -35,8 +35,10 @@ from octue_dagster.core import hashing
 
 #: Files larger than this are not read whole for the catalog (no row count); overridable per call.
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
-#: Column types are inferred from at most this many rows at the top of a CSV file.
+#: Column types are inferred from at most this many rows at the top of a CSV file...
 SAMPLE_ROWS = 1000
+#: ... and from at most about this many characters (rows of 1 MiB lines would otherwise make the sample a GiB).
+SAMPLE_CHARS = 8 * 1024 * 1024
 #: At most this many rows are shown in a preview.
 PREVIEW_ROWS = 10
 #: At most this many columns are shown in a preview (the column schema lists them all, up to `MAX_COLUMNS`).
@@ -172,12 +174,14 @@ class RecordCounter:
         return self.lines - self._blank
 
 
-def _bounded_lines(text: io.TextIOBase) -> Iterator[str]:
+def _bounded_lines(text: io.TextIOBase, consumed: list[int] | None = None) -> Iterator[str]:
     """The lines of a text stream, each read with a length bound, so that a file without line ends is not one
-    unbounded line in memory (`_LineTooLong` is raised instead)."""
+    unbounded line in memory (`_LineTooLong` is raised instead). `consumed[0]`, if given, counts the characters read."""
     while line := text.readline(MAX_LINE_CHARS):
         if len(line) >= MAX_LINE_CHARS and not line.endswith(("\n", "\r")):
             raise _LineTooLong(f"a line is longer than {MAX_LINE_CHARS} characters")
+        if consumed is not None:
+            consumed[0] += len(line)
         yield line
 
 
@@ -301,7 +305,8 @@ def _sample_csv(
     text: io.TextIOBase, delimiter: str, sample_rows: int
 ) -> tuple[list[Column] | None, list[dict[str, Cell]], list[str]]:
     notes: list[str] = []
-    reader = csv.reader(_bounded_lines(text), delimiter=delimiter)
+    consumed = [0]
+    reader = csv.reader(_bounded_lines(text, consumed), delimiter=delimiter)
     try:
         header = next((record for record in reader if record), None)
     except (csv.Error, _LineTooLong) as error:
@@ -326,7 +331,7 @@ def _sample_csv(
             if len(raw_preview) < PREVIEW_ROWS:
                 raw_preview.append(record)
             sampled += 1
-            if sampled >= sample_rows:
+            if sampled >= sample_rows or consumed[0] >= SAMPLE_CHARS:
                 break
     except (csv.Error, _LineTooLong) as error:
         notes.append(f"types come from the first {sampled} rows: the next cannot be parsed as CSV ({error})")
@@ -350,7 +355,8 @@ def sample_csv(
     path: str | os.PathLike[str], delimiter: str = ",", sample_rows: int = SAMPLE_ROWS
 ) -> tuple[list[Column] | None, list[dict[str, Cell]], list[str]]:
     """The columns of a CSV file (names from its first non-empty record, types from up to `sample_rows` rows after
-    it), its first rows as a preview, and notes on anything unusual, reading only the top of the file.
+    it, within about `SAMPLE_CHARS` characters), its first rows as a preview, and notes on anything unusual, reading
+    only the top of the file.
 
     Text that is not UTF-8 is read with the undecodable bytes replaced by U+FFFD (and a note saying so).
     """

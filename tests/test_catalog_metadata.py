@@ -310,8 +310,17 @@ def test_hdf5_tree_and_table(tmp_path: Path) -> None:
         ("/wt-01/power", "dataset", (3, 4), "float32"),
     ]
     markdown = profile_metadata(profile)["hdf5_tree"].value
-    assert "- `/` · attributes: site" in markdown
-    assert "    - `power` 3×4 float32" in markdown
+    assert "- `/` · attributes: `site`" in markdown
+    assert "  - `wt-01/`\n    - `power` 3×4 `float32`" in markdown
+
+
+def test_hdf5_names_cannot_act_as_markdown(tmp_path: Path) -> None:
+    path = tmp_path / "names.h5"
+    with h5py.File(path, "w") as h5:
+        group = h5.create_group("a`b\n- *fake*")
+        group.attrs["<img src=x>"] = 1
+    markdown = profile_metadata(profile_file(path))["hdf5_tree"].value
+    assert markdown.splitlines() == ["- `/`", "  - `a'b - *fake*/` · attributes: `<img src=x>`"]
 
 
 def test_hdf5_with_several_tables_needs_a_choice(tmp_path: Path) -> None:
@@ -504,7 +513,7 @@ def test_an_hdf5_asset_records_its_tree_and_table(bucket: str) -> None:
     ]
     assert metadata["dagster/row_count"].value == 3
     assert metadata["preview"].value.records[1].data == {"turbine": "wt-02", "mean_power_kw": 980.25, "faults": 0}
-    assert "`summary` 3 " in metadata["hdf5_tree"].value and "(the table: 3 rows)" in metadata["hdf5_tree"].value
+    assert "`summary` 3 `" in metadata["hdf5_tree"].value and "(the table: 3 rows)" in metadata["hdf5_tree"].value
 
 
 def test_a_cloud_datafile_output_is_not_downloaded_for_the_catalog(
@@ -626,5 +635,5 @@ def test_the_example_pipeline_pages_show_schema_row_count_and_preview(
 
     tree = _latest(instance, "turbine_summary").metadata["hdf5_tree"].value
     for turbine in example_readings.TURBINES:
-        assert f"- `{turbine}`/" in tree
-    assert "`power_kw` " in tree and "float64" in tree
+        assert f"- `{turbine}/`" in tree
+    assert "`power_kw` " in tree and "`float64`" in tree

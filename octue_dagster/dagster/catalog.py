@@ -103,6 +103,7 @@ def profile_datafile(
 
 
 def table_schema(columns: tuple[profiling.Column, ...] | list[profiling.Column]) -> TableSchema:
+    """Dagster's `TableSchema` for profiled columns (what `build_column_schema_change_checks` compares)."""
     return TableSchema(columns=[TableColumn(column.name, column.type) for column in columns])
 
 
@@ -138,18 +139,24 @@ def tree_markdown(profile: profiling.Profile) -> str:
         depth = 0 if node.path == "/" else node.path.count("/")
         name = "/" if node.path == "/" else node.path.rsplit("/", 1)[1]
         if node.kind == "group":
-            text = f"`{name}`" + ("" if name == "/" else "/")
+            text = _code(name if name == "/" else name + "/")
         else:
             shape = "×".join(map(str, node.shape)) if node.shape else "scalar"
-            text = f"`{name}` {shape} {node.dtype}"
+            text = f"{_code(name)} {shape} {_code(node.dtype or '')}"
             if node.path == profile.table:
                 text += f" (the table: {profile.row_count} rows)"
         if node.attributes:
-            text += " · attributes: " + ", ".join(node.attributes)
+            text += " · attributes: " + ", ".join(_code(attribute) for attribute in node.attributes)
         lines.append("  " * depth + "- " + text)
     if profile.tree_truncated:
         lines.append(f"- … more (only the first {profiling.MAX_TREE_NODES} groups and datasets are listed)")
     return "\n".join(lines)
+
+
+def _code(text: str) -> str:
+    """`text` as a Markdown code span: names come from the file, so none of their characters may act as Markdown
+    (backticks and line ends, which would end the span or the list item, become plain quotes and spaces)."""
+    return "`" + text.replace("`", "'").replace("\r", " ").replace("\n", " ") + "`"
 
 
 def hdf5_table_of(definition_metadata: Mapping[str, Any] | None) -> str | None:

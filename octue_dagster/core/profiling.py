@@ -454,7 +454,7 @@ def _tree(h5: Any) -> tuple[list[TreeNode], bool, list[tuple[str, Any]]]:
         path = "/" + name
         attributes = tuple(sorted(item.attrs))[:10]
         if isinstance(item, h5py.Dataset):
-            nodes.append(TreeNode(path, "dataset", tuple(item.shape or ()), str(item.dtype), attributes))
+            nodes.append(TreeNode(path, "dataset", tuple(item.shape or ()), _cut(str(item.dtype)), attributes))
             if item.dtype.names and len(item.shape or ()) == 1:
                 tables.append((path, item))
         else:
@@ -487,9 +487,11 @@ def profile_hdf5(path: str | os.PathLike[str], *, table: str | None = None) -> P
                     notes.append(f"{table!r} is not a one-dimensional compound dataset in this file: no table shown")
             elif len(tables) == 1:
                 chosen = tables[0]
+                if truncated:  # another table may be past the listed part of the tree
+                    notes.append(f"{chosen[0]} is the only table in the first {MAX_TREE_NODES} groups and datasets")
             elif len(tables) > 1:
                 notes.append(
-                    f"{len(tables)} tables ({', '.join(path for path, _ in tables[:5])}): choose one with the asset "
+                    f"{len(tables)} tables ({', '.join(name for name, _ in tables[:5])}): choose one with the asset "
                     f"metadata 'octue_dagster/hdf5_table'"
                 )
             if chosen is None:

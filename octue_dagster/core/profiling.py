@@ -102,15 +102,22 @@ _EMPTY_LINE = re.compile(rb"\n\n")
 _EMPTY_LINE_CRLF = re.compile(rb"\n\r?\n")
 
 
-def _bytes_of(block: bytes | bytearray | memoryview) -> bytes | bytearray:
-    """The bytes of a block, without a copy when the view covers its whole buffer (as the hashing pass's full blocks
-    do): copying 4 MiB per block would cost as much as some of the counting."""
+def _span(block: bytes | bytearray | memoryview) -> tuple[bytes | bytearray, int]:
+    """A block as bytes to search from 0 up to a length, without copying a view of the start of a buffer (as the
+    hashing pass hands its blocks over): copying 4 MiB per block would double the memory and cost as much as some
+    of the counting. Bytes methods and regular expressions take the end, so nothing is sliced."""
     if not isinstance(block, memoryview):
-        return block
-    owner = block.obj
-    if isinstance(owner, (bytes, bytearray)) and block.contiguous and block.nbytes == len(owner):
-        return owner
-    return block.tobytes()
+        return block, len(block)
+    owner, length = block.obj, block.nbytes
+    if (
+        isinstance(owner, (bytes, bytearray))
+        and block.contiguous
+        and block.format == "B"
+        and length <= len(owner)
+        and memoryview(owner)[:length] == block  # the same bytes (for the hash's buffer, the same memory)
+    ):
+        return owner, length
+    return block.tobytes(), length
 
 
 class RecordCounter:
@@ -135,24 +142,24 @@ class RecordCounter:
         self._tail = b"\n"  # the file's start behaves as if after a line end: a leading empty line is blank
 
     def feed(self, block: bytes | bytearray | memoryview) -> None:
-        data = _bytes_of(block)
-        if not data:
+        data, end = _span(block)
+        if not end:
             return
-        self._size += len(data)
-        self._line_ends += data.count(b"\n")
-        carriage_returns = self._tail.endswith(b"\r") or b"\r" in data
+        self._size += end
+        self._line_ends += data.count(b"\n", 0, end)
+        carriage_returns = self._tail.endswith(b"\r") or data.find(b"\r", 0, end) != -1
         if carriage_returns:
-            self._carriage_returns += data.count(b"\r")
-            self._crlf += (self._tail[-1:] + data[:1]).count(b"\r\n") + data.count(b"\r\n")
-        if not self._quoted and self._quotechar in data:
+            self._carriage_returns += data.count(b"\r", 0, end)
+            self._crlf += (self._tail[-1:] + bytes(data[:1])).count(b"\r\n") + data.count(b"\r\n", 0, end)
+        if not self._quoted and data.find(self._quotechar, 0, end) != -1:
             self._quoted = True  # records cannot be told from lines now: only the line count goes on
         if not self._quoted:
             # Blank-line ends whose look-behind reaches into the previous block, then those wholly inside this one.
-            head = self._tail + bytes(data[:2])
+            head = self._tail + bytes(data[: min(2, end)])
             self._blank += sum(1 for match in _BLANK_LINE_END.finditer(head) if match.start() >= len(self._tail))
-            if (_EMPTY_LINE_CRLF if carriage_returns else _EMPTY_LINE).search(data):
-                self._blank += sum(1 for _ in _BLANK_LINE_END.finditer(data, 2))
-        self._tail = (self._tail + bytes(data[-2:]))[-2:]
+            if (_EMPTY_LINE_CRLF if carriage_returns else _EMPTY_LINE).search(data, 0, end):
+                self._blank += sum(1 for _ in _BLANK_LINE_END.finditer(data, 2, end))
+        self._tail = (self._tail + bytes(data[max(0, end - 2) : end]))[-2:]
 
     @property
     def exact(self) -> bool:

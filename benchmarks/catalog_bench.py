@@ -72,8 +72,9 @@ def catalog_rows(workdir: Path, size_mib: int, repeats: int) -> list[Row]:
     profile_seconds = min(timed(lambda: profiling.profile_csv(quoted, max_bytes=size * 2))[0] for _ in range(repeats))
     parse_seconds = min(timed(lambda: _hash_then_parse(quoted))[0] for _ in range(repeats))
     rows.append(
-        Row("quoted CSV profile vs hash + CSV parser", profile_seconds, parse_seconds, "s", "<= 1.20",
-            profile_seconds / parse_seconds <= 1.2)
+        # Ours also counts lines in the hash read (to see a line cut by the length bound) and reads the sample.
+        Row("quoted CSV profile vs hash + CSV parser", profile_seconds, parse_seconds, "s", "<= 1.30",
+            profile_seconds / parse_seconds <= 1.3)
     )
     tracemalloc.start()
     try:
@@ -81,7 +82,8 @@ def catalog_rows(workdir: Path, size_mib: int, repeats: int) -> list[Row]:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    rows.append(Row("CSV profile peak memory vs file size", peak / MIB, size / MIB, "MiB", "<= 8 MiB", peak <= 8 * MIB))
+    # The hash's 4 MiB buffer; the counter copies no block.
+    rows.append(Row("CSV profile peak memory vs file size", peak / MIB, size / MIB, "MiB", "<= 5 MiB", peak <= 5 * MIB))
     plain.unlink()
     quoted.unlink()
     return rows

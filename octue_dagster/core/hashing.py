@@ -71,11 +71,11 @@ def read_file_hash(path: str | os.PathLike[str]) -> str:
         return read_stream_hash(file)
 
 
-def read_stream_hash(file: IO[bytes], on_block: Callable[[memoryview], None] | None = None) -> str:
+def read_stream_hash(file: IO[bytes], on_block: Callable[[bytearray, int], None] | None = None) -> str:
     """The base64 crc32c of what is left to read in an open binary file (read in blocks into one buffer).
 
-    `on_block`, if given, sees every block in order (valid only during the call), so other work that must see every
-    byte shares this read.
+    `on_block(buffer, length)`, if given, sees every block in order: the first `length` bytes of `buffer`, valid only
+    during the call (the buffer is reused). Work that must see every byte shares this read, without a copy.
     """
     checksum = 0
     buffer = bytearray(HASH_BLOCK_BYTES)
@@ -83,11 +83,11 @@ def read_stream_hash(file: IO[bytes], on_block: Callable[[memoryview], None] | N
     while read := file.readinto(buffer):  # type: ignore[attr-defined]
         checksum = crc32c.crc32c(view[:read], checksum)
         if on_block is not None:
-            on_block(view[:read])
+            on_block(buffer, read)
     return encode_crc32c(checksum)
 
 
-def hash_file_blocks(path: str | os.PathLike[str], on_block: Callable[[memoryview], None]) -> str:
+def hash_file_blocks(path: str | os.PathLike[str], on_block: Callable[[bytearray, int], None]) -> str:
     """The base64 crc32c of a file, always read from disk, with every block also passed to `on_block` (for example
     to count a CSV's records in the same pass). The result fills the cache, so a later `hash_file` does not re-read."""
     path = os.fspath(path)

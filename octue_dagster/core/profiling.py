@@ -102,24 +102,6 @@ _EMPTY_LINE = re.compile(rb"\n\n")
 _EMPTY_LINE_CRLF = re.compile(rb"\n\r?\n")
 
 
-def _span(block: bytes | bytearray | memoryview) -> tuple[bytes | bytearray, int]:
-    """A block as bytes to search from 0 up to a length, without copying a view of the start of a buffer (as the
-    hashing pass hands its blocks over): copying 4 MiB per block would double the memory and cost as much as some
-    of the counting. Bytes methods and regular expressions take the end, so nothing is sliced."""
-    if not isinstance(block, memoryview):
-        return block, len(block)
-    owner, length = block.obj, block.nbytes
-    if (
-        isinstance(owner, (bytes, bytearray))
-        and block.contiguous
-        and block.format == "B"
-        and length <= len(owner)
-        and memoryview(owner)[:length] == block  # the same bytes (for the hash's buffer, the same memory)
-    ):
-        return owner, length
-    return block.tobytes(), length
-
-
 class RecordCounter:
     """Counts the non-empty records of a CSV file from its raw blocks, in order, as `csv.reader` would find them.
 
@@ -141,8 +123,12 @@ class RecordCounter:
         self._size = 0
         self._tail = b"\n"  # the file's start behaves as if after a line end: a leading empty line is blank
 
-    def feed(self, block: bytes | bytearray | memoryview) -> None:
-        data, end = _span(block)
+    def feed(self, block: bytes | bytearray | memoryview, length: int | None = None) -> None:
+        """Count the next block: `block`, or its first `length` bytes (as `hashing.hash_file_blocks` hands over its
+        reused buffer: searched up to `length`, never copied, since a 4 MiB copy per block would double the memory
+        and cost as much as some of the counting)."""
+        data = block.tobytes() if isinstance(block, memoryview) else block
+        end = len(data) if length is None else min(length, len(data))
         if not end:
             return
         self._size += end

@@ -583,6 +583,13 @@ def test_a_dataset_of_csvs_with_one_header_records_one_schema(bucket: str) -> No
     assert [record.data["t"] for record in metadata["preview"].value.records] == [0, 1, 4, 2, 3]
     assert metadata["file_count"].value == 2
 
+    DATASET_FILES["README.txt"] = b"One CSV per turbine.\n"
+    assert materialize([turbine_files], resources=_resources(bucket), instance=instance).success
+    metadata = _latest(instance, "turbine_files").metadata
+    assert metadata["dagster/row_count"].value == 5 and metadata["file_count"].value == 3
+    assert metadata["catalog_notes"].value == "columns and rows of the 2 CSV files; 1 other file(s) left out"
+
+    del DATASET_FILES["README.txt"]
     DATASET_FILES["wt-03.csv"] = b"t,w\n0,1\n"
     assert materialize([turbine_files], resources=_resources(bucket), instance=instance).success
     metadata = _latest(instance, "turbine_files").metadata

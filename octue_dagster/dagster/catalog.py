@@ -175,20 +175,19 @@ def _merged_type(types: set[str]) -> str:
 
 
 def dataset_profile(dataset: Dataset, settings: CatalogSettings) -> profiling.Profile | None:
-    """One profile for a dataset whose files are all CSVs with the same header: that header's columns (a column's
-    type is the same in every file, or `float` for ints and floats, else `string`), the rows of all files, and a
-    preview of the first rows in path order. `None` for a dataset without CSV files; a profile with only notes when
-    the files cannot share one schema (different headers, other files, or files without a local copy)."""
+    """One profile for a dataset's CSV files when they share one header: that header's columns (a column's type is
+    the same in every file, or `float` for ints and floats, else `string`), the rows of all of them, and a preview of
+    the first rows in path order (other files, such as a README, are left out, with a note). `None` for a dataset
+    without CSV files; a profile with only notes when the files cannot share one schema (different headers, over
+    `DATASET_MAX_FILES` files, or files without a local copy)."""
     if not settings.enabled:
         return None
-    files = sorted(dataset.files, key=lambda file: str(dataset.relative_path(file)))
-    csv_files = [file for file in files if os.path.splitext(file.name)[1].lower() in profiling.CSV_DELIMITERS]
-    if not csv_files:
+    every_file = sorted(dataset.files, key=lambda file: str(dataset.relative_path(file)))
+    files = [file for file in every_file if os.path.splitext(file.name)[1].lower() in profiling.CSV_DELIMITERS]
+    if not files:
         return None
-    if len(csv_files) != len(files):
-        return profiling.Profile("csv", notes=("no column schema: the dataset holds files other than CSV",))
     if len(files) > DATASET_MAX_FILES:
-        return profiling.Profile("csv", notes=(f"no column schema: over {DATASET_MAX_FILES} files",))
+        return profiling.Profile("csv", notes=(f"no column schema: over {DATASET_MAX_FILES} CSV files",))
     found = [profile_datafile(file, settings) for file in files]
     profiles = [profile for profile in found if profile is not None]
     if len(profiles) != len(found):
@@ -206,6 +205,9 @@ def dataset_profile(dataset: Dataset, settings: CatalogSettings) -> profiling.Pr
     for profile in profiles:
         preview += list(profile.preview[: profiling.PREVIEW_ROWS - len(preview)])
     notes = sorted({note for profile in profiles for note in profile.notes})
+    if len(files) != len(every_file):
+        left_out = len(every_file) - len(files)
+        notes.insert(0, f"columns and rows of the {len(files)} CSV files; {left_out} other file(s) left out")
     return profiling.Profile(
         "csv",
         columns=columns if names else None,

@@ -647,3 +647,26 @@ def test_the_example_pipeline_pages_show_schema_row_count_and_preview(
     for turbine in example_readings.TURBINES:
         assert f"- `{turbine}/`" in tree
     assert "`power_kw` " in tree and "`float64`" in tree
+
+
+def test_a_profiler_failure_never_stops_the_file_being_stored(
+    bucket: str, client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the profiler")
+
+    monkeypatch.setattr(profiling, "profile_file", broken)
+    instance = DagsterInstance.ephemeral()
+    CONTENT["readings"] = b"t,v\n0,1\n"
+    result = materialize([readings], resources=_resources(bucket), instance=instance)
+    assert result.success
+    assert client.bucket(bucket).get_blob("dagster/readings/=/readings.csv").download_as_bytes() == CONTENT["readings"]
+    metadata = _latest(instance, "readings").metadata
+    assert metadata["catalog_notes"].value == "not profiled: RuntimeError"
+    assert "dagster/column_schema" not in metadata and metadata["crc32c"].value
+    warnings = [
+        entry.user_message
+        for entry in instance.all_logs(result.run_id)
+        if "Could not profile asset readings" in entry.user_message
+    ]
+    assert len(warnings) == 1 and "a bug in the profiler" in warnings[0]

@@ -368,6 +368,14 @@ def test_a_broken_hdf5_file_gets_a_note(tmp_path: Path) -> None:
     assert profile.notes[0].startswith("not profiled: the file cannot be read as HDF5")
 
 
+def test_tab_separated_files_are_split_on_tabs(tmp_path: Path) -> None:
+    path = tmp_path / "readings.tsv"
+    path.write_text("turbine\tpower, kW\nwt-01\t1200.5\n")
+    profile = profile_file(path)
+    assert profile.columns == (Column("turbine", "string"), Column("power, kW", "float"))
+    assert profile.preview == ({"turbine": "wt-01", "power, kW": 1200.5},) and profile.row_count == 1
+
+
 def test_other_files_are_not_profiled(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("a,b\n1,2\n")

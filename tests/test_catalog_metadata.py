@@ -434,10 +434,18 @@ def _latest(instance: DagsterInstance, key: str, partition: str | None = None):
     return matching[0].asset_materialization
 
 
-def test_a_csv_asset_records_schema_row_count_and_preview(bucket: str) -> None:
+def test_a_csv_asset_records_schema_row_count_and_preview(bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
     instance = DagsterInstance.ephemeral()
     CONTENT["readings"] = b'time,power_kw,ok\n2024-03-01T00:00:00,1200.5,true\n2024-03-01T00:10:00,"1,180.0",false\n'
+    hash_reads = []
+    read_stream_hash = hashing.read_stream_hash
+    monkeypatch.setattr(
+        hashing, "read_stream_hash", lambda *args: hash_reads.append(args) or read_stream_hash(*args)
+    )
     assert materialize([readings], resources=_resources(bucket), instance=instance).success
+    # The file was hashed once, by the read that also counted its rows (it had a block callback); the upload used
+    # that hash.
+    assert len(hash_reads) == 1 and len(hash_reads[0]) == 2 and hash_reads[0][1] is not None
     metadata = _latest(instance, "readings").metadata
     assert metadata["dagster/column_schema"].value == TableSchema(
         columns=[TableColumn("time", "datetime"), TableColumn("power_kw", "string"), TableColumn("ok", "bool")]

@@ -34,8 +34,8 @@ from benchmarks import (
 )
 from benchmarks.measure import MIB, make_random_file
 from benchmarks.table import Row, render
-from octue_dagster.core import store
-from octue_dagster.core.cache import CACHE_DIR_VARIABLE
+from octue_dagster.core.storage import store
+from octue_dagster.core.cache.copies import CACHE_DIR_VARIABLE
 from octue_dagster.testing.emulator import running_emulator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -15,8 +15,8 @@ from google.cloud import storage
 
 from benchmarks.measure import timed
 from benchmarks.table import Row
-from octue_dagster.core import cache
-from octue_dagster.core.datafile import Datafile
+from octue_dagster.core.cache import copies as cache
+from octue_dagster.core.datafile.datafile import Datafile
 
 #: Bookkeeping under the limit may cost this much more than none (noise included).
 BOOKKEEPING_TOLERANCE = 1.10

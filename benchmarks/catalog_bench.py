@@ -10,7 +10,7 @@ from pathlib import Path
 
 from benchmarks.measure import MIB, timed
 from benchmarks.table import Row
-from octue_dagster.core import hashing, profiling
+from octue_dagster.core.local import hashing, profiling
 
 
 def make_csv(path: Path, size_bytes: int, quoted: bool = False) -> Path:

@@ -24,8 +24,8 @@ from google.cloud import storage
 
 from benchmarks.measure import MIB, RequestCounter, make_random_file, timed
 from benchmarks.table import Row
-from octue_dagster.core.dataset import Dataset
-from octue_dagster.core.store import Store
+from octue_dagster.core.dataset.dataset import Dataset
+from octue_dagster.core.storage.store import Store
 
 MEMORY_GOAL_MIB = 150
 

@@ -8,8 +8,8 @@ import crc32c
 
 from benchmarks.measure import MIB, bytes_read_by_this_process, timed
 from benchmarks.table import Row
-from octue_dagster.core import hashing
-from octue_dagster.core.datafile import Datafile
+from octue_dagster.core.local import hashing
+from octue_dagster.core.datafile.datafile import Datafile
 
 #: Block size of the "plain file reads" baseline: an ordinary buffered read loop.
 PLAIN_READ_BYTES = 1 * MIB

@@ -27,13 +27,13 @@ from google.cloud import storage
 
 from benchmarks.dataset_bench import make_local_dataset
 from benchmarks.table import Row
-from octue_dagster.core import metadata as md
-from octue_dagster.core.bulk import run_concurrently
-from octue_dagster.core.dataset import Dataset
-from octue_dagster.core.gcs_path import GCSPath
-from octue_dagster.core.prefix_cursor import DEFAULT_SETTLE, decode_cursor, scan
-from octue_dagster.core.selection import RetagSpec, list_datafiles, retag_objects
-from octue_dagster.core.store import Store, StoreSettings, make_client
+from octue_dagster.core.metadata import values as md
+from octue_dagster.core.storage.bulk import run_concurrently
+from octue_dagster.core.dataset.dataset import Dataset
+from octue_dagster.core.storage.gcs_path import GCSPath
+from octue_dagster.core.listing.prefix_cursor import DEFAULT_SETTLE, decode_cursor, scan
+from octue_dagster.core.listing.selection import RetagSpec, list_datafiles, retag_objects
+from octue_dagster.core.storage.store import Store, StoreSettings, make_client
 from octue_dagster.dagster.addresses import asset_address
 from octue_dagster.dagster.asset_storage import AssetStorage
 from octue_dagster.dagster.owned_objects import OWNER_KEY

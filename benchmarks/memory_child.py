@@ -16,9 +16,9 @@ from pathlib import Path
 from google.cloud import storage
 
 from benchmarks.hash_bench import plain_file_crc32c
-from octue_dagster.core import hashing
-from octue_dagster.core import store
-from octue_dagster.core.datafile import Datafile
+from octue_dagster.core.local import hashing
+from octue_dagster.core.storage import store
+from octue_dagster.core.datafile.datafile import Datafile
 
 
 def _status_kib(field: str) -> int:

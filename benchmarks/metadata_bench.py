@@ -10,8 +10,8 @@ from google.cloud import storage
 
 from benchmarks.measure import RequestCounter, timed
 from benchmarks.table import Row
-from octue_dagster.core import metadata as md
-from octue_dagster.core.datafile import Datafile
+from octue_dagster.core.metadata import values as md
+from octue_dagster.core.datafile.datafile import Datafile
 
 _UPLOAD_THREADS = 8
 

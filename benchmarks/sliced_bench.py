@@ -18,9 +18,9 @@ from google.cloud.storage import transfer_manager
 
 from benchmarks.measure import MIB, timed
 from benchmarks.table import Row
-from octue_dagster.core import hashing
-from octue_dagster.core.gcs_path import GCSPath
-from octue_dagster.core.store import Store
+from octue_dagster.core.local import hashing
+from octue_dagster.core.storage.gcs_path import GCSPath
+from octue_dagster.core.storage.store import Store
 
 WORKERS = 8
 SLICE_BYTES = 32 * MIB

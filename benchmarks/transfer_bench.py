@@ -15,9 +15,10 @@ from google.cloud import storage
 
 from benchmarks.measure import timed
 from benchmarks.table import Row
-from octue_dagster.core import cache, hashing
-from octue_dagster.core import store
-from octue_dagster.core.datafile import Datafile
+from octue_dagster.core.cache import copies as cache
+from octue_dagster.core.local import hashing
+from octue_dagster.core.storage import store
+from octue_dagster.core.datafile.datafile import Datafile
 
 #: "No slower" allows this much for run-to-run noise (both sides share two cores with the emulator).
 NOISE_TOLERANCE = 1.05

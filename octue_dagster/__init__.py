@@ -3,11 +3,11 @@
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from octue_dagster.core.gcs_path import GCSPath, parse_gcs_path
-from octue_dagster.core.datafile import Datafile
-from octue_dagster.core.dataset import Dataset
-from octue_dagster.core.filters import FilterDict, FilterList, FilterSet
-from octue_dagster.core.manifest import Manifest
+from octue_dagster.core.storage.gcs_path import GCSPath, parse_gcs_path
+from octue_dagster.core.datafile.datafile import Datafile
+from octue_dagster.core.dataset.dataset import Dataset
+from octue_dagster.core.dataset.filters import FilterDict, FilterList, FilterSet
+from octue_dagster.core.dataset.manifest import Manifest
 from octue_dagster.exceptions import (
     BrokenSequenceError,
     BucketNotFoundError,
@@ -25,24 +25,31 @@ from octue_dagster.exceptions import (
     InvalidMetadataError,
     InvalidTagError,
     InvalidTimestampError,
+    InvalidTimestampTypeError,
+    CloudLocationNotSpecifiedError,
+    OctueCompatibilityWarning,
     MetadataFileBusyError,
     MissingCredentialsError,
     MissingDependencyError,
     OctueDagsterError,
     ReadOnlyDatafileError,
+    ReadOnlyDatasetError,
+    InvalidSerialisationError,
     StoragePermissionError,
     StorageRequestError,
     StorageUnavailableError,
     UnexpectedNumberOfResultsError,
+    UnsafeFolderError,
     UnsupportedTypeError,
 )
-from octue_dagster.core.metadata import LabelSet, TagDict
-from octue_dagster.core.selection import RetagCounts, RetagSpec, list_datafiles, retag_objects
-from octue_dagster.core.store import Store, StoreSettings
+from octue_dagster.core.metadata.values import LabelSet, TagDict
+from octue_dagster.core.listing.selection import RetagCounts, RetagSpec, list_datafiles, retag_objects
+from octue_dagster.core.storage.store import Store, StoreSettings
 
 # The Dagster layer is imported on first use, so that scripts and worker processes that only handle Datafiles do not
 # pay for importing dagster (seconds per process).
 _DAGSTER_NAMES = {
+    "build_datafile_asset_checks": "octue_dagster.dagster.asset_checks",
     "datafile_data_version": "octue_dagster.dagster.ui_metadata",
     "datafile_metadata": "octue_dagster.dagster.ui_metadata",
     "DatafileIOManager": "octue_dagster.dagster.io_manager",
@@ -57,9 +64,16 @@ _DAGSTER_NAMES = {
     "build_retag_schedule": "octue_dagster.dagster.retag_job",
     "build_retention_job": "octue_dagster.dagster.retention_job",
     "build_retention_schedule": "octue_dagster.dagster.retention_job",
+    # Components for `defs.yaml` (types `octue_dagster.<name>`; `dg list components` lists them).
+    "DatafileIOManagerComponent": "octue_dagster.dagster.components",
+    "DatafileResourceComponent": "octue_dagster.dagster.components",
+    "ExternalDatafilesComponent": "octue_dagster.dagster.components",
+    "RetagComponent": "octue_dagster.dagster.components",
+    "RetentionComponent": "octue_dagster.dagster.components",
 }
 
 if TYPE_CHECKING:
+    from octue_dagster.dagster.asset_checks import build_datafile_asset_checks
     from octue_dagster.dagster.ui_metadata import datafile_data_version, datafile_metadata
     from octue_dagster.dagster.io_manager import (
         DatafileIOManager,
@@ -71,6 +85,13 @@ if TYPE_CHECKING:
     from octue_dagster.dagster.resources import DatafileResource, StoreConfig
     from octue_dagster.dagster.retag_job import build_retag_job, build_retag_schedule
     from octue_dagster.dagster.retention_job import build_retention_job, build_retention_schedule
+    from octue_dagster.dagster.components import (
+        DatafileIOManagerComponent,
+        DatafileResourceComponent,
+        ExternalDatafilesComponent,
+        RetagComponent,
+        RetentionComponent,
+    )
 
 
 def __getattr__(name: str) -> Any:
@@ -82,9 +103,19 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+def __dir__() -> list[str]:
+    # The lazy names too, so that `dir()` and tools that list a module's contents (dg's component registry) see them.
+    return sorted(set(globals()) | set(_DAGSTER_NAMES))
+
+
 __version__ = "0.2.0"
 
 __all__ = [
+    "DatafileIOManagerComponent",
+    "DatafileResourceComponent",
+    "ExternalDatafilesComponent",
+    "RetagComponent",
+    "RetentionComponent",
     "DatafileIOManager",
     "DatafileResource",
     "StoreConfig",
@@ -92,6 +123,7 @@ __all__ = [
     "build_retag_schedule",
     "build_retention_job",
     "build_retention_schedule",
+    "build_datafile_asset_checks",
     "datafile_data_version",
     "datafile_metadata",
     "datafile_output",
@@ -121,6 +153,9 @@ __all__ = [
     "InvalidMetadataError",
     "InvalidTagError",
     "InvalidTimestampError",
+    "InvalidTimestampTypeError",
+    "CloudLocationNotSpecifiedError",
+    "OctueCompatibilityWarning",
     "MetadataFileBusyError",
     "LabelSet",
     "RetagCounts",
@@ -132,12 +167,15 @@ __all__ = [
     "MissingDependencyError",
     "OctueDagsterError",
     "ReadOnlyDatafileError",
+    "ReadOnlyDatasetError",
+    "InvalidSerialisationError",
     "StoragePermissionError",
     "StorageRequestError",
     "StorageUnavailableError",
     "TagDict",
     "list_datafiles",
     "UnexpectedNumberOfResultsError",
+    "UnsafeFolderError",
     "UnsupportedTypeError",
     "parse_gcs_path",
     "retag_objects",

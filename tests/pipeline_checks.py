@@ -9,9 +9,9 @@ import pytest
 from example_project import demo, readings
 from example_project.partitions import daily_partitions
 from octue_dagster import Datafile
-from octue_dagster.core.gcs_path import parse_gcs_path
-from octue_dagster.core.selection import list_datafiles
-from octue_dagster.core.store import Store
+from octue_dagster.core.storage.gcs_path import parse_gcs_path
+from octue_dagster.core.listing.selection import list_datafiles
+from octue_dagster.core.storage.store import Store
 
 DAYS = daily_partitions.get_partition_keys()
 

@@ -5,19 +5,22 @@ These tests need no server: the merge and the plan are pure functions, checked o
 
 from __future__ import annotations
 
+import ast
 import datetime
 import subprocess
 import sys
+from pathlib import Path
 
 import hypothesis.strategies as st
 from hypothesis import given
 
+import octue_dagster.core
 from octue_dagster import exceptions
-from octue_dagster.core.gcs_path import GCSPath
-from octue_dagster.core.merge import merge
-from octue_dagster.core.metadata import StoredMetadata
-from octue_dagster.core.store import ObjectInfo
-from octue_dagster.core.upload_plan import UploadAction, plan_upload
+from octue_dagster.core.storage.gcs_path import GCSPath
+from octue_dagster.core.metadata.merge import merge
+from octue_dagster.core.metadata.values import StoredMetadata
+from octue_dagster.core.storage.store import ObjectInfo
+from octue_dagster.core.datafile.upload_plan import UploadAction, plan_upload
 
 
 def _imported_modules(statement: str) -> set[str]:
@@ -28,13 +31,47 @@ def _imported_modules(statement: str) -> set[str]:
 
 def test_the_core_and_the_top_level_datafile_never_import_dagster():
     statements = [
-        "import octue_dagster.core.datafile, octue_dagster.core.selection, octue_dagster.core.store",
+        "import octue_dagster.core.datafile.datafile, octue_dagster.core.listing.selection, octue_dagster.core.storage.store",
         "from octue_dagster import Datafile, Store, RetagSpec, OctueDagsterError",
     ]
     for statement in statements:
         modules = _imported_modules(statement)
-        assert "octue_dagster.core.datafile" in modules, "the statement did not import the core"
+        assert "octue_dagster.core.datafile.datafile" in modules, "the statement did not import the core"
         assert not {name for name in modules if name == "dagster" or name.startswith("dagster.")}, statement
+
+
+#: The core's subpackages, lowest first: a module may import only from its own subpackage and the ones before it.
+CORE_LAYERS = ["local", "storage", "cache", "metadata", "datafile", "dataset", "listing"]
+
+
+def _core_imports(module: Path) -> set[str]:
+    """The core subpackages a module imports (from its import statements, wherever they are in the module)."""
+    found = set()
+    for node in ast.walk(ast.parse(module.read_text())):
+        names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[:2] == ["octue_dagster", "core"] and len(parts) > 2:
+                found.add(parts[2])
+            elif parts == ["octue_dagster", "core"] and isinstance(node, ast.ImportFrom):
+                found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_the_core_is_layered_by_its_subpackages():
+    core = Path(octue_dagster.core.__file__).parent
+    packages = {path.name for path in core.iterdir() if (path / "__init__.py").exists()}
+    assert packages == set(CORE_LAYERS), "a core subpackage is missing from CORE_LAYERS (or was removed)"
+    assert not [path.name for path in core.glob("*.py") if path.name != "__init__.py"], "modules belong in a subpackage"
+    checked = 0
+    for layer, package in enumerate(CORE_LAYERS):
+        for module in (core / package).glob("*.py"):
+            above = _core_imports(module) - set(CORE_LAYERS[: layer + 1])
+            assert not above, f"{package}/{module.name} imports {sorted(above)}, a layer above {package!r}"
+            checked += 1
+    assert checked > 25
 
 
 def test_the_dagster_layer_loads_on_first_use_of_a_dagster_name():

@@ -3,7 +3,6 @@ chosen object names, ownership marks (foreign objects are never loaded, replaced
 collision, a crash between storing and cleaning up, and the three-way metadata merge on re-materialization."""
 
 import os
-import tempfile
 import uuid
 
 import pytest
@@ -11,13 +10,14 @@ from dagster import AssetKey, AssetOut, DagsterInstance, StaticPartitionsDefinit
 from dagster_gcp import GCSResource
 
 from octue_dagster import Datafile, OctueDagsterError, ReadOnlyDatafileError
-from octue_dagster.core import metadata as md
-from octue_dagster.core.selection import RetagSpec, retag_objects
-from octue_dagster.core.store import Store
+from octue_dagster.core.metadata import values as md
+from octue_dagster.core.listing.selection import RetagSpec, retag_objects
+from octue_dagster.core.storage.store import Store
 from octue_dagster.dagster.io_manager import DatafileIOManager
 from octue_dagster.dagster.owned_objects import OWNER_KEY, WRITTEN_KEY
 from octue_dagster.dagster.resources import DatafileResource
 from octue_dagster.dagster.ui_metadata import URI_KEY
+from scratch import scratch_folder
 
 #: What the assets below return in the current run.
 PLAN: dict = {}
@@ -31,7 +31,7 @@ def _resources(bucket: str, **settings) -> dict:
 
 def _local(name: str, content: bytes, **metadata) -> Datafile:
     """A local datafile in a folder of its own, as a temporary or timestamped file would be."""
-    datafile = Datafile(os.path.join(tempfile.mkdtemp(), name), **metadata)
+    datafile = Datafile(os.path.join(scratch_folder(), name), **metadata)
     with datafile.open("wb") as file:
         file.write(content)
     return datafile

@@ -18,7 +18,7 @@ from dagster._time import get_current_datetime
 from dagster_gcp import GCSResource
 
 from octue_dagster import Datafile
-from octue_dagster.core.hashing import crc32c_base64
+from octue_dagster.core.local.hashing import crc32c_base64
 from octue_dagster.dagster.io_manager import DatafileIOManager
 from octue_dagster.dagster.recording import batch_data_version
 from octue_dagster.dagster.resources import DatafileResource

@@ -17,10 +17,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from octue_dagster import ChecksumMismatchError, ConflictError, Datafile
-from octue_dagster.core import cache, hashing
-from octue_dagster.core import store as storage
-from octue_dagster.core.gcs_path import GCSPath
-from octue_dagster.core.metadata import crc32c_base64
+from octue_dagster.core.cache import copies as cache
+from octue_dagster.core.local import hashing
+from octue_dagster.core.storage import store as storage
+from octue_dagster.core.storage.gcs_path import GCSPath
+from octue_dagster.core.metadata.values import crc32c_base64
 from octue_dagster.exceptions import InvalidInputError
 from octue_dagster.testing.emulator import EMULATOR_VARIABLE
 
@@ -271,7 +272,7 @@ def test_a_cached_copy_is_opened_under_the_objects_lock(client, bucket, monkeypa
     """Between verifying a copy and opening it, a writer could install the next generation at the same path; so the
     reader opens it before letting go of the object's lock (a stress run once caught a reader served generation
     k+1's bytes as generation k when the open came after)."""
-    from octue_dagster.core import opener
+    from octue_dagster.core.datafile import opener
 
     uri = _put(client, bucket, "locked/data.txt", b"read under the lock")
     datafile = Datafile(uri, storage_client=client)
@@ -405,7 +406,7 @@ def _run_role(name: str, uri: str, rounds: int, barrier, results) -> None:
 
 def _stress_reader(uri: str, rounds: int, barrier):
     from octue_dagster import ConflictError, Datafile
-    from octue_dagster.core.hashing import crc32c_base64
+    from octue_dagster.core.local.hashing import crc32c_base64
 
     seen, conflicts = [], 0
     barrier.wait()
@@ -436,7 +437,7 @@ def _stress_writer(uri: str, rounds: int, barrier):
 
 
 def _stress_evictor(uri: str, rounds: int, barrier):
-    from octue_dagster.core import cache
+    from octue_dagster.core.cache import copies as cache
 
     barrier.wait()
     return ("evictor", sum(cache.clear().removed for _ in range(rounds)), 0)

@@ -30,8 +30,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from octue_dagster import Datafile, Dataset
-from octue_dagster.core import hashing, profiling
-from octue_dagster.core.profiling import (
+from octue_dagster.core.local import hashing, profiling
+from octue_dagster.core.local.profiling import (
     Column,
     RecordCounter,
     count_csv_records,
@@ -636,10 +636,13 @@ def test_the_example_pipeline_pages_show_schema_row_count_and_preview(
         keys = [AssetKey("raw_readings"), AssetKey("cleaned_readings"), AssetKey("turbine_files")]
         result = job.execute_in_process(partition_key=day, asset_selection=keys, instance=instance)
         assert result.success
-        evaluations += result.get_asset_check_evaluations()
+        evaluations += [
+            evaluation
+            for evaluation in result.get_asset_check_evaluations()
+            if evaluation.check_name == "column_schema_change"
+        ]
     # The example's Dagster schema-change checks ran with every day and found the same columns each time.
     assert len(evaluations) == 3 * len(days) and all(evaluation.passed for evaluation in evaluations)
-    assert {evaluation.check_name for evaluation in evaluations} == {"column_schema_change"}
     keys = [AssetKey("site_metadata"), AssetKey("turbine_summary")]
     assert job.execute_in_process(asset_selection=keys, instance=instance).success
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from octue_dagster import ConflictError, Datafile
-from octue_dagster.core.store import Store, make_client
-from octue_dagster.core import metadata as md
-from octue_dagster.core.gcs_path import GCSPath
+from octue_dagster.core.storage.store import Store, make_client
+from octue_dagster.core.metadata import values as md
+from octue_dagster.core.storage.gcs_path import GCSPath
 from octue_dagster.testing.emulator import EMULATOR_VARIABLE
 
 from faultproxy import Fault, FaultProxy

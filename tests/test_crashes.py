@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 
 from octue_dagster import Datafile
-from octue_dagster.core.store import Store
-from octue_dagster.core import cache, hashing
-from octue_dagster.core.atomic import is_temporary, sweep_stale_temporaries
-from octue_dagster.core.gcs_path import GCSPath
+from octue_dagster.core.storage.store import Store
+from octue_dagster.core.cache import copies as cache
+from octue_dagster.core.local import hashing
+from octue_dagster.core.local.atomic import is_temporary, sweep_stale_temporaries
+from octue_dagster.core.storage.gcs_path import GCSPath
 from octue_dagster.testing.emulator import EMULATOR_VARIABLE
 
 from faultproxy import Fault, FaultProxy
@@ -113,7 +114,9 @@ def test_kill_during_octue_update_keeps_old_octue_and_releases_lock(tmp_path):
                 time.sleep(60)
             replace(source, destination)
         os.replace = slow_replace
-        Datafile({str(target)!r}, labels={{"new"}}).update_metadata()
+        datafile = Datafile({str(target)!r})  # stored labels win over given ones (Octue's rule): set, then save
+        datafile.labels = {{"new"}}
+        datafile.update_metadata()
         """
     )
     wait_for_line(child, "ready")

@@ -17,7 +17,7 @@ import dagster as dg
 import pytest
 
 from example_project import config, demo
-from octue_dagster.core.cache import CACHE_DIR_VARIABLE
+from octue_dagster.core.cache.copies import CACHE_DIR_VARIABLE
 from pipeline_checks import DAYS, by_path, check_day, check_pipeline_outputs
 
 distributed = pytest.importorskip("distributed", reason="the dev extra installs dagster-dask and distributed")

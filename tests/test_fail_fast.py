@@ -17,9 +17,9 @@ import urllib.request
 
 import pytest
 
-from octue_dagster.core import store as storage
-from octue_dagster.core.gcs_path import GCSPath
-from octue_dagster.core.store import RETRY_DEADLINE_VARIABLE, Store, StoreSettings
+from octue_dagster.core.storage import store as storage
+from octue_dagster.core.storage.gcs_path import GCSPath
+from octue_dagster.core.storage.store import RETRY_DEADLINE_VARIABLE, Store, StoreSettings
 from octue_dagster.exceptions import InvalidInputError, StorageUnavailableError
 from octue_dagster.testing.emulator import EMULATOR_VARIABLE, REAL_GCS_VARIABLE
 

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from octue_dagster import Datafile, OctueDagsterError
-from octue_dagster.core import cache
-from octue_dagster.core import metadata as md
-from octue_dagster.core.atomic import is_temporary
-from octue_dagster.core.gcs_path import GCSPath
-from octue_dagster.core.store import Store, make_client
+from octue_dagster.core.cache import copies as cache
+from octue_dagster.core.metadata import values as md
+from octue_dagster.core.local.atomic import is_temporary
+from octue_dagster.core.storage.gcs_path import GCSPath
+from octue_dagster.core.storage.store import Store, make_client
 from octue_dagster.testing.emulator import EMULATOR_VARIABLE
 
 from conftest import QUICK_SETTINGS

@@ -7,7 +7,7 @@ import datetime
 import pytest
 
 from octue_dagster import Datafile
-from octue_dagster.core.filters import FilterDict, FilterList, FilterSet, satisfies
+from octue_dagster.core.dataset.filters import FilterDict, FilterList, FilterSet, satisfies
 from octue_dagster.exceptions import (
     BrokenSequenceError,
     InvalidFilterError,
@@ -146,7 +146,7 @@ def test_plain_objects_and_dicts_can_be_filtered():
 def test_comparing_naive_with_aware_timestamps_is_a_library_error_naming_both():
     import datetime
 
-    from octue_dagster.core.filters import FilterList
+    from octue_dagster.core.dataset.filters import FilterList
     from octue_dagster.exceptions import InvalidFilterError
 
     class Item:

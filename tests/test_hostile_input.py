@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from octue_dagster import Datafile
-from octue_dagster.core import cache
-from octue_dagster.core import metadata as md
-from octue_dagster.core.gcs_path import GCSPath, parse_gcs_path
+from octue_dagster.core.cache import copies as cache
+from octue_dagster.core.metadata import values as md
+from octue_dagster.core.storage.gcs_path import GCSPath, parse_gcs_path
 from octue_dagster.exceptions import InvalidInputError
 from reliability_summary import save_summary
 

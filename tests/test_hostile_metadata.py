@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from octue_dagster import Datafile
-from octue_dagster.core import metadata as md
+from octue_dagster.core.metadata import values as md
 from octue_dagster.exceptions import CorruptMetadataFileError, InvalidMetadataError, OctueDagsterError
 from reliability_summary import save_summary
 

@@ -25,9 +25,9 @@ from dagster import AssetKey, DagsterInstance, asset, materialize
 from dagster_gcp import GCSResource
 
 from octue_dagster import ConflictError, Datafile, OctueDagsterError
-from octue_dagster.core import metadata as md
-from octue_dagster.core.gcs_path import GCSPath
-from octue_dagster.core.store import ObjectInfo, Store, make_client
+from octue_dagster.core.metadata import values as md
+from octue_dagster.core.storage.gcs_path import GCSPath
+from octue_dagster.core.storage.store import ObjectInfo, Store, make_client
 from octue_dagster.dagster.resources import StoreConfig
 from octue_dagster.dagster.ui_metadata import URI_KEY
 from octue_dagster.testing.emulator import EMULATOR_VARIABLE

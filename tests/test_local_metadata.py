@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from octue_dagster import Datafile
-from octue_dagster.core import metadata as md
-from octue_dagster.core import octue_files
+from octue_dagster.core.metadata import values as md
+from octue_dagster.core.metadata import octue_files
 from octue_dagster.exceptions import CorruptMetadataFileError, InvalidMetadataError, OctueDagsterError
 from reliability_summary import save_summary
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from octue_dagster.core.dataset import Dataset
-from octue_dagster.core.manifest import Manifest
+from octue_dagster.core.dataset.dataset import Dataset
+from octue_dagster.core.dataset.manifest import Manifest
 from octue_dagster.exceptions import InvalidInputError
 from test_dataset import FIXTURES, make_local_dataset, put_sdk_dataset
 

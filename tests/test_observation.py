@@ -1,7 +1,6 @@
 """Observable GCS source assets and the prefix sensor, run by Dagster against the emulator."""
 
 import os
-import tempfile
 
 from dagster import (
     AssetKey,
@@ -14,14 +13,15 @@ from dagster import (
 from dagster_gcp import GCSResource
 
 from octue_dagster import Datafile
-from octue_dagster.core.prefix_cursor import PrefixCursor, decode_cursor
+from octue_dagster.core.listing.prefix_cursor import PrefixCursor, decode_cursor
 from octue_dagster.dagster.observation import OBJECT_TAG, gcs_observable_source_asset, gcs_prefix_sensor, prefix_hash
-from octue_dagster.core.store import Store
-from octue_dagster.core.gcs_path import GCSPath
+from octue_dagster.core.storage.store import Store
+from octue_dagster.core.storage.gcs_path import GCSPath
+from scratch import scratch_folder
 
 
 def _put(client, bucket: str, name: str, content: bytes, **metadata) -> int:
-    local = Datafile(os.path.join(tempfile.mkdtemp(), os.path.basename(name)), storage_client=client, **metadata)
+    local = Datafile(os.path.join(scratch_folder(), os.path.basename(name)), storage_client=client, **metadata)
     with local.open("wb") as file:
         file.write(content)
     local.upload(f"gs://{bucket}/{name}")
@@ -166,7 +166,7 @@ def test_prefix_sensor_can_be_invoked_directly_with_its_resources(bucket, client
 def test_every_listing_skips_octue_metadata_objects_as_octue_does(client, bucket):
     """Octue's `Dataset.update_cloud_metadata` writes `<folder>/.octue`, and signed copies under
     `.signed_metadata_files/`; listing, re-tagging, the sensor and prefix sources all skip them, as Octue's SDK does."""
-    from octue_dagster.core.selection import RetagSpec
+    from octue_dagster.core.listing.selection import RetagSpec
     from octue_dagster.dagster.resources import DatafileResource
 
     _put(client, bucket, "ds/a.csv", b"a")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from octue_dagster import Datafile
-from octue_dagster.core.metadata import decode_json, encode_json
+from octue_dagster.core.metadata.values import decode_json, encode_json
 
 FIXTURES = Path(__file__).parent / "fixtures" / "octue_sdk"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())

@@ -19,7 +19,7 @@ import numpy
 import pytest
 
 from octue_dagster import Datafile
-from octue_dagster.core import metadata as md
+from octue_dagster.core.metadata import values as md
 
 FIXTURES = Path(__file__).parent / "fixtures" / "octue_sdk"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())

@@ -14,7 +14,7 @@ import datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from octue_dagster.core.prefix_cursor import LegacyCursor, PrefixCursor, decode_cursor, scan
+from octue_dagster.core.listing.prefix_cursor import LegacyCursor, PrefixCursor, decode_cursor, scan
 
 EPOCH = datetime.datetime(2025, 1, 1, tzinfo=datetime.timezone.utc)
 SETTLE = datetime.timedelta(milliseconds=5)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import tempfile
 
 import pytest
 from dagster import DagsterInstance, Definitions, asset, materialize
@@ -15,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from octue_dagster import ChecksumMismatchError, Dataset, Datafile, OctueDagsterError, UnsupportedTypeError
-from octue_dagster.core.store import Store, make_client
+from octue_dagster.core.storage.store import Store, make_client
 from octue_dagster.dagster import asset_storage, retention
 from octue_dagster.dagster.addresses import asset_address, default_object_name
 from octue_dagster.dagster.io_manager import DatafileIOManager
@@ -27,6 +26,7 @@ from octue_dagster.testing.emulator import EMULATOR_VARIABLE
 
 from faultproxy import Fault
 from test_retention import _local
+from scratch import scratch_folder
 
 PLAN: dict = {}
 
@@ -141,12 +141,12 @@ def test_a_negative_age_threshold_at_launch_is_refused_by_name(bucket):
 
 @asset
 def returns_a_folder() -> Datafile:
-    return Datafile(tempfile.mkdtemp())
+    return Datafile(scratch_folder())
 
 
 @asset
 def returns_a_missing_file() -> Datafile:
-    return Datafile(os.path.join(tempfile.mkdtemp(), "never-written.csv"))
+    return Datafile(os.path.join(scratch_folder(), "never-written.csv"))
 
 
 @pytest.mark.parametrize("returning", [returns_a_folder, returns_a_missing_file])
@@ -250,8 +250,8 @@ def test_a_value_the_io_manager_cannot_store_gets_a_library_type_error(bucket, r
 
 
 def test_a_hand_built_path_with_a_bad_bucket_is_refused_by_the_cache_with_a_library_error():
-    from octue_dagster.core import cache
-    from octue_dagster.core.gcs_path import GCSPath
+    from octue_dagster.core.cache import copies as cache
+    from octue_dagster.core.storage.gcs_path import GCSPath
 
     with pytest.raises(InvalidCloudPathError, match="bucket"):
         cache.cached_path(GCSPath("../..", "x"))

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from octue_dagster.core import transfers
-from octue_dagster.core.transfers import MemoryBudget, run_concurrently
+from octue_dagster.core.storage import transfers
+from octue_dagster.core.storage.transfers import MemoryBudget, run_concurrently
 from octue_dagster.exceptions import InvalidInputError
 
 

@@ -23,10 +23,10 @@ from dagster import (
     OutputContext,
 )
 
-from octue_dagster.core.datafile import Datafile
-from octue_dagster.core.dataset import Dataset
-from octue_dagster.core.selection import datafile_objects
-from octue_dagster.core.store import ObjectInfo, Store
+from octue_dagster.core.datafile.datafile import Datafile
+from octue_dagster.core.dataset.dataset import Dataset
+from octue_dagster.core.listing.selection import datafile_objects
+from octue_dagster.core.storage.store import ObjectInfo, Store
 from octue_dagster.dagster import addresses, catalog
 from octue_dagster.dagster.inputs import ReadOnlyDatafile
 from octue_dagster.dagster.owned_objects import Write, owner_of, write_owned

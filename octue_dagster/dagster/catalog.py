@@ -1,7 +1,7 @@
 """Catalog metadata for stored outputs: column schema, row count and a preview, from the local file the asset wrote.
 
 When the I/O manager stores a `Datafile` (or a `Dataset`) whose content is on local disk, it profiles the file
-(`octue_dagster.core.profiling`) and records, next to the datafile metadata:
+(`octue_dagster.core.local.profiling`) and records, next to the datafile metadata:
 
 - `dagster/column_schema`: the columns (a CSV's header with types inferred from its first rows; an HDF5 table's
   fields), which Dagster's `build_column_schema_change_checks` compares between materializations;
@@ -26,9 +26,9 @@ from typing import Any
 
 from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
 
-from octue_dagster.core import profiling
-from octue_dagster.core.datafile import Datafile
-from octue_dagster.core.dataset import Dataset
+from octue_dagster.core.local import profiling
+from octue_dagster.core.datafile.datafile import Datafile
+from octue_dagster.core.dataset.dataset import Dataset
 from octue_dagster.exceptions import InvalidInputError
 
 #: The environment variable giving the default `catalog_max_bytes`.

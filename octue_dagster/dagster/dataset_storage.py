@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from octue_dagster.core.store import Store
-from octue_dagster.core.datafile import Datafile
-from octue_dagster.core.dataset import METADATA_FILENAME, Dataset, prefix_of
-from octue_dagster.core.filters import FilterSet
+from octue_dagster.core.storage.store import Store
+from octue_dagster.core.datafile.datafile import Datafile
+from octue_dagster.core.dataset.dataset import METADATA_FILENAME, Dataset, prefix_of
+from octue_dagster.core.dataset.filters import FilterSet
 from octue_dagster.dagster.inputs import ReadOnlyDatafile
 from octue_dagster.exceptions import CloudObjectNotFoundError, ConflictError, ForeignObjectError
 

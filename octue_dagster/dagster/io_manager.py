@@ -35,9 +35,9 @@ from dagster import (
 from dagster_gcp import GCSResource
 from pydantic import Field, PrivateAttr
 
-from octue_dagster.core.datafile import Datafile
-from octue_dagster.core.gcs_path import validate_bucket_name
-from octue_dagster.core.store import Store
+from octue_dagster.core.datafile.datafile import Datafile
+from octue_dagster.core.storage.gcs_path import validate_bucket_name
+from octue_dagster.core.storage.store import Store
 from octue_dagster.dagster import addresses
 from octue_dagster.dagster.asset_storage import AssetStorage
 from octue_dagster.dagster.catalog import CatalogSettings

@@ -26,10 +26,10 @@ from dagster import (
 from dagster._core.definitions.asset_key import CoercibleToAssetKey
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from octue_dagster.core.prefix_cursor import DEFAULT_SETTLE, decode_cursor, scan
-from octue_dagster.core.selection import datafile_objects
-from octue_dagster.core.store import ObjectInfo
-from octue_dagster.core.gcs_path import GCSPath, parse_gcs_path
+from octue_dagster.core.listing.prefix_cursor import DEFAULT_SETTLE, decode_cursor, scan
+from octue_dagster.core.listing.selection import datafile_objects
+from octue_dagster.core.storage.store import ObjectInfo
+from octue_dagster.core.storage.gcs_path import GCSPath, parse_gcs_path
 from octue_dagster.dagster.ui_metadata import URI_KEY
 from octue_dagster.dagster.resources import store_from
 
@@ -115,7 +115,7 @@ def gcs_prefix_sensor(
     Metadata-only changes never trigger runs, even though GCS bumps their `updated` time. Each tick reads the
     listing (metadata only, one request per 1000 objects) and keeps a cursor of bounded size: the newest creation
     time seen, plus the names and generations of the objects created within `settle_seconds` of it (see
-    `octue_dagster.core.prefix_cursor`), so the cursor Dagster stores on every tick does not grow with the bucket.
+    `octue_dagster.core.listing.prefix_cursor`), so the cursor Dagster stores on every tick does not grow with the bucket.
     Objects re-uploaded with identical bytes by other tools are new generations and do trigger runs (`Datafile`
     never re-uploads identical content). Each run is tagged with the object's URI (`octue/object`), crc32c and
     generation, and its run key is `<object name>@<generation>`, so a lost cursor does not start duplicate runs.

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dagster import AssetKey, DataVersion, OutputContext
 
-from octue_dagster.core.hashing import crc32c_base64
+from octue_dagster.core.local.hashing import crc32c_base64
 from octue_dagster.dagster.type_routers import StoredOutput
 
 

@@ -1,6 +1,6 @@
 """`DatafileResource`: get, create, list and re-tag datafiles (and datasets) from inside Dagster assets, ops, sensors and jobs.
 
-A configuration shell over the core: listing and re-tagging are `octue_dagster.core.selection`'s functions, run
+A configuration shell over the core: listing and re-tagging are `octue_dagster.core.listing.selection`'s functions, run
 through a `Store` made from the `GCSResource`'s client.
 """
 
@@ -16,13 +16,13 @@ from dagster_gcp import GCSResource
 from google.cloud import storage as gcs_client
 from pydantic import Field, PrivateAttr
 
-from octue_dagster.core.datafile import Datafile
-from octue_dagster.core.dataset import Dataset, list_datasets, prefix_of
-from octue_dagster.core.filters import FilterList
-from octue_dagster.core.gcs_path import parse_gcs_path
-from octue_dagster.core.octue_files import METADATA_FILENAME
-from octue_dagster.core.selection import RetagCounts, RetagSpec, list_datafiles, retag_objects
-from octue_dagster.core.store import Store, StoreSettings, guard_client
+from octue_dagster.core.datafile.datafile import Datafile
+from octue_dagster.core.dataset.dataset import Dataset, list_datasets, prefix_of
+from octue_dagster.core.dataset.filters import FilterList
+from octue_dagster.core.storage.gcs_path import parse_gcs_path
+from octue_dagster.core.metadata.octue_files import METADATA_FILENAME
+from octue_dagster.core.listing.selection import RetagCounts, RetagSpec, list_datafiles, retag_objects
+from octue_dagster.core.storage.store import Store, StoreSettings, guard_client
 from octue_dagster.dagster.working_files import WorkingFolders, default_base
 from octue_dagster.exceptions import DatafileExistsError, InvalidInputError, MissingCredentialsError
 
@@ -33,7 +33,7 @@ _MAX_NAME_BYTES = 255
 
 
 class StoreConfig(Config):
-    """How the library waits for and retries GCS requests (see `octue_dagster.core.store.StoreSettings`).
+    """How the library waits for and retries GCS requests (see `octue_dagster.core.storage.store.StoreSettings`).
 
     Example: `DatafileIOManager(bucket="b", gcs=gcs, store=StoreConfig(retry_deadline_seconds=30))`.
     """
@@ -54,7 +54,10 @@ class StoreConfig(Config):
 
 
 def store_from(gcs: Any, config: StoreConfig | None = None) -> Store:
-    """A `Store` over the client of a `GCSResource` (or over a client Dagster attached for one)."""
+    """A `Store` over the client of a `GCSResource` (or over a client Dagster attached for one), or a
+    `DatafileResource`'s own store (the components watch GCS through it, so that it alone chooses the client)."""
+    if isinstance(gcs, DatafileResource):
+        return gcs.store if config is None else gcs.store.with_settings(config.to_settings())
     return Store(client_from(gcs), settings=config.to_settings() if config is not None else _DEFAULTS)
 
 
@@ -75,7 +78,8 @@ class DatafileResource(ConfigurableResource):
     """Datafiles for assets and ops: `get` one by URI, `new` local ones to return, `list` and `retag` a prefix.
 
     `new` files live in a working folder of their own step attempt (`working_dir/<run id>/<step key>/attempt-<n>/`,
-    by default under the system's temporary directory), so parallel steps, retries and re-executions never meet;
+    by default under the system's temporary directory), each private to the user (created with mode 0o700; a folder
+    another user made first is refused with `UnsafeFolderError`), so parallel steps, retries and re-executions never meet;
     each folder is removed by the process that made it once the step is over and the I/O manager has stored its
     outputs (`keep_working_files=True` keeps them, e.g. for debugging).
 
@@ -132,8 +136,10 @@ class DatafileResource(ConfigurableResource):
     def working_folder(self) -> Path:
         """The working folder of the step attempt running now, where `new` puts local datafiles."""
         if self._folders is None:
-            base = Path(self.working_dir) if self.working_dir else default_base()
-            self._folders = WorkingFolders(base, keep=self.keep_working_files)
+            if self.working_dir:
+                self._folders = WorkingFolders(Path(self.working_dir), keep=self.keep_working_files)
+            else:
+                self._folders = WorkingFolders(default_base(), keep=self.keep_working_files, chosen=False)
         return self._folders.folder_for_current_step()
 
     def get(self, path: str) -> Datafile:
@@ -193,7 +199,7 @@ class DatafileResource(ConfigurableResource):
         """Re-tag matching objects under `prefix`: give a `RetagSpec`, or its fields as keywords.
 
         `datafiles.retag("gs://b/readings/", labels=["raw"], add_labels=["validated"])` adds the label `validated`
-        to every datafile labelled `raw`; see `RetagSpec` and `octue_dagster.core.selection.retag_objects`.
+        to every datafile labelled `raw`; see `RetagSpec` and `octue_dagster.core.listing.selection.retag_objects`.
         """
         if spec is not None and fields:
             raise InvalidInputError("Give either a RetagSpec or its fields as keywords, not both.")

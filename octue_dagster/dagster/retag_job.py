@@ -22,8 +22,8 @@ from dagster import (
     op,
 )
 
-from octue_dagster.core.gcs_path import parse_gcs_path
-from octue_dagster.core.selection import RetagSpec
+from octue_dagster.core.storage.gcs_path import parse_gcs_path
+from octue_dagster.core.listing.selection import RetagSpec
 from octue_dagster.dagster.resources import DatafileResource
 from octue_dagster.exceptions import InvalidInputError
 

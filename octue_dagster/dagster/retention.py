@@ -27,9 +27,9 @@ from typing import Any
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunStatus, MultiPartitionKey
 
-from octue_dagster.core.gcs_path import make_gcs_path
-from octue_dagster.core.selection import datafile_objects
-from octue_dagster.core.store import ObjectInfo, Store
+from octue_dagster.core.storage.gcs_path import make_gcs_path
+from octue_dagster.core.listing.selection import datafile_objects
+from octue_dagster.core.storage.store import ObjectInfo, Store
 from octue_dagster.dagster import addresses
 from octue_dagster.dagster.owned_objects import owner_of
 from octue_dagster.dagster.ui_metadata import URI_KEY

@@ -10,7 +10,7 @@ from typing import Any
 from dagster import Config, JobDefinition, MetadataValue, OpExecutionContext, RunConfig, ScheduleDefinition
 from pydantic import Field
 
-from octue_dagster.core.gcs_path import validate_bucket_name
+from octue_dagster.core.storage.gcs_path import validate_bucket_name
 from octue_dagster.dagster import addresses
 from octue_dagster.dagster.resources import DatafileResource
 from octue_dagster.dagster.retag_job import build_one_op_job, build_retag_schedule, counts_metadata

@@ -22,12 +22,12 @@ from typing import Any, Protocol
 
 from dagster import DataVersion, InputContext, MetadataValue, OutputContext
 
-from octue_dagster.core.bulk import run_concurrently
-from octue_dagster.core.datafile import Datafile
-from octue_dagster.core.dataset import Dataset
+from octue_dagster.core.storage.bulk import run_concurrently
+from octue_dagster.core.datafile.datafile import Datafile
+from octue_dagster.core.dataset.dataset import Dataset
 from octue_dagster.dagster.ui_metadata import dataset_data_version, dataset_metadata
 from octue_dagster.exceptions import UnsupportedTypeError
-from octue_dagster.core.store import Store
+from octue_dagster.core.storage.store import Store
 
 #: Input metadata key: skip missing upstream partitions instead of failing (as with Dagster's UPathIOManager).
 ALLOW_MISSING_PARTITIONS = "allow_missing_partitions"

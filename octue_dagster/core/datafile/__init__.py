@@ -1,0 +1,1 @@
+"""`Datafile`: one file, local, in GCS or both, with `open()`, its Octue metadata and the upload decision."""

@@ -1,0 +1,77 @@
+"""`DatafileIOManagerComponent`: the `DatafileIOManager` declared in `defs.yaml`."""
+
+from typing import Literal, Optional
+
+import dagster as dg
+from pydantic import Field
+
+from octue_dagster.dagster.components.fields import BucketName, Documented, Folder, StoreSettingsFields
+from octue_dagster.dagster.components.gcs import BoundOrDefaultGCSResource
+from octue_dagster.dagster.components.scaffolding import IOManagerScaffolder
+from octue_dagster.dagster.io_manager import DatafileIOManager
+
+
+@dg.scaffold_with(IOManagerScaffolder)
+class DatafileIOManagerComponent(dg.Component, Documented, StoreSettingsFields):
+    """Stores the assets' Datafiles in `gs://{bucket}/{prefix}/...` with their Octue metadata (the DatafileIOManager).
+
+    The GCS client is the `gcs` resource's when one is bound (dagster-gcp's GCSResourceComponent), otherwise default
+    credentials, or the emulator named by STORAGE_EMULATOR_HOST.
+
+    Example ``defs.yaml``::
+
+        type: octue_dagster.DatafileIOManagerComponent
+        attributes:
+          bucket: my-bucket
+          prefix: dagster
+    """
+
+    bucket: BucketName = Field(description="The GCS bucket to store asset files in (it must exist), without gs://.")
+    prefix: Folder = Field(default="dagster", description="Folder inside the bucket, e.g. 'dagster' or 'team/assets'.")
+    resource_key: str = Field(
+        default="io_manager",
+        description="The key to bind the I/O manager under ('io_manager' makes it every asset's default).",
+    )
+    object_names: Literal["asset", "datafile"] = Field(
+        default="asset",
+        description=(
+            "How stored objects are named: 'asset' (after the asset key's last part, keeping the returned file's "
+            "extension) or 'datafile' (the returned file's own name)."
+        ),
+    )
+    gcs_resource_key: str = Field(
+        default="gcs", description="Use the GCS resource bound under this key, when the definitions bind one."
+    )
+    catalog_metadata: bool = Field(
+        default=True, description="Record column schema, row count and a preview of CSV and HDF5 outputs."
+    )
+    catalog_preview: bool = Field(
+        default=True, description="Copy the first rows into Dagster's event log as a preview (off for sensitive data)."
+    )
+    catalog_max_bytes: Optional[int] = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Count the rows of files up to this size (default $OCTUE_DAGSTER_CATALOG_MAX_BYTES, else 256 MiB; 0 never)."
+        ),
+    )
+
+    @property
+    def io_manager(self) -> DatafileIOManager:
+        """The configured I/O manager."""
+        return DatafileIOManager(
+            bucket=self.bucket,
+            prefix=self.prefix,
+            object_names=self.object_names,
+            gcs=BoundOrDefaultGCSResource(resource_key=self.gcs_resource_key),
+            store_settings=self.store_config(),
+            catalog_metadata=self.catalog_metadata,
+            catalog_preview=self.catalog_preview,
+            catalog_max_bytes=self.catalog_max_bytes,
+        )
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        return dg.Definitions(resources={self.resource_key: self.io_manager})
+
+
+__all__ = ["DatafileIOManagerComponent"]

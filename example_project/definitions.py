@@ -55,7 +55,7 @@ def build_checks() -> tuple[list[dg.AssetChecksDefinition], dg.JobDefinition, dg
         selection=dg.AssetSelection.checks(*checks),
         description="Check every stored object against its latest materialization (metadata only; no download).",
     )
-    return checks, job, dg.ScheduleDefinition(job=job, cron_schedule="30 4 * * *")
+    return checks, job, dg.ScheduleDefinition(job=job, cron_schedule="30 4 * * *", execution_timezone="UTC")
 
 
 def build_definitions(bucket: str, executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:

@@ -68,6 +68,9 @@ def test_every_component_is_exported_as_its_yaml_type_name_and_documents_every_a
         schema = component.get_model_cls().model_json_schema()
         assert component.__doc__ and "defs.yaml" in component.__doc__
         undocumented = [name for name, field in schema["properties"].items() if not field.get("description")]
+        for model_name, nested in schema.get("$defs", {}).items():  # nested attributes, such as `checks`
+            properties = nested.get("properties", {})
+            undocumented += [f"{model_name}.{name}" for name, spec in properties.items() if not spec.get("description")]
         assert not undocumented, f"{component.__name__}: {undocumented}"
 
 
@@ -137,6 +140,45 @@ def test_a_scaffolded_defs_yaml_loads_once_its_placeholders_are_filled(tmp_path:
         (DatafileIOManagerComponent, "bucket: b-b\nprefix: ../up", "prefix", "'..' segment"),
         (DatafileIOManagerComponent, "bucket: b-b\nobject_names: uuid", "object_names", "'asset' or 'datafile'"),
         (DatafileIOManagerComponent, "bucket: b-b\nconcurrency: 0", "concurrency", "greater than or equal to 1"),
+        (DatafileIOManagerComponent, "bucket: b-b\nchecks: {assets: ['a=b']}", "checks", "'='"),
+        (DatafileIOManagerComponent, "bucket: b-b\nchecks: {assets: ['a//b']}", "checks", "is not an asset key"),
+        (
+            DatafileIOManagerComponent,
+            "bucket: b-b\nchecks: {assets: [a], required_labels: [Raw]}",
+            "required_labels",
+            "Invalid label",
+        ),
+        (
+            DatafileIOManagerComponent,
+            "bucket: b-b\nchecks: {groups: [{assets: [a], required_tags: [Day]}]}",
+            "required_tags",
+            "Invalid tag name",
+        ),
+        (
+            DatafileIOManagerComponent,
+            "bucket: b-b\nchecks: {assets: [a], cron_schedule: nightly}",
+            "cron_schedule",
+            "not a cron string",
+        ),
+        (
+            DatafileIOManagerComponent,
+            "bucket: b-b\nchecks: {assets: [a], job_name: 'a b'}",
+            "job_name",
+            "not a job name",
+        ),
+        (
+            DatafileIOManagerComponent,
+            "bucket: b-b\nchecks: {assets: [a], concurrency: 0}",
+            "concurrency",
+            "greater than or equal to 1",
+        ),
+        (DatafileIOManagerComponent, "bucket: b-b\nchecks: {}", "checks", "no assets to check"),
+        (
+            DatafileIOManagerComponent,
+            "bucket: b-b\nchecks: {assets: [a/b], groups: [{assets: [a/b]}]}",
+            "checks",
+            "'a/b' is listed twice",
+        ),
         (DatafileResourceComponent, "retry_deadline_seconds: -5", "retry_deadline_seconds", "greater than 0"),
         (RetentionComponent, "bucket: b-b\nolder_than_days: -1", "older_than_days", "greater than or equal to 0"),
         (RetentionComponent, "bucket: b-b\ncron_schedule: '* * * * * *'", "cron_schedule", "not a cron string"),
@@ -242,6 +284,65 @@ def test_scheduled_retention_runs_follow_dry_run():
     dry = _yaml_defs("my-bucket", component_defs(component=dry_component))
     request = dry.resolve_schedule_def("storage_retention_schedule").evaluate_tick(tick)
     assert request.run_requests[0].run_config["ops"]["storage_retention_op"]["config"]["dry_run"] is True
+
+
+def test_the_io_manager_checks_attribute_builds_the_checks_job_and_schedule_of_the_python_api():
+    component = _load(
+        DatafileIOManagerComponent,
+        """
+        bucket: my-bucket
+        resource_key: files_io
+        checks:
+          assets: [raw_readings, turbines/summary]
+          required_labels: [turbine-readings]
+          required_tags: [day]
+          groups:
+            - assets: [farm]
+          blocking: true
+          concurrency: 3
+          cron_schedule: "30 4 * * *"
+          execution_timezone: Europe/London
+        """,
+    )
+    defs = component_defs(component=component)
+    checks = {key: check for check in defs.asset_checks for key in check.check_keys}
+    intact, labelled = "stored_object_intact", "required_labels_and_tags"
+    assert {(key.asset_key.to_user_string(), key.name) for key in checks} == {
+        ("raw_readings", intact),
+        ("raw_readings", labelled),
+        ("turbines/summary", intact),
+        ("turbines/summary", labelled),
+        ("farm", intact),  # its group requires no labels or tags
+    }
+    for key, check in checks.items():
+        assert check.get_spec_for_check_key(key).blocking
+        assert "files_io" in check.required_resource_keys  # read through this I/O manager
+    labelled_spec = checks[dg.AssetCheckKey(dg.AssetKey("raw_readings"), labelled)].get_spec_for_check_key(
+        dg.AssetCheckKey(dg.AssetKey("raw_readings"), labelled)
+    )
+    assert "label 'turbine-readings'" in labelled_spec.description and "tag 'day'" in labelled_spec.description
+
+    @dg.asset(key=["turbines", "summary"])
+    def summary() -> None: ...
+
+    @dg.asset
+    def raw_readings() -> None: ...
+
+    @dg.asset
+    def farm() -> None: ...
+
+    full = dg.Definitions.merge(defs, dg.Definitions(assets=[summary, raw_readings, farm]))
+    job = full.resolve_job_def("check_stored_objects")
+    assert job.asset_layer.asset_graph.asset_check_keys == set(checks)
+    schedule = full.resolve_schedule_def("check_stored_objects_schedule")
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("30 4 * * *", "Europe/London")
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+
+    unscheduled = component_defs(component=_load(DatafileIOManagerComponent, "bucket: b-b\nchecks: {assets: [a]}"))
+    assert len(list(unscheduled.asset_checks)) == 1 and not list(unscheduled.jobs or [])
+    named = _load(DatafileIOManagerComponent, "bucket: b-b\nchecks: {assets: [a], job_name: check_a}")
+    assert [job.name for job in component_defs(component=named).jobs] == ["check_a"]
+    assert not list(component_defs(component=_load(DatafileIOManagerComponent, "bucket: b-b")).asset_checks or [])
 
 
 # --- against the emulator ---------------------------------------------------------------------------------------------
@@ -373,3 +474,55 @@ def test_sensors_and_observations_get_the_bound_gcs_resource_too():
     assert get_transitive_required_resource_keys({"datafiles"}, wrap_resources_for_execution(datafiles)) == {
         "datafiles"
     }
+
+
+@dg.asset
+def checked_readings() -> Datafile:
+    path = LOCAL_FILES["folder"] / "checked_readings.csv"
+    path.write_text("t,v\n0,1\n")
+    return Datafile(path, labels={"raw"}, tags={"site": "north"}, ignore_stored_metadata=True)
+
+
+#: Where `checked_readings` writes its local file: the running test's tmp_path.
+LOCAL_FILES: dict = {}
+
+
+def test_the_yaml_declared_checks_pass_then_name_an_object_overwritten_behind_dagsters_back(
+    bucket: str, client, tmp_path: Path
+):
+    LOCAL_FILES["folder"] = tmp_path
+    storage = _load(
+        DatafileIOManagerComponent,
+        f"""
+        bucket: {bucket}
+        prefix: yaml-checks
+        checks:
+          assets: [checked_readings]
+          required_labels: [raw]
+          required_tags: [site]
+          job_name: check_stored_objects
+        """,
+    )
+    defs = dg.Definitions.merge(component_defs(component=storage), dg.Definitions(assets=[checked_readings]))
+    instance = dg.DagsterInstance.ephemeral()
+    materialized = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey("checked_readings")]
+    )
+    assert materialized.success
+    uri = f"gs://{bucket}/yaml-checks/checked_readings/=/checked_readings.csv"
+    checks_job = defs.resolve_job_def("check_stored_objects")
+
+    def evaluations() -> dict[str, dg.AssetCheckEvaluation]:
+        result = checks_job.execute_in_process(instance=instance, raise_on_error=False)
+        return {evaluation.check_name: evaluation for evaluation in result.get_asset_check_evaluations()}
+
+    passing = evaluations()
+    assert set(passing) == {"stored_object_intact", "required_labels_and_tags"}
+    assert all(evaluation.passed for evaluation in passing.values()), passing
+    assert passing["stored_object_intact"].metadata["uri"].value == uri
+
+    client.bucket(bucket).blob("yaml-checks/checked_readings/=/checked_readings.csv").upload_from_string(b"not ours")
+    failing = evaluations()
+    assert not failing["stored_object_intact"].passed
+    assert f"{uri} was overwritten outside Dagster" in failing["stored_object_intact"].description
+    assert not failing["required_labels_and_tags"].passed  # the overwrite dropped the Octue labels and tags

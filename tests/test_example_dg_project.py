@@ -17,7 +17,7 @@ import dagster as dg
 import pytest
 
 from example_project import demo
-from example_project.definitions import RETAG_JOB_NAME, build_definitions
+from example_project.definitions import CHECKS_JOB_NAME, RETAG_JOB_NAME, build_definitions
 from example_project.partitions import daily_partitions
 from octue_dagster import Datafile, DatafileIOManager
 
@@ -50,15 +50,29 @@ def _schedules(defs: dg.Definitions) -> dict[str, tuple]:
     return result
 
 
+def _checks(defs: dg.Definitions) -> dict[dg.AssetCheckKey, tuple]:
+    """Each asset check with what it requires (its description names the labels and tags) and whether it blocks."""
+    result = {}
+    for checks in defs.asset_checks or []:
+        for key in checks.check_keys:
+            spec = checks.get_spec_for_check_key(key)
+            result[key] = (spec.description, spec.blocking)
+    return result
+
+
 def test_the_yaml_wiring_matches_the_python_wiring(load_yaml_defs) -> None:
     python = build_definitions("wiring-bucket")
     yaml = load_yaml_defs("wiring-bucket")
 
     assert set(yaml.resolve_all_asset_keys()) == set(python.resolve_all_asset_keys())
     python_jobs = {job.name for job in python.jobs}
-    assert python_jobs == {RETAG_JOB_NAME, "storage_retention"}
+    assert python_jobs == {RETAG_JOB_NAME, "storage_retention", CHECKS_JOB_NAME}
     assert python_jobs < {job.name for job in yaml.jobs}
     assert _schedules(yaml) == _schedules(python)
+    assert _checks(yaml) == _checks(python)
+    python_checks_job, yaml_checks_job = python.resolve_job_def(CHECKS_JOB_NAME), yaml.resolve_job_def(CHECKS_JOB_NAME)
+    assert yaml_checks_job.description == python_checks_job.description
+    assert yaml_checks_job.asset_layer.asset_graph.asset_check_keys == set(_checks(python))
 
     [python_sensor], [yaml_sensor] = python.sensors, yaml.sensors
     assert yaml_sensor.name == python_sensor.name == "external_files_sensor"
@@ -93,6 +107,16 @@ def test_the_yaml_wired_jobs_run_against_the_emulator(load_yaml_defs, bucket: st
     assert "quality-checked" in checked.labels and checked.tags["qa_rules"].startswith("status-ok")
     assert checked.generation == generation  # a metadata patch: content untouched
     assert "quality-checked" not in Datafile(raw).labels
+
+    checks_run = defs.resolve_job_def(CHECKS_JOB_NAME).execute_in_process(instance=instance, raise_on_error=False)
+    evaluations = {
+        (evaluation.asset_key.to_user_string(), evaluation.check_name): evaluation
+        for evaluation in checks_run.get_asset_check_evaluations()
+    }
+    for asset in ("raw_readings", "cleaned_readings"):
+        for check in ("stored_object_intact", "required_labels_and_tags"):
+            assert evaluations[(asset, check)].passed, evaluations[(asset, check)].description
+    assert not evaluations[("turbine_summary", "stored_object_intact")].passed  # not materialized yet
 
     retention = defs.resolve_job_def("storage_retention").execute_in_process(instance=instance)
     [event] = [event for event in retention.all_events if event.is_successful_output]
@@ -181,10 +205,10 @@ def test_dg_dev_serves_the_example(emulator, bucket: str, tmp_path: Path) -> Non
         [repository] = _graphql(url, REPOSITORY_QUERY)["repositoriesOrError"]["nodes"]
         assert repository["location"]["name"] == "example_dg_project"
         assert {job["name"] for job in repository["jobs"]} >= {
-            RETAG_JOB_NAME, "storage_retention", "refresh_from_external_files"
+            RETAG_JOB_NAME, "storage_retention", "refresh_from_external_files", CHECKS_JOB_NAME
         }
         schedules = {schedule["name"] for schedule in repository["schedules"]}
-        assert schedules == {f"{RETAG_JOB_NAME}_schedule", "storage_retention_schedule"}
+        assert schedules == {f"{RETAG_JOB_NAME}_schedule", "storage_retention_schedule", f"{CHECKS_JOB_NAME}_schedule"}
         assert [s["name"] for s in repository["sensors"]] == ["external_files_sensor"]
     finally:
         _stop_process_group(process)

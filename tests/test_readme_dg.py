@@ -1,5 +1,5 @@
 """The README's `defs.yaml` examples load as written: every document resolves to its component, and together (with
-the asset the sensor's job names) they make definitions Dagster accepts."""
+the assets the sensor's job and the checks name) they make definitions Dagster accepts."""
 
 from __future__ import annotations
 
@@ -39,8 +39,22 @@ def test_readme_defs_yaml_examples_load():
     @dg.asset
     def turbine_summary() -> None: ...
 
-    defs = dg.Definitions.merge(*built, dg.Definitions(assets=[turbine_summary]))
+    @dg.asset
+    def cleaned_readings() -> None: ...
+
+    defs = dg.Definitions.merge(*built, dg.Definitions(assets=[turbine_summary, cleaned_readings]))
     dg.Definitions.validate_loadable(defs)
-    assert {job.name for job in defs.jobs} == {"mark_checked", "storage_retention", "refresh_from_external_files"}
-    assert {schedule.name for schedule in defs.schedules} == {"mark_checked_schedule", "storage_retention_schedule"}
+    assert {job.name for job in defs.jobs} == {
+        "mark_checked", "storage_retention", "refresh_from_external_files", "check_stored_objects"
+    }
+    assert {schedule.name for schedule in defs.schedules} == {
+        "mark_checked_schedule", "storage_retention_schedule", "check_stored_objects_schedule"
+    }
+    checked = {(key.asset_key.to_user_string(), key.name) for checks in defs.asset_checks for key in checks.check_keys}
+    assert checked == {
+        ("cleaned_readings", "stored_object_intact"),
+        ("cleaned_readings", "required_labels_and_tags"),
+        ("turbine_summary", "stored_object_intact"),
+        ("turbine_summary", "required_labels_and_tags"),
+    }
     assert defs.resources["io_manager"].bucket == "my-bucket"

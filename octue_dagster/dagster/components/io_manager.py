@@ -3,8 +3,9 @@
 from typing import Literal, Optional
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from octue_dagster.dagster.components.checks import DatafileChecks
 from octue_dagster.dagster.components.fields import BucketName, Documented, Folder, StoreSettingsFields
 from octue_dagster.dagster.components.gcs import BoundOrDefaultGCSResource
 from octue_dagster.dagster.components.scaffolding import IOManagerScaffolder
@@ -18,12 +19,19 @@ class DatafileIOManagerComponent(dg.Component, Documented, StoreSettingsFields):
     The GCS client is the `gcs` resource's when one is bound (dagster-gcp's GCSResourceComponent), otherwise default
     credentials, or the emulator named by STORAGE_EMULATOR_HOST.
 
+    `checks` attaches asset checks to the assets it stores (`build_datafile_asset_checks`): is each stored object still
+    the one Dagster recorded, with the labels and tags it must carry; optionally with a job and schedule running them.
+
     Example ``defs.yaml``::
 
         type: octue_dagster.DatafileIOManagerComponent
         attributes:
           bucket: my-bucket
           prefix: dagster
+          checks:
+            assets: [raw_readings, cleaned_readings]
+            required_labels: [turbine-readings]
+            cron_schedule: "30 4 * * *"
     """
 
     bucket: BucketName = Field(description="The GCS bucket to store asset files in (it must exist), without gs://.")
@@ -55,6 +63,19 @@ class DatafileIOManagerComponent(dg.Component, Documented, StoreSettingsFields):
             "Count the rows of files up to this size (default $OCTUE_DAGSTER_CATALOG_MAX_BYTES, else 256 MiB; 0 never)."
         ),
     )
+    checks: DatafileChecks | None = Field(
+        default=None,
+        description=(
+            "Asset checks on the stored objects of these assets (still what Dagster recorded; required labels and "
+            "tags), and optionally a job and cron schedule that run them; none: no checks."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _checks_name_assets(self) -> "DatafileIOManagerComponent":
+        if self.checks is not None:
+            self.checks.check_assets()
+        return self
 
     @property
     def io_manager(self) -> DatafileIOManager:
@@ -71,7 +92,10 @@ class DatafileIOManagerComponent(dg.Component, Documented, StoreSettingsFields):
         )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        return dg.Definitions(resources={self.resource_key: self.io_manager})
+        resources = dg.Definitions(resources={self.resource_key: self.io_manager})
+        if self.checks is None:
+            return resources
+        return dg.Definitions.merge(resources, self.checks.build_defs(self.resource_key))
 
 
 __all__ = ["DatafileIOManagerComponent"]

@@ -17,15 +17,17 @@ from dagster import (
     DagsterInvariantViolationError,
     InputContext,
     IOManager,
+    MetadataValue,
     MultiPartitionKey,
     MultiPartitionsDefinition,
     OutputContext,
 )
 
 from octue_dagster.core.datafile.datafile import Datafile
+from octue_dagster.core.dataset.dataset import Dataset
 from octue_dagster.core.listing.selection import datafile_objects
 from octue_dagster.core.storage.store import ObjectInfo, Store
-from octue_dagster.dagster import addresses
+from octue_dagster.dagster import addresses, catalog
 from octue_dagster.dagster.inputs import ReadOnlyDatafile
 from octue_dagster.dagster.owned_objects import Write, owner_of, write_owned
 from octue_dagster.dagster.recording import record_outputs
@@ -65,6 +67,7 @@ class AssetStorage(IOManager):
         prefix: str,
         object_names: str = "asset",
         routers: Sequence[type[TypeRouter]] | None = None,
+        catalog_settings: catalog.CatalogSettings | None = None,
     ) -> None:
         if object_names not in OBJECT_NAMES:
             raise InvalidInputError(
@@ -76,6 +79,7 @@ class AssetStorage(IOManager):
         self.prefix = prefix
         self.object_names = object_names
         self.routers = list(TYPE_ROUTERS if routers is None else routers)
+        self.catalog_settings = catalog_settings or catalog.CatalogSettings()
 
     # --- routing -----------------------------------------------------------------------------------------------------
 
@@ -167,6 +171,8 @@ class AssetStorage(IOManager):
             )
         address = self.address(slot)
         destination = address.object_path(self.object_name(slot, address, datafile))
+        # Profiled first: counting a CSV's rows shares the read that hashes it, and the upload reuses that hash.
+        catalog_metadata = self.catalog_metadata(slot, datafile)
         listing, owned = self._owned(address)
         current = next((info for info in listing if info.path == destination), None)
         info = write_owned(self.store, Write(datafile, address.owner), destination, current)
@@ -180,7 +186,26 @@ class AssetStorage(IOManager):
                 except (CloudObjectNotFoundError, ConflictError):
                     pass
         stored = Datafile.from_object_info(info, store=self.store)
-        return StoredOutput(slot.partition_key, datafile_metadata(stored), datafile_data_version(stored))
+        # What is in the file first (the UI lists metadata in this order), then where and what it is stored as.
+        metadata = {**catalog_metadata, **datafile_metadata(stored)}
+        return StoredOutput(slot.partition_key, metadata, datafile_data_version(stored))
+
+    def catalog_metadata(self, slot: Slot, value: Datafile | Dataset) -> dict[str, MetadataValue]:
+        """Column schema, row count and preview of a datafile's (or a dataset's CSV files') local content, for the
+        catalog (see `octue_dagster.dagster.catalog`). Nothing is downloaded; a file that cannot be profiled gets a
+        note, never a failed store."""
+        try:
+            if isinstance(value, Dataset):
+                profile = catalog.dataset_profile(value, self.catalog_settings)
+            else:
+                table = catalog.hdf5_table_of(slot.context.definition_metadata)
+                profile = catalog.profile_datafile(value, self.catalog_settings, hdf5_table=table)
+        except Exception as error:  # the catalog is a view of the data: it must not stop the data being stored
+            slot.context.log.warning(f"Could not profile {self.describe(slot)} for the catalog: {error!r}")
+            return {catalog.NOTES_KEY: MetadataValue.text(f"not profiled: {type(error).__name__}")}
+        return catalog.profile_metadata(
+            profile, partitioned=slot.partition_key is not None, preview=self.catalog_settings.preview
+        )
 
     def load_datafile(self, slot: Slot) -> Datafile:
         """The datafile stored at the slot's address, from one listing request (no download), read-only.

@@ -1,6 +1,6 @@
 """`DatafileIOManagerComponent`: the `DatafileIOManager` declared in `defs.yaml`."""
 
-from typing import Literal
+from typing import Literal, Optional
 
 import dagster as dg
 from pydantic import Field, model_validator
@@ -57,6 +57,19 @@ class DatafileIOManagerComponent(dg.Component, Documented, StoreSettingsFields):
     gcs_resource_key: ResourceKey = Field(
         default="gcs", description="Use the GCS resource bound under this key, when the definitions bind one."
     )
+    catalog_metadata: bool = Field(
+        default=True, description="Record column schema, row count and a preview of CSV and HDF5 outputs."
+    )
+    catalog_preview: bool = Field(
+        default=True, description="Copy the first rows into Dagster's event log as a preview (off for sensitive data)."
+    )
+    catalog_max_bytes: Optional[int] = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Count the rows of files up to this size (default $OCTUE_DAGSTER_CATALOG_MAX_BYTES, else 256 MiB; 0 never)."
+        ),
+    )
     checks: DatafileChecks | None = Field(
         default=None,
         description=(
@@ -84,6 +97,9 @@ class DatafileIOManagerComponent(dg.Component, Documented, StoreSettingsFields):
             object_names=self.object_names,
             gcs=BoundOrDefaultGCSResource(resource_key=self.gcs_resource_key),
             store_settings=self.store_config(),
+            catalog_metadata=self.catalog_metadata,
+            catalog_preview=self.catalog_preview,
+            catalog_max_bytes=self.catalog_max_bytes,
         )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:

@@ -119,3 +119,27 @@ class MetadataFileBusyError(OctueDagsterError, TimeoutError):
 class StorageRequestError(OctueDagsterError, ValueError):
     """GCS refused a request as malformed or impossible (400 Bad Request and other 4xx answers the library has no
     more specific error for), such as a read of a requester-pays bucket without a billing project."""
+
+
+class UnsafeFolderError(OctueDagsterError, PermissionError):
+    """A folder of the library's own (the download cache, its locks) is a symbolic link, another user's, or writable
+    by others; the library refuses to read, write or delete through it. The message names the folder and the fix."""
+
+
+class FolderNotWritableError(OctueDagsterError, PermissionError):
+    """A folder the library must write in (the download cache, a datafile's folder) is read-only; the message names
+    the folder and the setting that chooses another."""
+
+
+class InsufficientSpaceError(OctueDagsterError, OSError):
+    """A disk is full (or a file size limit was reached): the message names the folder and the bytes needed. Nothing
+    half-written was left behind; once there is room, the same call works."""
+
+
+class StaleMaterializationError(ConflictError):
+    """The object stored for an asset (partition) is not the version Dagster's latest materialization recorded (it
+    was replaced outside that materialization); nothing was read. The message names both versions and the fix."""
+
+
+class PartitionBusyError(OctueDagsterError, TimeoutError):
+    """Another run held the store lock of an asset partition for too long; nothing was stored."""

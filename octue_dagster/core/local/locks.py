@@ -82,15 +82,24 @@ def metadata_lock(key: str, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[N
     the metageneration precondition is what keeps concurrent patches safe, so a read-only cache and no runtime
     folder mean no lock, not a failure.
     """
-    try:
-        folder = cache_locks_folder()
-    except FolderNotWritableError:
-        folder = _fallback_folder()
-    if folder is None:
+    path = optional_lock_path(key)
+    if path is None:
         yield
         return
-    with filelock.FileLock(folder / f"{_digest(key)}.lock", timeout=timeout):
+    with filelock.FileLock(path, timeout=timeout):
         yield
 
 
-__all__ = ["LOCK_TIMEOUT_SECONDS", "cache_locks_folder", "lock_path", "metadata_lock", "not_writable"]
+def optional_lock_path(key: str) -> Path | None:
+    """A lock file for `key` for work that is safe without one (it only narrows races that preconditions or
+    checks also catch): in the cache's `locks` folder, else the per-user runtime folder, else `None`."""
+    try:
+        folder: Path | None = cache_locks_folder()
+    except FolderNotWritableError:
+        folder = _fallback_folder()
+    return None if folder is None else folder / f"{_digest(key)}.lock"
+
+
+__all__ = [
+    "LOCK_TIMEOUT_SECONDS", "cache_locks_folder", "lock_path", "metadata_lock", "not_writable", "optional_lock_path",
+]

@@ -106,8 +106,8 @@ class AssetStorage(IOManager):
 
     def handle_output(self, context: OutputContext, obj: Any) -> None:
         """Store a returned value (or, for a run over several partitions, a dict of partition key to value)."""
-        # Outputs of earlier steps in this process are recorded by now: their locks go, their old objects too.
-        self.store_locks.settle(keep_step=(context.run_id, context.step_key), log=context.log.info)
+        # Outputs of earlier runs in this process (never torn down) are recorded by now: their locks go.
+        self.store_locks.settle(keep_run=context.run_id, log=context.log.info)
         slot = self._slot(context)
         stored = self._router(slot, obj).store(slot, obj)
         record_outputs(context, stored, len(slot.partition_keys))

@@ -9,8 +9,9 @@ another run is storing that partition, waits for it to finish and checks again.
 
 Stores: one run at a time stores an asset partition on a machine, and keeps the partition's store lock until its
 materialization is recorded: Dagster records it after `handle_output` returns, so the lock is released (and the
-objects it superseded deleted) when the step's outputs are all recorded: at the next output of another step in this
-process, or at the I/O manager's teardown. A second run of the partition waits, then stores over the first run's
+objects it superseded deleted) at the I/O manager's teardown (the end of the step's process, or of the run when its
+steps share one process, so that the run's downstream steps read its own output), or, in a long-lived process
+that never tears the I/O manager down, at the next output of another run. A second run of the partition waits, then stores over the first run's
 recorded object. The previously recorded object is deleted only once the new record names the new one, so the
 recorded `dagster/uri` always exists and holds the recorded crc32c.
 """
@@ -190,12 +191,12 @@ class StoreLocks:
             with filelock.FileLock(path, timeout=LOCK_TIMEOUT_SECONDS, thread_local=False):
                 pass
 
-    def settle(self, *, keep_step: tuple[str, str] | None = None, log: Callable[[str], Any] | None = None) -> None:
-        """For every partition stored by a step other than `keep_step` (run id, step key): if its latest record now
-        names the stored object, delete the objects it superseded (each at the generation listed); then release
-        the lock. A store that was never recorded (the step failed after it) deletes nothing."""
+    def settle(self, *, keep_run: str | None = None, log: Callable[[str], Any] | None = None) -> None:
+        """For every partition stored by a run other than `keep_run`: if its latest record now names the stored
+        object, delete the objects it superseded (each at the generation listed); then release the lock. A store
+        that was never recorded (the step failed after it) deletes nothing."""
         with self._guard:
-            done = {key: held for key, held in self._held.items() if (held.run_id, held.step_key) != keep_step}
+            done = {key: held for key, held in self._held.items() if held.run_id != keep_run}
             for key in done:
                 del self._held[key]
         for held in done.values():

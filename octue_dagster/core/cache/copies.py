@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import errno
 import hashlib
 import json
 import os
@@ -52,6 +51,7 @@ from octue_dagster.core.local.folders import (
     private_folder,
 )
 from octue_dagster.core.local.locks import LOCK_TIMEOUT_SECONDS, lock_path
+from octue_dagster.core.local.space import free_bytes, is_space_error
 from octue_dagster.core.storage.gcs_path import GCSPath
 from octue_dagster.exceptions import InvalidCloudPathError, InvalidInputError
 
@@ -536,23 +536,6 @@ def _evict_entry(folder: Path) -> int | None:
 
 #: What a copy needs beside its bytes: its record and the file system's block rounding.
 RECORD_ALLOWANCE_BYTES = 64 * 1024
-_SPACE_ERRORS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
-
-
-def is_space_error(error: BaseException) -> bool:
-    """Whether an error means a full disk, a full quota, or a file size limit (`RLIMIT_FSIZE`)."""
-    return isinstance(error, OSError) and error.errno in _SPACE_ERRORS
-
-
-def free_bytes(folder: Path) -> int | None:
-    """The bytes this user can still write on `folder`'s file system (`None` if the system cannot tell)."""
-    try:
-        stats = os.statvfs(folder)
-    except (OSError, AttributeError):
-        return None
-    return stats.f_bavail * stats.f_frsize
-
-
 def make_room(needed: int, keep: Iterable[GCSPath] = ()) -> bool:
     """Evict least recently used copies nobody holds until `needed` more bytes fit on the cache's file system;
     whether they now fit (copies in use, and files that are not the cache's, are never removed)."""

@@ -21,6 +21,7 @@ from google.cloud import storage
 from octue_dagster.core.cache import copies as cache
 
 from octue_dagster.core.local import hashing
+from octue_dagster.core.local.space import is_space_error, require_room
 
 from octue_dagster.core.cache import local_copy
 
@@ -34,13 +35,22 @@ from octue_dagster.core.datafile.upload_plan import UploadAction, plan_upload
 from octue_dagster.exceptions import (
     CloudObjectNotFoundError,
     ConflictError,
+    InsufficientSpaceError,
     InvalidInputError,
 )
 
 T = TypeVar("T")
 HDF5_EXTENSIONS = (".hdf5", ".h5")
 EMPTY_HASH = hashing.crc32c_base64(b"")
+#: Room a rewritten `.octue` file may need beyond the current one's size (one entry's metadata, rounded up).
+_METADATA_ROOM_BYTES = 64 * 1024
 
+
+def _size_or_zero(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 class Datafile(OctueMetadata):
@@ -370,8 +380,12 @@ class Datafile(OctueMetadata):
         if self._cloud is not None:
             crc32c = hashing.hash_file(temporary)
             if not self._uses_cache():
-                # Refuse before uploading if the local copy's metadata could not be recorded afterwards.
-                local_metadata.read_metadata_file(local_metadata.metadata_path_for(target))
+                # Refuse before uploading if the local copy's metadata could not be recorded afterwards: the `.octue`
+                # file must parse, and a new one must fit on the disk (a full disk would otherwise stop the call
+                # after the object was replaced, leaving the cloud new and the local copy old).
+                metadata_file = local_metadata.metadata_path_for(target)
+                local_metadata.read_metadata_file(metadata_file)
+                require_room(target.parent, _size_or_zero(metadata_file) + _METADATA_ROOM_BYTES, "its .octue file")
             info = self.store.upload_file(
                 str(temporary),
                 self._cloud,
@@ -379,15 +393,27 @@ class Datafile(OctueMetadata):
                 custom_metadata=self._cloud_metadata(),
                 if_generation_match=self._object.generation if self._object is not None else 0,
             )
-            if self._uses_cache():
-                local_copy.commit_written(temporary, target, info, crc32c, cached=True)
-            else:
-                # Merged against what this datafile read before the upload; the content is renamed into place only
-                # once its metadata entry is ready to be committed.
-                self._write_local_metadata(
-                    before_commit=lambda: local_copy.commit_written(temporary, target, info, crc32c, cached=False)
-                )
+            # The object is this datafile's own write now, whatever happens to the local copy next: a retry writes
+            # over this generation instead of taking it for another writer's (and a read downloads it again).
             self._object = info
+            try:
+                if self._uses_cache():
+                    local_copy.commit_written(temporary, target, info, crc32c, cached=True)
+                else:
+                    # Merged against what this datafile read before the upload; the content is renamed into place
+                    # only once its metadata entry is ready to be committed.
+                    self._write_local_metadata(
+                        before_commit=lambda: local_copy.commit_written(temporary, target, info, crc32c, cached=False)
+                    )
+            except OSError as error:
+                if not is_space_error(error):
+                    raise
+                raise InsufficientSpaceError(
+                    f"{self._cloud} now holds the new content (generation {info.generation}), but its local copy at "
+                    f"{target} could not be updated: {target.parent} is full (the disk filled after the check). The "
+                    f"local copy is as it was; free space there, then read the datafile (it is downloaded again) or "
+                    f"write again (this datafile knows the new generation is its own)."
+                ) from None
             self._mark_persisted()
         else:
             # The content is renamed into place only once its metadata entry is written and can be committed.

@@ -37,6 +37,7 @@ from octue_dagster.core.dataset.dataset_metadata import DatasetMetadata
 from octue_dagster.core.dataset.dataset_files import (
     METADATA_FILENAME,
     SIGNED_METADATA_DIRECTORY,
+    download_targets,
     is_octue_metadata_object,
     local_file_paths,
     prefix_of,
@@ -404,12 +405,12 @@ class Dataset(DatasetMetadata):
         if self._cloud is None:
             raise InvalidInputError(f"Only cloud datasets can be downloaded; {self} is at {self.path!r}.")
         root = Path(local_directory).absolute() if local_directory is not None else None
-        plan: list[tuple[Datafile, Path | None]] = []
-        for file in self.files:
-            if file.gcs_path is None:
-                continue
-            target = root.joinpath(*self.relative_path(file).parts) if root is not None else None
-            plan.append((file, target))
+        cloud_files = [file for file in self.files if file.gcs_path is not None]
+        plan: list[tuple[Datafile, Path | None]] = [(file, None) for file in cloud_files]
+        if root is not None:
+            # Names that meet on disk, or that the disk cannot hold, are refused before anything is downloaded.
+            places = [(file.gcs_path.name, str(self.relative_path(file))) for file in cloud_files]  # type: ignore[union-attr]
+            plan = list(zip(cloud_files, download_targets(places, root)))
         download_files(plan, max_workers=self.max_workers, description=f"Downloading {self.name}")
         return str(root) if root is not None else None
 

@@ -24,7 +24,7 @@ CACHE_DIR_VARIABLE = "OCTUE_DAGSTER_CACHE_DIR"
 #: What a private folder of the library is created with.
 PRIVATE_MODE = 0o700
 
-_resolved_roots: dict[str | None, Path] = {}
+_resolved_roots: dict[tuple[str | None, ...], Path] = {}
 #: Roots already checked by this process (a root is the user's choice; it is checked once, not on every use).
 _checked_roots: set[tuple[str, int, int]] = set()
 
@@ -32,12 +32,14 @@ _checked_roots: set[tuple[str, int, int]] = set()
 def cache_root() -> Path:
     """The cache folder: `$OCTUE_DAGSTER_CACHE_DIR`, else the platform's user cache folder (resolved once)."""
     configured = os.environ.get(CACHE_DIR_VARIABLE)
-    root = _resolved_roots.get(configured)
+    # The default depends on HOME and XDG_CACHE_HOME, which a job may set after the library was imported.
+    key = (configured, None, None) if configured else (None, os.environ.get("XDG_CACHE_HOME"), os.environ.get("HOME"))
+    root = _resolved_roots.get(key)
     if root is None:
         # Resolving costs system calls; it is done once per configured value, not on every hash or open. A link in
         # the configured path itself is the user's choice and is resolved here; links below the root never are.
         base = Path(configured) if configured else Path(platformdirs.user_cache_dir("octue-dagster", appauthor=False))
-        root = _resolved_roots[configured] = base.resolve()
+        root = _resolved_roots[key] = base.resolve()
     return root
 
 

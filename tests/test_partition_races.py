@@ -13,6 +13,7 @@ the old object removed) and then a downstream asset reads both. After every roun
 
 import multiprocessing
 import os
+import threading
 
 from dagster import AssetIn, AssetKey, DagsterInstance, asset, instance_for_test, materialize
 
@@ -49,7 +50,10 @@ def run_rounds(instance_ref, bucket: str, work_dir: str, rounds: int, start, res
     instance = DagsterInstance.from_ref(instance_ref)
     resources = _resources(bucket)
     for _ in range(rounds):
-        start.wait()
+        try:
+            start.wait()
+        except threading.BrokenBarrierError:  # the test stopped early (a failed check)
+            return
         result = materialize(ASSETS, partition_key=DAY, instance=instance, resources=resources, raise_on_error=False)
         errors = [
             str(event.event_specific_data.error.message)[:300]
@@ -94,15 +98,21 @@ def test_two_runs_of_one_partition_at_once_keep_record_and_object_in_step(client
         for worker in workers:
             worker.start()
         outcomes = []
-        for _ in range(ROUNDS):
-            start.wait(timeout=120)
-            round_outcomes = [results.get(timeout=120) for _ in range(WORKERS)]
-            outcomes += round_outcomes
-            assert all(success for success, _, _ in round_outcomes), round_outcomes
-            _check_round(instance, client, bucket, [run_id for _, run_id, _ in round_outcomes])
-        for worker in workers:
-            worker.join(timeout=60)
-            assert worker.exitcode == 0
+        try:
+            for _ in range(ROUNDS):
+                start.wait(timeout=120)
+                round_outcomes = [results.get(timeout=120) for _ in range(WORKERS)]
+                outcomes += round_outcomes
+                assert all(success for success, _, _ in round_outcomes), round_outcomes
+                _check_round(instance, client, bucket, [run_id for _, run_id, _ in round_outcomes])
+        finally:
+            start.abort()  # a worker still waiting for a round that will not come stops (BrokenBarrierError)
+            for worker in workers:
+                worker.join(timeout=60)
+                if worker.exitcode is None:
+                    worker.kill()
+                    worker.join()
+        assert [worker.exitcode for worker in workers] == [0] * WORKERS
     failures = [(run_id, errors) for success, run_id, errors in outcomes if not success]
     assert not failures, failures
     save_summary(

@@ -36,6 +36,13 @@ from octue_dagster.exceptions import (
     UnexpectedNumberOfResultsError,
     UnsupportedTypeError,
 )
+from octue_dagster.exceptions import (  # the recorded version, the library's folders, disk space (issue 17)
+    FolderNotWritableError,
+    InsufficientSpaceError,
+    PartitionBusyError,
+    StaleMaterializationError,
+    UnsafeFolderError,
+)
 from octue_dagster.core.metadata.values import LabelSet, TagDict
 from octue_dagster.core.listing.selection import RetagCounts, RetagSpec, list_datafiles, retag_objects
 from octue_dagster.core.storage.store import Store, StoreSettings
@@ -141,4 +148,9 @@ __all__ = [
     "UnsupportedTypeError",
     "parse_gcs_path",
     "retag_objects",
+    "FolderNotWritableError",
+    "InsufficientSpaceError",
+    "PartitionBusyError",
+    "StaleMaterializationError",
+    "UnsafeFolderError",
 ]

@@ -220,3 +220,104 @@ def test_sigterm_during_the_upload_leaves_the_record_and_the_object_in_step(clie
     # terminated run's write (it reached GCS) is the one recorded.
     assert recorded is not None and (recorded.generation, recorded.crc32c) == (str(blob.generation), blob.crc32c)
     assert len(records) == 2 and recorded.run_id == runs[1].stdout.split()[-2]
+
+
+# --- SIGTERM during a re-tag -------------------------------------------------------------------------------------------
+
+
+_TERMINATED_RETAG = textwrap.dedent(
+    """
+    import os, signal, sys
+    from dagster import DagsterInstance
+    from dagster_gcp import GCSResource
+    from octue_dagster import DatafileResource, build_retag_job
+    from octue_dagster.core.storage.store import Store
+
+    original = Store.patch_metadata
+    patched = []
+
+    def patch_then_terminated(self, *args, **kwargs):
+        info = original(self, *args, **kwargs)
+        patched.append(info)
+        if len(patched) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # the re-tag run is terminated part way
+        return info
+
+    Store.patch_metadata = patch_then_terminated
+    job = build_retag_job("mark", "gs://{bucket}/dagster/named_by_asset/", add_labels=["validated"])
+    result = job.execute_in_process(
+        resources={{"datafiles": DatafileResource(gcs=GCSResource())}},
+        instance=DagsterInstance.ephemeral(), raise_on_error=False,
+    )
+    print("SUCCESS" if result.success else "FAILED", len(patched))
+    """
+)
+
+
+def test_a_retag_terminated_part_way_leaves_every_record_loadable(client, bucket, tmp_path, monkeypatch):
+    """A re-tag changes metadata only: terminated part way, each object is tagged or not (never half), keeps its
+    generation and crc32c, so every partition still loads as the version Dagster recorded."""
+    instance = DagsterInstance.ephemeral()
+    monkeypatch.setenv(WORK_DIR_VARIABLE, str(tmp_path / "work"))
+    days = DAYS.get_partition_keys()
+    for day in days:
+        assert materialize([named_by_asset], partition_key=day, instance=instance, resources=_resources(bucket)).success
+    before = {blob.name: blob for blob in client.list_blobs(bucket, prefix="dagster/named_by_asset/")}
+    completed = subprocess.run(
+        [sys.executable, "-c", _TERMINATED_RETAG.format(bucket=bucket)],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 0 and completed.stdout.split()[0] in ("SUCCESS", "FAILED"), completed.stderr[-2000:]
+    after = {blob.name: blob for blob in client.list_blobs(bucket, prefix="dagster/named_by_asset/")}
+    assert sorted(after) == sorted(before)
+    tagged = 0
+    for name, blob in after.items():
+        assert (blob.generation, blob.crc32c) == (before[name].generation, before[name].crc32c)
+        labels = Datafile(f"gs://{bucket}/{name}").labels
+        assert labels in (set(), {"validated"})
+        tagged += labels == {"validated"}
+    assert tagged >= 2
+    for day in days:
+        result = materialize(
+            [named_by_asset.to_source_asset(), reads_by_asset], partition_key=day, instance=instance,
+            resources=_resources(bucket), raise_on_error=False,
+        )
+        assert result.success
+
+
+# --- odd object names --------------------------------------------------------------------------------------------------
+
+
+ODD_NAME = "résumé #1 ?&=%25+ (final).csv"
+
+
+@asset(io_manager_key="by_asset", metadata={"octue_dagster/object_name": ODD_NAME})
+def oddly_named() -> Datafile:
+    return _new_file("plain.csv", b"odd,name\n")
+
+
+@asset(io_manager_key="by_asset")
+def reads_oddly_named(oddly_named: Datafile) -> Datafile:
+    with oddly_named.open("rb") as file:
+        return _new_file("copy.csv", file.read())
+
+
+def test_odd_object_names_are_recorded_and_loaded_as_the_recorded_version(client, bucket, tmp_path, monkeypatch):
+    instance = DagsterInstance.ephemeral()
+    monkeypatch.setenv(WORK_DIR_VARIABLE, str(tmp_path / "work"))
+    resources = _resources(bucket)
+    assert materialize([oddly_named, reads_oddly_named], instance=instance, resources=resources).success
+    recorded = latest_recorded(instance, AssetKey("oddly_named"), None)
+    assert recorded is not None and recorded.uri == f"gs://{bucket}/dagster/oddly_named/=/{ODD_NAME}"
+    blob = client.bucket(bucket).get_blob(f"dagster/oddly_named/=/{ODD_NAME}")
+    assert (str(blob.generation), blob.crc32c) == (recorded.generation, recorded.crc32c)
+    # Replaced outside Dagster under that name: refused, the odd name quoted as it is.
+    client.bucket(bucket).blob(f"dagster/oddly_named/=/{ODD_NAME}").upload_from_string(b"other")
+    restored = client.bucket(bucket).get_blob(f"dagster/oddly_named/=/{ODD_NAME}")
+    restored.metadata = blob.metadata
+    restored.patch()
+    result = materialize(
+        [oddly_named.to_source_asset(), reads_oddly_named], instance=instance, resources=resources,
+        raise_on_error=False,
+    )
+    assert not result.success and ODD_NAME in _failure(result) and "StaleMaterializationError" in _failure(result)

@@ -128,7 +128,8 @@ def test_a_copy_or_record_that_is_a_link_is_not_served_or_written_through(emulat
 def test_cache_and_lock_folders_are_private_and_another_users_folder_is_refused(emulator, bucket, cache_dir):
     datafile = _cloud_file(bucket, "private.csv", b"secret")
     datafile.download()
-    folders = [cache_dir / "locks", cache_dir / "objects"] + [p for p in (cache_dir / "objects").rglob("*") if p.is_dir()]
+    objects = cache_dir / "objects"
+    folders = [cache_dir / "locks", objects] + [path for path in objects.rglob("*") if path.is_dir()]
     assert len(folders) >= 5
     for folder in folders:
         assert stat.S_IMODE(os.lstat(folder).st_mode) == 0o700, folder
@@ -186,7 +187,8 @@ def test_a_full_cache_evicts_to_make_room_else_names_the_folder_and_recovers(
                     Datafile(f"gs://{bucket}/first.bin").download()
                 assert isinstance(raised.value, OSError)
                 message = str(raised.value)
-                assert str(small / "cache") in message and f"{800 * KIB + cache.RECORD_ALLOWANCE_BYTES:,} bytes" in message
+                needed = 800 * KIB + cache.RECORD_ALLOWANCE_BYTES
+                assert str(small / "cache") in message and f"{needed:,} bytes" in message
                 assert _leftovers(small / "cache") == []
             # Once room can be made, the same read works.
             with Datafile(f"gs://{bucket}/first.bin").open("rb") as file:
@@ -307,7 +309,7 @@ def test_a_read_only_cache_allows_metadata_work_and_names_the_setting_for_reads(
         assert target.read_bytes() == b"a,b\n"
 
 
-# --- dataset downloads --------------------------------------------------------------------------------------------------
+# --- dataset downloads -------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("names", [("ds/a//b.csv", "ds/a/b.csv"), ("ds/./c.csv", "ds/c.csv")])

@@ -223,12 +223,13 @@ class AssetStorage(IOManager):
             try:
                 chosen = choose_recorded(self.describe(slot), owned, recorded)
             except (StaleMaterializationError, CloudObjectNotFoundError):
-                if not self.store_locks.is_held_elsewhere(str(address.folder)):
+                folder = str(address.folder)
+                # Another run storing this partition now: once it has recorded, its version is the one to read.
+                if not self.store_locks.is_held_elsewhere(folder) or not self.store_locks.wait_for(folder):
                     raise
-                # Another run is storing this partition now: once it has recorded, its version is the one to read.
-                self.store_locks.wait_for(str(address.folder))
                 listing, owned = self._owned(address)
-                chosen = choose_recorded(self.describe(slot), owned, recorded_for(slot.context, slot.partition_key) or recorded)
+                recorded = recorded_for(slot.context, slot.partition_key) or recorded
+                chosen = choose_recorded(self.describe(slot), owned, recorded)
             return ReadOnlyDatafile.from_object_info(chosen, store=self.store)
         if not owned:
             if not listing:

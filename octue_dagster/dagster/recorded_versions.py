@@ -8,12 +8,12 @@ same data version); anything else raises `StaleMaterializationError` naming both
 another run is storing that partition, waits for it to finish and checks again.
 
 Stores: one run at a time stores an asset partition on a machine, and keeps the partition's store lock until its
-materialization is recorded: Dagster records it after `handle_output` returns, so the lock is released (and the
-objects it superseded deleted) at the I/O manager's teardown (the end of the step's process, or of the run when its
-steps share one process, so that the run's downstream steps read its own output), or, in a long-lived process
-that never tears the I/O manager down, at the next output of another run. A second run of the partition waits, then stores over the first run's
-recorded object. The previously recorded object is deleted only once the new record names the new one, so the
-recorded `dagster/uri` always exists and holds the recorded crc32c.
+materialization is recorded. Dagster records it after `handle_output` returns, so the lock is released (and the
+objects it superseded deleted) at the I/O manager's teardown: the end of the step's process, or of the run when its
+steps share one process (so the run's downstream steps read its own output); in a long-lived process that never
+tears the I/O manager down, at the next output of another run. A second run of the partition waits, then stores
+over the first run's recorded object. The previously recorded object is deleted only once the new record names the
+new one, so the recorded `dagster/uri` always exists and holds the recorded crc32c.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ class _Held:
 class StoreLocks:
     """The store locks this process holds, one per asset partition, until each partition's record is written."""
 
-    def __init__(self, store: Store, log: Callable[[str], Any] | None = None) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
         self._held: dict[str, _Held] = {}
         self._guard = threading.Lock()
@@ -147,11 +147,13 @@ class StoreLocks:
 
     def acquire(self, context: OutputContext, folder: str, what: str) -> _Held:
         """Hold the store lock of the partition at `folder` (waiting for another run that holds it)."""
-        key = self.lock_key(folder)
+        # Keyed by run as well: a retried step of the same run takes its own lock again, while a run of the same
+        # partition in another thread of this process waits for the file lock like any other process.
+        key = f"{context.run_id}\0{folder}"
         with self._guard:
             held = self._held.get(key)
         if held is None:
-            path = optional_lock_path(key)
+            path = optional_lock_path(self.lock_key(folder))
             lock = filelock.FileLock(path, timeout=LOCK_TIMEOUT_SECONDS, thread_local=False) if path else None
             if lock is not None:
                 try:
@@ -164,16 +166,15 @@ class StoreLocks:
             held = _Held(lock, context.run_id, context.step_key)
             with self._guard:
                 self._held[key] = held
-        held.run_id, held.step_key = context.run_id, context.step_key
+        held.step_key = context.step_key
         return held
 
     def is_held_elsewhere(self, folder: str) -> bool:
         """Whether another process is storing the partition at `folder` now."""
-        key = self.lock_key(folder)
         with self._guard:
-            if key in self._held:
-                return False
-        path = optional_lock_path(key)
+            if any(key.endswith(f"\0{folder}") for key in self._held):
+                return False  # this process stores it (its own run): nothing to wait for
+        path = optional_lock_path(self.lock_key(folder))
         if path is None:
             return False
         probe = filelock.FileLock(path, timeout=0, thread_local=False)
@@ -184,12 +185,16 @@ class StoreLocks:
         probe.release()
         return False
 
-    def wait_for(self, folder: str) -> None:
-        """Wait until no other process is storing the partition at `folder`."""
+    def wait_for(self, folder: str) -> bool:
+        """Wait until no other process is storing the partition at `folder`; `False` if it took too long."""
         path = optional_lock_path(self.lock_key(folder))
         if path is not None:
-            with filelock.FileLock(path, timeout=LOCK_TIMEOUT_SECONDS, thread_local=False):
-                pass
+            try:
+                with filelock.FileLock(path, timeout=LOCK_TIMEOUT_SECONDS, thread_local=False):
+                    pass
+            except filelock.Timeout:
+                return False
+        return True
 
     def settle(self, *, keep_run: str | None = None, log: Callable[[str], Any] | None = None) -> None:
         """For every partition stored by a run other than `keep_run`: if its latest record now names the stored
@@ -201,19 +206,27 @@ class StoreLocks:
                 del self._held[key]
         for held in done.values():
             try:
-                if held.superseded and held.stored is not None and held.instance is not None:
-                    recorded = latest_recorded(held.instance, held.asset_key, held.partition_key)  # type: ignore[arg-type]
-                    if recorded is not None and matches(held.stored, recorded):
-                        for stale in held.superseded:
-                            if log is not None:
-                                log(f"Removing {stale.path}, replaced by {held.stored.path}.")
-                            try:
-                                self.store.delete_object(stale.path, if_generation_match=stale.generation)
-                            except (CloudObjectNotFoundError, ConflictError):
-                                pass
+                self._remove_superseded(held, log)
+            except Exception as error:  # noqa: BLE001 - leftovers are removed by the next store or by retention
+                if log is not None:
+                    log(f"Could not remove the objects {held.stored.path if held.stored else ''} superseded: {error}")
             finally:
                 if held.lock is not None:
                     held.lock.release(force=True)
+
+    def _remove_superseded(self, held: _Held, log: Callable[[str], Any] | None) -> None:
+        if not held.superseded or held.stored is None or held.instance is None or held.asset_key is None:
+            return
+        recorded = latest_recorded(held.instance, held.asset_key, held.partition_key)
+        if recorded is None or not matches(held.stored, recorded):
+            return  # never recorded (the step failed after storing): what the record names stays
+        for stale in held.superseded:
+            if log is not None:
+                log(f"Removing {stale.path}, replaced by {held.stored.path}.")
+            try:
+                self.store.delete_object(stale.path, if_generation_match=stale.generation)
+            except (CloudObjectNotFoundError, ConflictError):
+                pass
 
 
 __all__ = ["RecordedVersion", "StoreLocks", "choose_recorded", "latest_recorded", "matches", "recorded_for"]

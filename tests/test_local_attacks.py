@@ -140,6 +140,13 @@ def test_cache_and_lock_folders_are_private_and_another_users_folder_is_refused(
     Datafile(f"gs://{bucket}/private.csv").download()
     assert stat.S_IMODE(os.lstat(object_folder).st_mode) == 0o700
 
+    # A cache folder the user chose that others can write in (a shared /tmp-like folder) is refused, never chmod-ed.
+    os.chmod(cache_dir, 0o777)
+    with pytest.raises(UnsafeFolderError, match="writable by other users"):
+        cache.checked_object_dir(GCSPath(bucket, "another.csv"), create=True)
+    assert stat.S_IMODE(os.lstat(cache_dir).st_mode) == 0o777
+    os.chmod(cache_dir, 0o700)
+
     if os.geteuid() != 0:
         pytest.skip("handing a folder to another user needs root")
     os.chown(object_folder, 4242, 4242)

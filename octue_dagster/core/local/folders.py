@@ -25,8 +25,6 @@ CACHE_DIR_VARIABLE = "OCTUE_DAGSTER_CACHE_DIR"
 PRIVATE_MODE = 0o700
 
 _resolved_roots: dict[tuple[str | None, ...], Path] = {}
-#: Roots already checked by this process (a root is the user's choice; it is checked once, not on every use).
-_checked_roots: set[tuple[str, int, int]] = set()
 
 
 def cache_root() -> Path:
@@ -95,16 +93,23 @@ def _check_root(root: Path, what: str, setting: str) -> None:
         except OSError as error:
             raise _not_writable(root, error, what, setting) from None
         status = os.lstat(root)
-    key = (str(root), status.st_dev, status.st_ino)
-    if key in _checked_roots:
-        return
     problem = problem_with(status)
     if problem is not None:
         raise _refuse(root, problem, what, setting)
     if status.st_mode & 0o022:
-        # The root is the user's choice: only others' write access is taken away.
-        _tighten_or_refuse(root, status, what, setting, stat.S_IMODE(status.st_mode) & ~0o022)
-    _checked_roots.add(key)
+        if created_by_library(root):
+            # The default cache folder, made by an older version (or under umask 002): made private again.
+            _tighten_or_refuse(root, status, what, setting, PRIVATE_MODE)
+        else:
+            # A folder the user chose (`/tmp`, a shared folder) is never changed: refused.
+            raise _refuse(root, f"is writable by other users (mode {stat.S_IMODE(status.st_mode):o})", what, setting)
+
+
+def created_by_library(root: Path) -> bool:
+    """Whether `root` is the default cache folder (made by the library), not one the user chose."""
+    if os.environ.get(CACHE_DIR_VARIABLE):
+        return False
+    return root == Path(platformdirs.user_cache_dir("octue-dagster", appauthor=False)).resolve()
 
 
 def _tighten_or_refuse(folder: Path, status: os.stat_result, what: str, setting: str, mode: int) -> None:

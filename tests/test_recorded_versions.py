@@ -321,3 +321,47 @@ def test_odd_object_names_are_recorded_and_loaded_as_the_recorded_version(client
         raise_on_error=False,
     )
     assert not result.success and ODD_NAME in _failure(result) and "StaleMaterializationError" in _failure(result)
+
+
+# --- the multiprocess executor -----------------------------------------------------------------------------------------
+
+
+BUCKET_VARIABLE = "OCTUE_DAGSTER_TEST_BUCKET"
+
+
+def multiprocess_job():
+    """`named_by_datafile` under Dagster's multiprocess executor (each step in its own process), for `execute_job`."""
+    from dagster import Definitions, define_asset_job, multiprocess_executor
+
+    definitions = Definitions(
+        assets=[named_by_datafile],
+        resources=_resources(os.environ[BUCKET_VARIABLE]),
+        jobs=[define_asset_job("one_partition", selection=[named_by_datafile])],
+        executor=multiprocess_executor,
+    )
+    return definitions.resolve_job_def("one_partition")
+
+
+def test_under_the_multiprocess_executor_the_old_object_goes_only_after_the_new_record(
+    client, bucket, tmp_path, monkeypatch
+):
+    """The step's own process records the materialization before it tears the I/O manager down, so the superseded
+    object is removed there, after the record: the recorded object exists at every moment of the two runs."""
+    from dagster import build_reconstructable_job, execute_job, instance_for_test
+
+    monkeypatch.setenv(BUCKET_VARIABLE, bucket)
+    monkeypatch.setenv(WORK_DIR_VARIABLE, str(tmp_path / "work"))
+    (tmp_path / "dagster").mkdir()
+    with instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        names = []
+        for _ in range(2):
+            # The step processes import this module from the tests folder.
+            job = build_reconstructable_job(
+                "test_recorded_versions", "multiprocess_job", reconstructor_working_directory=str(Path(__file__).parent)
+            )
+            with execute_job(job, instance=instance, tags={"dagster/partition": DAY}) as result:
+                assert result.success
+            names.append([blob.name for blob in client.list_blobs(bucket, prefix="dagster/named_by_datafile/")])
+            recorded = latest_recorded(instance, AssetKey("named_by_datafile"), DAY)
+            assert recorded is not None and names[-1] == [recorded.uri.removeprefix(f"gs://{bucket}/")]
+        assert names[0] != names[1]

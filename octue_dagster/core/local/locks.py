@@ -16,6 +16,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,7 +66,9 @@ def lock_path(key: str) -> Path:
 def _fallback_folder() -> Path | None:
     """A private folder for lock files when the cache is read-only: the per-user runtime folder, if writable."""
     try:
-        runtime = Path(platformdirs.user_runtime_dir("octue-dagster", appauthor=False, ensure_exists=False))
+        with warnings.catch_warnings():  # platformdirs warns when it falls back for a missing XDG_RUNTIME_DIR
+            warnings.simplefilter("ignore")
+            runtime = Path(platformdirs.user_runtime_dir("octue-dagster", appauthor=False, ensure_exists=False))
         if not runtime.parent.is_dir():
             return None  # no runtime folder on this system (a container without a login session)
         return private_folder(runtime.parent, runtime.name, "locks", what="the library's lock files",

@@ -31,6 +31,7 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 from octue_dagster.core.local import hashing
 from octue_dagster.core.storage.bulk import DEFAULT_CONCURRENCY, Outcome, run_concurrently, validate_concurrency
 from octue_dagster.core.storage.gcs_path import GCSPath
+from octue_dagster.core.storage import redaction
 from octue_dagster.exceptions import (
     BucketNotFoundError,
     ChecksumMismatchError,
@@ -207,7 +208,16 @@ def translate_errors(
     path: GCSPath | str, action: str, *, endpoint: str | None = None, deadline: float | None = None
 ) -> Iterator[None]:
     """Re-raise the client's errors as this library's, naming the object, the action and (where it helps) the
-    endpoint; every error that reaches users is an `OctueDagsterError` that says what happened."""
+    endpoint; every error that reaches users is an `OctueDagsterError` that says what happened, and neither it nor
+    the errors chained to it carry a credential (upload session URIs, signatures, tokens: see `redaction`)."""
+    with redaction.redacting_errors(), _translated_errors(path, action, endpoint=endpoint, deadline=deadline):
+        yield
+
+
+@contextlib.contextmanager
+def _translated_errors(
+    path: GCSPath | str, action: str, *, endpoint: str | None = None, deadline: float | None = None
+) -> Iterator[None]:
     where = f" at {endpoint}" if endpoint else ""
     try:
         try:
@@ -470,8 +480,10 @@ class Store:
         custom_metadata: Mapping[str, str],
         if_generation_match: int,
         content_type: str | None = None,
+        if_metageneration_match: int | None = None,
     ) -> ObjectInfo:
-        """Upload a local file with its custom metadata, only if the object's generation is still `if_generation_match`.
+        """Upload a local file with its custom metadata, only if the object's generation is still `if_generation_match`
+        (and, if given, its metageneration `if_metageneration_match`: its metadata as the caller merged against).
 
         `if_generation_match=0` means "only if the object does not exist". GCS checks `crc32c` before committing the
         object, so a file that changed while being sent is rejected and the old object stays as it was.
@@ -490,6 +502,7 @@ class Store:
                     size=size,
                     content_type=content_type,
                     if_generation_match=if_generation_match,
+                    if_metageneration_match=if_metageneration_match,
                     checksum=None if resumable else "crc32c",
                     crc32c_checksum_value=crc32c,
                     retry=self.retry,

@@ -67,7 +67,10 @@ def test_retention_during_a_materialization_never_removes_the_object_being_recor
     monkeypatch.setattr(asset_storage, "record_outputs", retention_between_storing_and_recording)
     PLAN.update(name="second.csv", content=b"second")
     assert materialize([renamed], resources=resources, instance=instance).success
-    assert passes and passes[0]["deleted"] == 0 and passes[0]["kept"] == 1
+    # Kept: the new object (not yet recorded) and first.csv (still what the latest record names, until the new
+    # record is written; the I/O manager removes it then).
+    assert passes and passes[0]["deleted"] == 0 and passes[0]["kept"] == 2
+    assert client.bucket(bucket).get_blob("dagster/renamed/=/first.csv") is None
     [record] = instance.fetch_materializations(renamed.key, limit=1).records
     uri = record.asset_materialization.metadata["dagster/uri"].value
     assert uri == f"gs://{bucket}/dagster/renamed/=/second.csv"

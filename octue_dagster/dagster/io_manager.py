@@ -132,6 +132,12 @@ class DatafileIOManager(ConfigurableIOManager):
                 f"credentials). Create it or fix the `bucket` setting."
             )
 
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        """After the step (or, in one process, the run): every output stored is recorded by now, so the objects the
+        new ones superseded are deleted and the partitions' store locks released (see `recorded_versions`)."""
+        if self._storage is not None:
+            self._storage.settle()
+
     @property
     def _internal_io_manager(self) -> AssetStorage:
         """The plain I/O manager doing the work (made once per process, over the `gcs` resource's client)."""

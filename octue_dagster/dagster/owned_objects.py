@@ -25,9 +25,8 @@ import dataclasses
 import json
 from collections.abc import Mapping
 
-import filelock
 
-from octue_dagster.core.cache import copies as cache
+from octue_dagster.core.local.locks import metadata_lock
 from octue_dagster.core.metadata import values as md
 from octue_dagster.core.datafile.datafile import Datafile
 from octue_dagster.core.storage.gcs_path import GCSPath
@@ -178,7 +177,7 @@ def write_owned(store: Store, write: Write, destination: GCSPath, current: Objec
 
         # As `Datafile.update_metadata` does: the lock also serialises patches on one machine where the server
         # ignores metageneration preconditions (the emulator); across machines the precondition does.
-        with filelock.FileLock(cache.lock_path(f"patch:{destination}"), timeout=cache.LOCK_TIMEOUT_SECONDS):
+        with metadata_lock(f"patch:{destination}"):
             return store.patch_metadata(destination, change, if_generation_match=current.generation)
     generation = current.generation if current is not None else 0
     datafile = write.datafile

@@ -8,7 +8,7 @@ Octue's SDK keeps a dataset's metadata in a `.octue` file (or object) in its fol
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
 from octue_dagster.core.metadata import octue_files
@@ -34,7 +34,15 @@ def prefix_of(path: GCSPath) -> GCSPath:
 
 
 def safe_relative_path(relative: str, where: str) -> PurePosixPath:
-    """A relative path inside a dataset, refusing absolute paths and `..` (an object name must not escape a folder)."""
+    """A relative path inside a dataset, refusing absolute paths and `..` (an object name must not escape a folder)
+    and local names that are not UTF-8 (no object can carry them)."""
+    try:
+        relative.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(
+            f"{relative.encode('utf-8', 'surrogateescape')!r} ({where}) is not valid UTF-8, and GCS object names "
+            f"(and Octue's metadata) must be: rename the file (e.g. `convmv -f latin1 -t utf8`)."
+        ) from None
     parts = PurePosixPath(relative.replace(os.sep, "/")).parts
     if not parts or relative.startswith("/") or any(part in ("..", ".", "") for part in parts):
         raise InvalidInputError(
@@ -42,6 +50,65 @@ def safe_relative_path(relative: str, where: str) -> PurePosixPath:
             f"contains '.' or '..'. Rename it, or give path_in_dataset."
         )
     return PurePosixPath(*parts)
+
+
+def download_targets(
+    files: Sequence[tuple[str, str]], root: Path
+) -> list[Path]:
+    """Where each of a cloud dataset's files goes under the local folder `root`: `files` is (object name, relative
+    path inside the dataset) per file. Refuses, naming the objects, names that would meet on disk (`a//b.csv` and
+    `a/b.csv`, `./c.csv` and `c.csv`, or names that differ only in case on a case-insensitive disk), and names the
+    local file system cannot hold (a part over its name limit, as a 1,024-byte object name is), before anything is
+    downloaded."""
+    name_max = _limit(root, "PC_NAME_MAX", 255)
+    path_max = _limit(root, "PC_PATH_MAX", 4096)
+    fold = _case_insensitive(root)
+    seen: dict[str, str] = {}
+    targets = []
+    for object_name, relative in files:
+        target = root.joinpath(*PurePosixPath(relative).parts)
+        too_long = [part for part in PurePosixPath(relative).parts if len(os.fsencode(part)) > name_max]
+        if too_long or len(os.fsencode(str(target))) >= path_max:
+            raise InvalidInputError(
+                f"The object {object_name!r} cannot be downloaded under {root}: "
+                + (
+                    f"its name part {too_long[0][:40]!r}... is {len(os.fsencode(too_long[0]))} bytes, over this file "
+                    f"system's limit of {name_max}"
+                    if too_long
+                    else f"the local path would be {len(os.fsencode(str(target)))} bytes, over the limit of {path_max}"
+                )
+                + ". Download it without a local folder (`dataset.download()` keeps every file in the cache under a "
+                "hashed name, reachable through each file's `local_path`), or rename the object."
+            )
+        key = str(target).casefold() if fold else str(target)
+        if key in seen:
+            raise InvalidInputError(
+                f"The objects {seen[key]!r} and {object_name!r} would both be downloaded to {target}, so one would "
+                f"be missing: rename one of them (names like 'a//b.csv' and 'a/b.csv', or './c.csv' and 'c.csv', "
+                f"are one path on disk), or download without a local folder."
+            )
+        seen[key] = object_name
+        targets.append(target)
+    return targets
+
+
+def _limit(folder: Path, name: str, default: int) -> int:
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        return os.pathconf(existing, name)
+    except (OSError, ValueError, AttributeError):
+        return default
+
+
+def _case_insensitive(folder: Path) -> bool:
+    """Whether names differing only in case are one file where `folder` is (macOS and Windows disks usually)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    swapped = existing.with_name(existing.name.swapcase()) if existing.name else existing
+    return swapped != existing and swapped.exists() and os.path.samefile(existing, swapped)
 
 
 def select_cloud_files(
@@ -83,6 +150,7 @@ __all__ = [
     "METADATA_FILENAME",
     "SIGNED_METADATA_DIRECTORY",
     "is_octue_metadata_object",
+    "download_targets",
     "local_file_paths",
     "prefix_of",
     "safe_relative_path",

@@ -1,7 +1,7 @@
 """`python -m benchmarks [--quick] [--only NAMES] ...`: run the benchmarks against a fresh emulator, print the table.
 
 Benchmarks (choose with `--only hash,metadata,...`; default all): hash, metadata, transfer, sliced, memory,
-dataset, and the latency ones: retag, list, inputs, sensor, dataset-latency (through a proxy adding `--latency-ms`
+dataset, catalog, and the latency ones: retag, list, inputs, sensor, dataset-latency (through a proxy adding `--latency-ms`
 to each request).
 
 The emulator (fake-gcs-server, in-memory) and the download cache are private to the run; big files go in a temporary
@@ -23,6 +23,7 @@ from pathlib import Path
 
 from benchmarks import (
     cache_bench,
+    catalog_bench,
     dataset_bench,
     hash_bench,
     latency_bench,
@@ -38,7 +39,9 @@ from octue_dagster.core.cache.copies import CACHE_DIR_VARIABLE
 from octue_dagster.testing.emulator import running_emulator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-ALL_BENCHMARKS = ("hash", "metadata", "transfer", "sliced", "memory", "dataset", *latency_bench.LATENCY_BENCHMARKS)
+ALL_BENCHMARKS = (
+    "hash", "metadata", "transfer", "sliced", "memory", "dataset", "catalog", *latency_bench.LATENCY_BENCHMARKS
+)
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.txt"
 
 
@@ -83,6 +86,9 @@ def run(arguments: argparse.Namespace, workdir: Path) -> list[Row]:
         _step("2. second hash_value access")
         rows += hash_bench.second_access_rows(hash_file)
         hash_file.unlink()
+    if "catalog" in arguments.only:
+        _step(f"8. catalog metadata: counting the rows of a {arguments.hash_mib} MiB CSV")
+        rows += catalog_bench.catalog_rows(workdir, arguments.hash_mib, repeats=max(3, arguments.rounds))
     if arguments.only & {"metadata", "transfer", "sliced", "memory", "dataset"}:
         rows += _emulator_rows(arguments, workdir)
     latency = arguments.only & set(latency_bench.LATENCY_BENCHMARKS)

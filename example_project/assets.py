@@ -156,3 +156,8 @@ def turbine_summary(
     # Dagster's public `Output(data_version=...)`, before the upload.
     return datafile_output(datafile)
 
+
+def schema_change_checks() -> list[dg.AssetChecksDefinition]:
+    """Dagster's own check on the CSV assets: the column schema the I/O manager records (from the header and the
+    first rows) is the previous materialization's; an added, removed or retyped column fails it (a warning)."""
+    return list(dg.build_column_schema_change_checks(assets=[raw_readings, cleaned_readings, turbine_files]))

@@ -11,7 +11,13 @@ import dagster as dg
 from dagster_gcp import GCSResource
 
 from example_project import config
-from example_project.assets import cleaned_readings, raw_readings, turbine_files, turbine_summary
+from example_project.assets import (
+    cleaned_readings,
+    raw_readings,
+    schema_change_checks,
+    turbine_files,
+    turbine_summary,
+)
 from example_project.sources import build_external_files_sensor, build_site_metadata
 from octue_dagster import (
     DatafileIOManager,
@@ -71,7 +77,7 @@ def build_definitions(bucket: str, executor: dg.ExecutorDefinition | None = None
     checks, checks_job, checks_schedule = build_checks()
     return dg.Definitions(
         assets=[build_site_metadata(bucket), raw_readings, cleaned_readings, turbine_files, turbine_summary],
-        asset_checks=checks,
+        asset_checks=[*checks, *schema_change_checks()],
         jobs=[retag_job, retention_job, checks_job],
         schedules=[retag_schedule, build_retention_schedule(retention_job, "0 4 * * *"), checks_schedule],
         sensors=[build_external_files_sensor(bucket)],

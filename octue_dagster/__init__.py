@@ -43,6 +43,12 @@ from octue_dagster.exceptions import (
     UnknownArgumentError,
     UnsupportedTypeError,
 )
+from octue_dagster.exceptions import (  # the recorded version, the library's folders, disk space (issue 17)
+    FolderNotWritableError,
+    InsufficientSpaceError,
+    PartitionBusyError,
+    StaleMaterializationError,
+)
 from octue_dagster.core.metadata.values import LabelSet, TagDict
 from octue_dagster.core.listing.selection import RetagCounts, RetagSpec, list_datafiles, retag_objects
 from octue_dagster.core.storage.store import Store, StoreSettings
@@ -181,4 +187,8 @@ __all__ = [
     "UnsupportedTypeError",
     "parse_gcs_path",
     "retag_objects",
+    "FolderNotWritableError",
+    "InsufficientSpaceError",
+    "PartitionBusyError",
+    "StaleMaterializationError",
 ]

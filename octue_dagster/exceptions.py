@@ -162,8 +162,28 @@ class ReadOnlyDatasetError(OctueDagsterError, PermissionError):
 
 
 class UnsafeFolderError(OctueDagsterError, PermissionError):
-    """A folder the library keeps private files in (a working folder) is not private to the current user: another
-    user owns it, it is open to other users, or it is a symbolic link. Nothing was written in it."""
+    """A folder the library keeps private files in (a working folder, the download cache, its locks) is not private
+    to the current user: another user owns it, it is open to other users, or it is a symbolic link. Nothing was read,
+    written or deleted through it; the message names the folder and the fix."""
+
+
+class FolderNotWritableError(OctueDagsterError, PermissionError):
+    """A folder the library must write in (the download cache, a datafile's folder) is read-only; the message names
+    the folder and the setting that chooses another."""
+
+
+class InsufficientSpaceError(OctueDagsterError, OSError):
+    """A disk is full (or a file size limit was reached): the message names the folder and the bytes needed. Nothing
+    half-written was left behind; once there is room, the same call works."""
+
+
+class StaleMaterializationError(ConflictError):
+    """The object stored for an asset (partition) is not the version Dagster's latest materialization recorded (it
+    was replaced outside that materialization); nothing was read. The message names both versions and the fix."""
+
+
+class PartitionBusyError(OctueDagsterError, TimeoutError):
+    """Another run held the store lock of an asset partition for too long; nothing was stored."""
 
 
 class UnknownArgumentError(InvalidInputError, TypeError):

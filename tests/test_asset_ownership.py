@@ -14,7 +14,7 @@ from octue_dagster.core.metadata import values as md
 from octue_dagster.core.listing.selection import RetagSpec, retag_objects
 from octue_dagster.core.storage.store import Store
 from octue_dagster.dagster.io_manager import DatafileIOManager
-from octue_dagster.dagster.owned_objects import OWNER_KEY, WRITTEN_KEY
+from octue_dagster.dagster.owned_objects import NAME_KEY, OWNER_KEY, WRITTEN_KEY
 from octue_dagster.dagster.resources import DatafileResource
 from octue_dagster.dagster.ui_metadata import URI_KEY
 from scratch import scratch_folder
@@ -203,7 +203,7 @@ def test_a_crash_between_storing_and_cleaning_up_resolves_without_loss(bucket, c
     old = client.bucket(bucket).get_blob("dagster/report/=/report.csv")
     # As if a run stored report.json and stopped before removing report.csv (and before Dagster recorded it).
     orphan = client.bucket(bucket).blob("dagster/report/=/report.json")
-    orphan.metadata = dict(old.metadata)
+    orphan.metadata = {**old.metadata, NAME_KEY: orphan.name}  # as the I/O manager writes it for report.json
     orphan.upload_from_string(b"new, unrecorded")
     # Loading follows Dagster's record, so downstream assets see what the last materialization says.
     assert materialize([report.to_source_asset(), reads_report], resources=_resources(bucket), instance=instance).success

@@ -109,7 +109,11 @@ def test_example_pipeline_on_the_multiprocess_executor_with_a_persistent_instanc
     run_config = {"execution": {"config": {"max_concurrent": 2}}}
     runs = [("readings_on_processes", {"dagster/partition": day})]
     step_pids = _run_pipeline(persistent_instance, run_config, runs, lambda: None)
-    assert os.getpid() not in step_pids and len(step_pids) == len(distributed_jobs.PARTITIONED)
+    (run_id,) = [record.dagster_run.run_id for record in persistent_instance.get_run_records()]
+    steps = _step_pids(persistent_instance, run_id)
+    # Every step (the assets', and the checks' that run with them) in a process of its own, none in this one.
+    assert {key.to_user_string() for key in distributed_jobs.PARTITIONED} <= set(steps)
+    assert step_pids == set(steps.values()) and len(step_pids) == len(steps) and os.getpid() not in step_pids
     check_day(by_path(bucket), bucket, day)
     record = persistent_instance.get_latest_materialization_event(dg.AssetKey("cleaned_readings"))
     assert record is not None and record.asset_materialization.partition == day

@@ -18,7 +18,7 @@ from octue_dagster.core.storage.store import Store, make_client
 from octue_dagster.dagster import asset_storage, retention
 from octue_dagster.dagster.addresses import asset_address, default_object_name
 from octue_dagster.dagster.io_manager import DatafileIOManager
-from octue_dagster.dagster.owned_objects import OWNER_KEY
+from octue_dagster.dagster.owned_objects import NAME_KEY, OWNER_KEY
 from octue_dagster.dagster.resources import DatafileResource
 from octue_dagster.dagster.retention_job import build_retention_job
 from octue_dagster.exceptions import DatafileNotFoundError, InvalidCloudPathError, InvalidInputError
@@ -67,7 +67,10 @@ def test_retention_during_a_materialization_never_removes_the_object_being_recor
     monkeypatch.setattr(asset_storage, "record_outputs", retention_between_storing_and_recording)
     PLAN.update(name="second.csv", content=b"second")
     assert materialize([renamed], resources=resources, instance=instance).success
-    assert passes and passes[0]["deleted"] == 0 and passes[0]["kept"] == 1
+    # Kept: the new object (not yet recorded) and first.csv (still what the latest record names, until the new
+    # record is written; the I/O manager removes it then).
+    assert passes and passes[0]["deleted"] == 0 and passes[0]["kept"] == 2
+    assert client.bucket(bucket).get_blob("dagster/renamed/=/first.csv") is None
     [record] = instance.fetch_materializations(renamed.key, limit=1).records
     uri = record.asset_materialization.metadata["dagster/uri"].value
     assert uri == f"gs://{bucket}/dagster/renamed/=/second.csv"
@@ -84,7 +87,7 @@ def test_retention_still_removes_a_leftover_older_than_the_latest_materializatio
     first = client.bucket(bucket).get_blob("dagster/renamed/=/first.csv")
     # A leftover as a concurrent run of the same partition leaves (its removal met a newer generation).
     leftover = client.bucket(bucket).blob("dagster/renamed/=/old.csv")
-    leftover.metadata = dict(first.metadata)
+    leftover.metadata = {**first.metadata, NAME_KEY: leftover.name}  # as the I/O manager writes it for old.csv
     leftover.upload_from_string(b"superseded")
     PLAN.update(name="second.csv", content=b"second")
     monkeypatch.setattr(Store, "delete_object", lambda self, path, **kwargs: None)  # the removal was lost

@@ -143,7 +143,7 @@ def test_signed_dataset_files_that_collide_in_the_download_folder_are_refused_be
         _serve_file(routes, path, f"content {number}".encode())
     url = _serve_signed_dataset(routes, base, "colliding", {"files": [f"{base}{path}?{SIGNATURE}" for path in paths]})
     dataset = Dataset(url)
-    with pytest.raises(InvalidInputError, match="same place") as refused:
+    with pytest.raises(InvalidInputError, match="same place|both be downloaded") as refused:
         dataset.download(tmp_path / "target")
     assert "REDTEAMSECRET" not in str(refused.value)
     assert not (tmp_path / "target").exists()
@@ -181,7 +181,7 @@ def test_a_file_name_too_long_for_the_download_folder_is_refused_before_anything
     _serve_file(routes, "/bucket/folder/short.txt", b"short")
     files = [f"{base}/bucket/folder/{name}?{SIGNATURE}" for name in (long_name, "short.txt")]
     url = _serve_signed_dataset(routes, base, "long", {"files": files})
-    with pytest.raises(InvalidInputError, match="too long") as refused:
+    with pytest.raises(InvalidInputError, match="over this file system's limit") as refused:
         Dataset(url).download(tmp_path / "target")
     assert "REDTEAMSECRET" not in str(refused.value)
     assert not (tmp_path / "target").exists()

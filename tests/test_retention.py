@@ -20,6 +20,7 @@ from dagster_gcp import GCSResource
 from octue_dagster import Datafile
 from octue_dagster.dagster import retention as retention_module
 from octue_dagster.dagster.io_manager import DatafileIOManager
+from octue_dagster.dagster.owned_objects import NAME_KEY
 from octue_dagster.dagster.resources import DatafileResource
 from octue_dagster.dagster.retention_job import build_retention_job, build_retention_schedule
 from scratch import scratch_folder
@@ -67,7 +68,7 @@ def test_retention_removes_only_unreferenced_objects_it_owns_after_a_dry_run(buc
     current = client.bucket(bucket).get_blob("dagster/kept/=/kept.csv")
     # A leftover of the same asset (as a crash between storing and cleaning up leaves), and foreign objects.
     leftover = client.bucket(bucket).blob("dagster/kept/=/kept.json")
-    leftover.metadata = dict(current.metadata)
+    leftover.metadata = {**current.metadata, NAME_KEY: leftover.name}  # as the I/O manager writes it for kept.json
     leftover.upload_from_string(b"superseded")
     # ... that predates the latest materialization (an object written after it may belong to a run in progress).
     instance.report_runless_asset_event(

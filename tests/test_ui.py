@@ -29,6 +29,7 @@ import pytest
 from example_project import demo
 from example_project.definitions import build_definitions
 from example_project.partitions import daily_partitions
+from example_project.readings import COLUMNS
 from octue_dagster import Datafile
 from octue_dagster.core.storage.store import Store
 from octue_dagster.core.storage.gcs_path import parse_gcs_path
@@ -99,6 +100,27 @@ query ($path: [String!]!) {
   }
 }
 """
+
+CATALOG_QUERY = """
+query ($path: [String!]!) {
+  assetOrError(assetKey: {path: $path}) {
+    ... on Asset {
+      assetMaterializations(limit: 1) {
+        partition
+        metadataEntries {
+          label
+          ... on TableSchemaMetadataEntry { schema { columns { name type } } }
+          ... on IntMetadataEntry { intValue intRepr }
+          ... on TableMetadataEntry { table { records } }
+          ... on JsonMetadataEntry { jsonString }
+        }
+      }
+    }
+  }
+}
+"""
+#: The screenshot's window (a later flag overrides CHROMIUM_FLAGS'): tall enough for the columns and the preview.
+SCREENSHOT_WINDOW = "--window-size=1400,1700"
 
 LOCATION_QUERY = """
 query {
@@ -316,10 +338,30 @@ def test_asset_page_shows_datafile_metadata(
     for text in (uri, stored.hash_value, stored.id, "turbine-summary", "Mar 4, 2024"):
         assert text in dom.stdout, f"{text!r} is not on the asset page"
 
+    # The catalog: a CSV asset's column schema, row count and preview as the API gives them and the overview shows
+    # them (with its schema-change check's result); this page is the screenshot.
+    day = daily_partitions.get_partition_keys()[-1]
+    asset = _graphql(url, CATALOG_QUERY, {"path": ["cleaned_readings"]})["assetOrError"]
+    (materialization,) = asset["assetMaterializations"]
+    assert materialization["partition"] == day
+    entries = {entry["label"]: entry for entry in materialization["metadataEntries"]}
+    columns = entries["dagster/column_schema"]["schema"]["columns"]
+    assert [column["name"] for column in columns] == list(COLUMNS)
+    assert {column["name"]: column["type"] for column in columns}["power_kw"] == "float"
+    row_count = int(entries["dagster/row_count"]["intRepr"])
+    assert row_count == json.loads(entries["tags"]["jsonString"])["rows"] > 0
+    records = [json.loads(record) for record in entries["preview"]["table"]["records"]]
+    assert len(records) == 10 and records[0]["timestamp"].startswith(day)
+    page = f"{url}/assets/cleaned_readings"
+    dom = _chromium(chromium, ["--dump-dom", page], tmp_path / "chromium-catalog-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    for text in ("Columns", *COLUMNS, "Row count", str(row_count), "preview", "Latest check results", "Checks"):
+        assert text in dom.stdout, f"{text!r} is not on the cleaned_readings overview"
+
     screenshot = tmp_path / "asset-page.png"
-    shot = _chromium(chromium, [f"--screenshot={screenshot}", page], tmp_path / "chromium-shot")
+    shot = _chromium(chromium, [f"--screenshot={screenshot}", SCREENSHOT_WINDOW, page], tmp_path / "chromium-shot")
     assert shot.returncode == 0, shot.stderr[-2000:]
-    assert _png_size(screenshot) == (1400, 1000)
+    assert _png_size(screenshot) == (1400, 1700)
     assert screenshot.stat().st_size > 50_000  # a rendered page, not a blank one (which is about 5 kB)
     if os.environ.get(UPDATE_SCREENSHOT_VARIABLE) == "1":
         shutil.copyfile(screenshot, ROOT / "docs" / "asset-page.png")

@@ -13,21 +13,24 @@ from collections.abc import Sequence
 from typing import Any
 
 from dagster import (
-    AssetRecordsFilter,
     DagsterInvariantViolationError,
     InputContext,
     IOManager,
+    MetadataValue,
     MultiPartitionKey,
     MultiPartitionsDefinition,
     OutputContext,
 )
 
 from octue_dagster.core.datafile.datafile import Datafile
+from octue_dagster.core.dataset.dataset import Dataset
 from octue_dagster.core.listing.selection import datafile_objects
 from octue_dagster.core.storage.store import ObjectInfo, Store
-from octue_dagster.dagster import addresses
+from octue_dagster.dagster import addresses, catalog
 from octue_dagster.dagster.inputs import ReadOnlyDatafile
 from octue_dagster.dagster.owned_objects import Write, owner_of, write_owned
+from octue_dagster.dagster.interrupts import deferred_interrupts
+from octue_dagster.dagster.recorded_versions import StoreLocks, choose_recorded, recorded_for
 from octue_dagster.dagster.recording import record_outputs
 from octue_dagster.dagster.type_routers import (
     _NO_VALUE,
@@ -39,8 +42,14 @@ from octue_dagster.dagster.type_routers import (
     is_unannotated,
     resolve_router,
 )
-from octue_dagster.dagster.ui_metadata import URI_KEY, datafile_data_version, datafile_metadata
-from octue_dagster.exceptions import CloudObjectNotFoundError, ConflictError, DatafileNotFoundError, InvalidInputError
+from octue_dagster.dagster.ui_metadata import datafile_data_version, datafile_metadata
+from octue_dagster.exceptions import (
+    CloudObjectNotFoundError,
+    ConflictError,
+    DatafileNotFoundError,
+    InvalidInputError,
+    StaleMaterializationError,
+)
 
 #: Asset (output) definition metadata: the object name to store this asset's file under, instead of the default.
 OBJECT_NAME_KEY = "octue_dagster/object_name"
@@ -65,6 +74,7 @@ class AssetStorage(IOManager):
         prefix: str,
         object_names: str = "asset",
         routers: Sequence[type[TypeRouter]] | None = None,
+        catalog_settings: catalog.CatalogSettings | None = None,
     ) -> None:
         if object_names not in OBJECT_NAMES:
             raise InvalidInputError(
@@ -76,6 +86,8 @@ class AssetStorage(IOManager):
         self.prefix = prefix
         self.object_names = object_names
         self.routers = list(TYPE_ROUTERS if routers is None else routers)
+        self.catalog_settings = catalog_settings or catalog.CatalogSettings()
+        self.store_locks = StoreLocks(store)
 
     # --- routing -----------------------------------------------------------------------------------------------------
 
@@ -98,9 +110,16 @@ class AssetStorage(IOManager):
 
     def handle_output(self, context: OutputContext, obj: Any) -> None:
         """Store a returned value (or, for a run over several partitions, a dict of partition key to value)."""
+        # Outputs of earlier runs in this process (never torn down) are recorded by now: their locks go.
+        self.store_locks.settle(keep_run=context.run_id, log=context.log.info)
         slot = self._slot(context)
         stored = self._router(slot, obj).store(slot, obj)
         record_outputs(context, stored, len(slot.partition_keys))
+
+    def settle(self) -> None:
+        """Finish every store of this process once its materialization is recorded (the I/O manager's teardown):
+        delete the objects each one superseded and release the partitions' store locks."""
+        self.store_locks.settle()
 
     def load_input(self, context: InputContext) -> Any:
         """The stored value for an input: a lazy cloud `Datafile` (one listing request, no download), or a dict of
@@ -167,28 +186,76 @@ class AssetStorage(IOManager):
             )
         address = self.address(slot)
         destination = address.object_path(self.object_name(slot, address, datafile))
+        # Profiled first: counting a CSV's rows shares the read that hashes it, and the upload reuses that hash.
+        catalog_metadata = self.catalog_metadata(slot, datafile)
+        context = slot.context
+        held = None
+        if context.has_asset_key and isinstance(context, OutputContext):
+            # One run at a time stores this partition (on this machine), until its materialization is recorded.
+            held = self.store_locks.acquire(context, str(address.folder), self.describe(slot))
         listing, owned = self._owned(address)
         current = next((info for info in listing if info.path == destination), None)
-        info = write_owned(self.store, Write(datafile, address.owner), destination, current)
-        # The new object is in place: older objects of this address under other names (an earlier extension or
-        # name) go now. A crash before this leaves them; loads pick the recorded one and the next store removes them.
-        for stale in owned:
-            if stale.path != destination:
-                slot.context.log.info(f"Removing {stale.path}, replaced by {destination}.")
+        with deferred_interrupts():
+            # An interrupt (SIGTERM) while the object is written is held back until `handle_output` has returned,
+            # so that a write GCS committed is recorded by Dagster rather than left under a failed run.
+            info = write_owned(self.store, Write(datafile, address.owner), destination, current)
+        stale = [other for other in owned if other.path != destination]
+        if held is not None:
+            # Older objects of this address under other names (an earlier extension or name) go once the new
+            # record names the new object (`StoreLocks.settle`): until then they may be what the record names.
+            held.instance = context.step_context.instance
+            held.asset_key, held.partition_key = context.asset_key, slot.partition_key
+            held.stored, held.superseded = info, stale
+        else:
+            for other in stale:
+                context.log.info(f"Removing {other.path}, replaced by {destination}.")
                 try:
-                    self.store.delete_object(stale.path, if_generation_match=stale.generation)
+                    self.store.delete_object(other.path, if_generation_match=other.generation)
                 except (CloudObjectNotFoundError, ConflictError):
                     pass
         stored = Datafile.from_object_info(info, store=self.store)
-        return StoredOutput(slot.partition_key, datafile_metadata(stored), datafile_data_version(stored))
+        # What is in the file first (the UI lists metadata in this order), then where and what it is stored as.
+        metadata = {**catalog_metadata, **datafile_metadata(stored)}
+        return StoredOutput(slot.partition_key, metadata, datafile_data_version(stored))
+
+    def catalog_metadata(self, slot: Slot, value: Datafile | Dataset) -> dict[str, MetadataValue]:
+        """Column schema, row count and preview of a datafile's (or a dataset's CSV files') local content, for the
+        catalog (see `octue_dagster.dagster.catalog`). Nothing is downloaded; a file that cannot be profiled gets a
+        note, never a failed store."""
+        try:
+            if isinstance(value, Dataset):
+                profile = catalog.dataset_profile(value, self.catalog_settings)
+            else:
+                table = catalog.hdf5_table_of(slot.context.definition_metadata)
+                profile = catalog.profile_datafile(value, self.catalog_settings, hdf5_table=table)
+        except Exception as error:  # the catalog is a view of the data: it must not stop the data being stored
+            slot.context.log.warning(f"Could not profile {self.describe(slot)} for the catalog: {error!r}")
+            return {catalog.NOTES_KEY: MetadataValue.text(f"not profiled: {type(error).__name__}")}
+        return catalog.profile_metadata(
+            profile, partitioned=slot.partition_key is not None, preview=self.catalog_settings.preview
+        )
 
     def load_datafile(self, slot: Slot) -> Datafile:
         """The datafile stored at the slot's address, from one listing request (no download), read-only.
 
-        Only objects the I/O manager wrote for this address count; anything else in the folder is ignored.
+        Only objects the I/O manager wrote for this address count; anything else in the folder is ignored. For an
+        asset, the object must be the version Dagster's latest materialization recorded (see `recorded_versions`).
         """
         address = self.address(slot)
         listing, owned = self._owned(address)
+        recorded = recorded_for(slot.context, slot.partition_key)
+        if recorded is not None:
+            try:
+                chosen = choose_recorded(self.describe(slot), owned, recorded)
+            except (StaleMaterializationError, CloudObjectNotFoundError):
+                folder = str(address.folder)
+                # Another run storing this partition now: once it has recorded, its version is the one to read.
+                if not self.store_locks.is_held_elsewhere(folder) or not self.store_locks.wait_for(folder):
+                    raise
+                listing, owned = self._owned(address)
+                recorded = recorded_for(slot.context, slot.partition_key) or recorded
+                chosen = choose_recorded(self.describe(slot), owned, recorded)
+            return ReadOnlyDatafile.from_object_info(chosen, store=self.store)
         if not owned:
             if not listing:
                 self.store.raise_if_bucket_missing(address.folder)
@@ -196,41 +263,18 @@ class AssetStorage(IOManager):
             raise CloudObjectNotFoundError(
                 f"No stored file for {self.describe(slot)}: {address.folder} {held}. Materialize it first."
             )
-        chosen = owned[0] if len(owned) == 1 else self._recorded_or_newest(slot, owned)
+        chosen = owned[0] if len(owned) == 1 else self._newest(slot, owned)
         return ReadOnlyDatafile.from_object_info(chosen, store=self.store)
 
-    def _recorded_or_newest(self, slot: Slot, owned: list[ObjectInfo]) -> ObjectInfo:
-        """Of several objects of one address (a run stopped between storing a renamed file and removing the old
-        one), the one Dagster's latest materialization points to, else the most recently written."""
-        uri = _recorded_uri(slot)
-        recorded = [info for info in owned if str(info.path) == uri]
-        chosen = recorded[0] if recorded else max(owned, key=lambda info: (info.updated is not None, info.updated))
+    def _newest(self, slot: Slot, owned: list[ObjectInfo]) -> ObjectInfo:
+        """Of several objects of one address with no materialization recorded to tell them apart (an op output, or
+        an instance without records), the most recently written."""
+        chosen = max(owned, key=lambda info: (info.updated is not None, info.updated))
         slot.context.log.warning(
-            f"{self.address(slot).folder} holds {len(owned)} objects of {self.describe(slot)}; loading {chosen.path} "
-            f"({'the latest materialization' if recorded else 'the most recently written'})."
+            f"{self.address(slot).folder} holds {len(owned)} objects of {self.describe(slot)} and no materialization "
+            f"says which is current; loading {chosen.path} (the most recently written)."
         )
         return chosen
-
-
-def _recorded_uri(slot: Slot) -> str | None:
-    """The `dagster/uri` of the latest materialization of the slot's asset partition, if it can be read."""
-    context = slot.context
-    if not context.has_asset_key:
-        return None
-    try:
-        instance = context.instance if isinstance(context, InputContext) else context.step_context.instance
-        records = instance.fetch_materializations(
-            AssetRecordsFilter(
-                asset_key=context.asset_key,
-                asset_partitions=[slot.partition_key] if slot.partition_key is not None else None,
-            ),
-            limit=1,
-        ).records
-        metadata = records[0].asset_materialization.metadata if records else {}
-        value = metadata.get(URI_KEY)
-        return str(value.value) if value is not None else None
-    except Exception:  # an instance without records (direct invocation) cannot tell; fall back to the newest
-        return None
 
 
 def _path_partition_key(context: InputContext | OutputContext, partition_key: str | None) -> Any:

@@ -20,7 +20,7 @@ manager returns. `datafile_output` / `materialize_datafile` set it through publi
 """
 
 
-from typing import Any
+from typing import Any, Optional
 
 from dagster import (
     AutomationCondition,
@@ -40,6 +40,7 @@ from octue_dagster.core.storage.gcs_path import validate_bucket_name
 from octue_dagster.core.storage.store import Store
 from octue_dagster.dagster import addresses
 from octue_dagster.dagster.asset_storage import AssetStorage
+from octue_dagster.dagster.catalog import CatalogSettings
 from octue_dagster.dagster.resources import StoreConfig, store_from
 from octue_dagster.dagster.type_routers import ALLOW_MISSING_PARTITIONS
 from octue_dagster.dagster.ui_metadata import datafile_data_version
@@ -64,6 +65,9 @@ class DatafileIOManager(ConfigurableIOManager):
             return datafile
 
         gcs = GCSResource(project="my-project")
+        # Catalog metadata (column schema, row count, preview) is on by default; e.g. count rows up to 64 MiB only
+        # with `DatafileIOManager(..., catalog_max_bytes=64 * 1024**2)`, or keep rows out of Dagster's event log
+        # with `catalog_preview=False`.
         defs = Definitions(
             assets=[readings],
             resources={
@@ -86,6 +90,28 @@ class DatafileIOManager(ConfigurableIOManager):
         ),
     )
     store_settings: StoreConfig = Field(default_factory=StoreConfig, description="GCS timeouts and retries.")
+    catalog_metadata: bool = Field(
+        default=True,
+        description=(
+            "Record catalog metadata for CSV and HDF5 outputs (column schema, row count, a preview), profiled from "
+            "the local file the asset wrote (never downloaded)."
+        ),
+    )
+    catalog_preview: bool = Field(
+        default=True,
+        description=(
+            "Copy the first rows of CSV and HDF5 tables into Dagster's event log as a preview. Turn off for data "
+            "that must not be stored there (column schema and row count are still recorded)."
+        ),
+    )
+    catalog_max_bytes: Optional[int] = Field(
+        default=None,
+        description=(
+            "Files up to this size are read whole to count their rows (in the pass that hashes them); bigger ones "
+            "get column schema and preview from their first rows and no row count. Default: "
+            "$OCTUE_DAGSTER_CATALOG_MAX_BYTES, else 268435456 (256 MiB). 0 never counts."
+        ),
+    )
 
     _storage: AssetStorage | None = PrivateAttr(default=None)
 
@@ -106,6 +132,12 @@ class DatafileIOManager(ConfigurableIOManager):
                 f"credentials). Create it or fix the `bucket` setting."
             )
 
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        """After the step (or, in one process, the run): every output stored is recorded by now, so the objects the
+        new ones superseded are deleted and the partitions' store locks released (see `recorded_versions`)."""
+        if self._storage is not None:
+            self._storage.settle()
+
     @property
     def _internal_io_manager(self) -> AssetStorage:
         """The plain I/O manager doing the work (made once per process, over the `gcs` resource's client)."""
@@ -115,6 +147,9 @@ class DatafileIOManager(ConfigurableIOManager):
                 bucket=self.bucket,
                 prefix=self.prefix,
                 object_names=self.object_names,
+                catalog_settings=CatalogSettings.resolve(
+                    self.catalog_metadata, self.catalog_max_bytes, self.catalog_preview
+                ),
             )
         return self._storage
 

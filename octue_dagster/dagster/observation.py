@@ -9,6 +9,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterInstance,
     AssetSelection,
     DataVersion,
     DefaultSensorStatus,
@@ -30,6 +33,8 @@ from octue_dagster.core.listing.prefix_cursor import DEFAULT_SETTLE, decode_curs
 from octue_dagster.core.listing.selection import datafile_objects
 from octue_dagster.core.storage.store import ObjectInfo
 from octue_dagster.core.storage.gcs_path import GCSPath, parse_gcs_path
+from octue_dagster.dagster.addresses import encode_segment
+from octue_dagster.dagster.owned_objects import owner_asset_key
 from octue_dagster.dagster.ui_metadata import URI_KEY
 from octue_dagster.dagster.resources import store_from
 
@@ -95,6 +100,40 @@ def gcs_observable_source_asset(
     return _observe
 
 
+def asset_root(asset_key: AssetKey, uri: str) -> str | None:
+    """The folder `gs://bucket/{prefix}/{key parts}/` holding every partition of an asset the I/O manager stored, from
+    the `dagster/uri` one of its materializations recorded (an object or a dataset folder in a partition's folder), or
+    `None` if the URI is not at one of the I/O manager's addresses for that asset."""
+    try:
+        location = parse_gcs_path(uri, allow_empty_name=True)
+    except ValueError:
+        return None
+    segments = location.name.rstrip("/").split("/")
+    if not location.name.endswith("/") and "=" not in segments[-1]:
+        segments.pop()  # an object in a partition's folder (a dataset's folder is recorded with or without its '/')
+    partition_folders = 0
+    while segments and "=" in segments[-1]:
+        segments.pop()
+        partition_folders += 1
+    key_folders = [encode_segment(part) for part in asset_key.path]
+    if not partition_folders or segments[-len(key_folders) :] != key_folders:
+        return None
+    return f"gs://{location.bucket}/{'/'.join(segments)}/"
+
+
+def _stored_roots(instance: DagsterInstance | None, asset_keys: frozenset[tuple[str, ...]]) -> tuple[str, ...]:
+    """The asset roots of `asset_keys`, from each one's latest recorded materialization (one lookup per asset)."""
+    roots = []
+    for path in sorted(asset_keys) if instance is not None else ():
+        key = AssetKey(list(path))
+        records = instance.fetch_materializations(AssetRecordsFilter(asset_key=key), limit=1).records
+        value = records[0].asset_materialization.metadata.get(URI_KEY) if records else None
+        root = asset_root(key, str(value.value)) if value is not None else None
+        if root is not None:
+            roots.append(root)
+    return tuple(roots)
+
+
 def gcs_prefix_sensor(
     name: str,
     prefix: str,
@@ -108,6 +147,7 @@ def gcs_prefix_sensor(
     max_runs_per_tick: int | None = None,
     default_status: DefaultSensorStatus = DefaultSensorStatus.STOPPED,
     settle_seconds: float = DEFAULT_SETTLE.total_seconds(),
+    ignore_outputs_of: Sequence[CoercibleToAssetKey] = (),
 ) -> SensorDefinition:
     """A sensor that requests one run per new or changed object under `gs://bucket/prefix`.
 
@@ -123,9 +163,15 @@ def gcs_prefix_sensor(
     there at the first evaluation are recorded without runs. With `max_runs_per_tick`, the oldest new objects go
     first and the rest are requested on later ticks. Cursors written by the earlier, unbounded version are read
     once and replaced.
+
+    Objects the `DatafileIOManager` stored for the assets in `ignore_outputs_of` never request runs: give the assets
+    the requested job materializes when the prefix holds the I/O manager's folder, or each run's own output would
+    request the next run. They are told by their ownership mark, and (for Dataset assets, whose files carry none) by
+    lying under the asset's folder, found from its latest recorded materialization.
     """
     location = parse_gcs_path(prefix, allow_empty_name=True)
     settle = datetime.timedelta(seconds=settle_seconds)
+    ignored = frozenset(tuple(AssetKey.from_coercible(key).path) for key in ignore_outputs_of)
 
     @sensor(
         name=name,
@@ -140,8 +186,13 @@ def gcs_prefix_sensor(
         # Direct invocation (`sensor(build_sensor_context(resources=...))`) passes required resources as keywords.
         gcs = resources.get(gcs_resource_key) or getattr(context.resources, gcs_resource_key)
         store = store_from(gcs)
+        roots = _stored_roots(_instance_of(context), ignored) if ignored else ()
         result = scan(
-            datafile_objects(store, location),
+            (
+                info
+                for info in datafile_objects(store, location)
+                if owner_asset_key(info) not in ignored and not str(info.path).startswith(roots)
+            ),
             decode_cursor(context.cursor),
             settle=settle,
             limit=max_runs_per_tick,
@@ -163,10 +214,18 @@ def gcs_prefix_sensor(
     return _sensor
 
 
+def _instance_of(context: SensorEvaluationContext) -> DagsterInstance | None:
+    try:
+        return context.instance
+    except Exception:  # a context built without an instance (direct invocation in tests) has none to consult
+        return None
+
+
 __all__ = [
     "CRC32C_TAG",
     "GENERATION_TAG",
     "OBJECT_TAG",
+    "asset_root",
     "gcs_observable_source_asset",
     "gcs_prefix_sensor",
     "prefix_hash",

@@ -6,6 +6,10 @@ namespace, which Octue's SDK reads and writes):
 - `octue_dagster__owner`: the address's owner mark (asset key + partition, or run + step + output). The I/O manager
   replaces, loads and deletes only objects whose mark equals the address's; everything else in the folder (Octue's
   `.octue` and `.signed_metadata_files/`, files put there by people or other tools) is left alone.
+- `octue_dagster__name`: the name the I/O manager wrote the object under. GCS copies keep custom metadata (Octue's
+  SDK, `gcloud storage cp` and the console copy server side), so a copy made beside an object carries its mark; its
+  recorded name is not its own, which makes it someone else's object, never replaced or removed. (Objects written
+  before this key existed have no name recorded and keep counting as the I/O manager's.)
 - `octue_dagster__written`: the labels, tags and timestamp the asset returned when the I/O manager last wrote the
   object: the base of the three-way merge on the next write. Labels and tags that others added since (the re-tag
   job, a person, Octue's SDK) are in the object but not in the base, so they stay; what the asset stopped returning
@@ -18,11 +22,11 @@ content copies them onto the new generation).
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 
-import filelock
 
-from octue_dagster.core.cache import copies as cache
+from octue_dagster.core.local.locks import metadata_lock
 from octue_dagster.core.metadata import values as md
 from octue_dagster.core.datafile.datafile import Datafile
 from octue_dagster.core.storage.gcs_path import GCSPath
@@ -31,6 +35,7 @@ from octue_dagster.core.storage.store import ObjectInfo, Store
 from octue_dagster.exceptions import ConflictError, ForeignObjectError, InvalidMetadataError
 
 OWNER_KEY = "octue_dagster__owner"
+NAME_KEY = "octue_dagster__name"
 WRITTEN_KEY = "octue_dagster__written"
 _OWN_PREFIXES = (f"{md.NAMESPACE}__", "octue_dagster__")
 #: How many times storing new content re-reads and re-merges metadata that other writers keep patching.
@@ -38,8 +43,25 @@ UPLOAD_ATTEMPTS = 5
 
 
 def owner_of(info: ObjectInfo) -> str | None:
-    """The owner mark of an object, or `None` if the I/O manager did not write it."""
+    """The owner mark of an object, or `None` if the I/O manager did not write it: no mark, or a mark copied along
+    with the rest of the metadata onto an object of another name."""
+    recorded_name = info.custom_metadata.get(NAME_KEY)
+    if recorded_name is not None and recorded_name != info.path.name:
+        return None
     return info.custom_metadata.get(OWNER_KEY)
+
+
+def owner_asset_key(info: ObjectInfo) -> tuple[str, ...] | None:
+    """The key path of the asset the I/O manager stored this object for, or `None` (not its object, an op output's,
+    or a mark that cannot be read)."""
+    try:
+        owner = json.loads(owner_of(info) or "null")
+    except ValueError:
+        return None
+    key = owner.get("asset_key") if isinstance(owner, dict) else None
+    if not isinstance(key, list) or not key or not all(isinstance(part, str) for part in key):
+        return None
+    return tuple(key)
 
 
 def written_base(info: ObjectInfo) -> md.StoredMetadata | None:
@@ -74,8 +96,9 @@ class Write:
         info = datafile.object_info
         return info.crc32c if info is not None else None
 
-    def custom_metadata(self, current: ObjectInfo | None, same_content: bool) -> dict[str, str]:
-        """The object's custom metadata after this write, merged three ways with what `current` holds."""
+    def custom_metadata(self, current: ObjectInfo | None, same_content: bool, name: str) -> dict[str, str]:
+        """The custom metadata of the object called `name` after this write, merged three ways with what `current`
+        holds."""
         ours = self.ours
         if current is None:
             merged = ours
@@ -99,10 +122,11 @@ class Write:
             md.to_cloud_metadata(merged.id or ours.id, merged.timestamp, merged.labels or (), merged.tags or {})
         )
         result[OWNER_KEY] = self.owner
+        result[NAME_KEY] = name
         if _size(result) > md.GCS_CUSTOM_METADATA_LIMIT_BYTES:
             raise InvalidMetadataError(
                 f"The custom metadata for this output would take {_size(result)} bytes (its Octue metadata, the I/O "
-                f"manager's owner mark and {len(others)} key(s) other writers set on the stored object), over "
+                f"manager's owner mark and name and {len(others)} key(s) other writers set on the stored object), over "
                 f"GCS's limit of {md.GCS_CUSTOM_METADATA_LIMIT_BYTES} bytes. Keep large values in the file itself."
             )
         record = md.encode_json(
@@ -133,24 +157,27 @@ def write_owned(store: Store, write: Write, destination: GCSPath, current: Objec
     only if the object is still at the generation read, so a concurrent writer's object is never overwritten.
     """
     if current is not None and owner_of(current) != write.owner:
+        copied_from = current.custom_metadata.get(NAME_KEY) if current.custom_metadata.get(OWNER_KEY) else None
+        mark = f"it is a copy of {copied_from!r}" if copied_from else f"its owner mark is {owner_of(current)!r}"
         raise ForeignObjectError(
-            f"{destination} exists but was not written by the I/O manager for this asset partition (its owner mark "
-            f"is {owner_of(current)!r}, expected {write.owner!r}), so it was left as it was. Move or delete it, or "
-            f"store the output under another name (the `octue_dagster/object_name` asset metadata)."
+            f"{destination} exists but was not written by the I/O manager for this asset partition ({mark}, expected "
+            f"the mark {write.owner!r}), so it was left as it was. Move or delete it, or store the output under "
+            f"another name (the `octue_dagster/object_name` asset metadata)."
         )
     same_content = current is not None and current.crc32c == write.content_hash
     if same_content:
         assert current is not None
-        wanted = write.custom_metadata(current, same_content=True)
+        wanted = write.custom_metadata(current, same_content=True, name=destination.name)
         if not _changes(current.custom_metadata, wanted):
             return current
 
         def change(latest: ObjectInfo) -> dict[str, str]:
-            return _changes(latest.custom_metadata, write.custom_metadata(latest, same_content=True))
+            wanted_now = write.custom_metadata(latest, same_content=True, name=destination.name)
+            return _changes(latest.custom_metadata, wanted_now)
 
         # As `Datafile.update_metadata` does: the lock also serialises patches on one machine where the server
         # ignores metageneration preconditions (the emulator); across machines the precondition does.
-        with filelock.FileLock(cache.lock_path(f"patch:{destination}"), timeout=cache.LOCK_TIMEOUT_SECONDS):
+        with metadata_lock(f"patch:{destination}"):
             return store.patch_metadata(destination, change, if_generation_match=current.generation)
     generation = current.generation if current is not None else 0
     datafile = write.datafile
@@ -163,7 +190,7 @@ def write_owned(store: Store, write: Write, destination: GCSPath, current: Objec
                     datafile.local_path,
                     destination,
                     crc32c=datafile.hash_value,
-                    custom_metadata=write.custom_metadata(current, same_content=False),
+                    custom_metadata=write.custom_metadata(current, same_content=False, name=destination.name),
                     if_generation_match=generation,
                     if_metageneration_match=current.metageneration if current is not None else None,
                 )
@@ -176,9 +203,18 @@ def write_owned(store: Store, write: Write, destination: GCSPath, current: Objec
             f"Could not store {destination}: its metadata kept changing under {UPLOAD_ATTEMPTS} attempts by other "
             f"writers. Nothing was overwritten; try again."
         )
-    metadata = write.custom_metadata(current, same_content=False)
+    metadata = write.custom_metadata(current, same_content=False, name=destination.name)
     source = datafile.object_info or store.require_object(datafile.gcs_path)  # type: ignore[arg-type]
     return store.copy_object(source, destination, custom_metadata=metadata, if_generation_match=generation)
 
 
-__all__ = ["OWNER_KEY", "WRITTEN_KEY", "Write", "owner_of", "write_owned", "written_base"]
+__all__ = [
+    "NAME_KEY",
+    "OWNER_KEY",
+    "WRITTEN_KEY",
+    "Write",
+    "owner_asset_key",
+    "owner_of",
+    "write_owned",
+    "written_base",
+]

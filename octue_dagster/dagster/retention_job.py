@@ -5,6 +5,7 @@ It runs as a dry run unless told otherwise, so the first run only counts; its co
 
 
 import datetime
+import math
 from typing import Any
 
 from dagster import Config, JobDefinition, MetadataValue, OpExecutionContext, RunConfig, ScheduleDefinition
@@ -16,6 +17,23 @@ from octue_dagster.dagster.resources import DatafileResource
 from octue_dagster.dagster.retag_job import build_one_op_job, build_retag_schedule, counts_metadata
 from octue_dagster.dagster.retention import RetentionPass
 from octue_dagster.exceptions import InvalidInputError
+
+
+#: The largest age threshold: 100 years. The cutoff (`now - older_than_days`) must be a date; to never remove
+#: anything, do not schedule the job.
+MAX_OLDER_THAN_DAYS = 36525
+
+
+def validate_older_than_days(days: Any) -> float:
+    """`days` as a float if it is a number from 0 to `MAX_OLDER_THAN_DAYS`, else `InvalidInputError` saying so."""
+    if isinstance(days, bool) or not isinstance(days, (int, float)) or not math.isfinite(days):
+        raise InvalidInputError(f"older_than_days must be a number of days such as 30; got {days!r}.")
+    if not 0 <= days <= MAX_OLDER_THAN_DAYS:
+        raise InvalidInputError(
+            f"older_than_days must be from 0 to {MAX_OLDER_THAN_DAYS} (100 years); got {days!r}. To never remove "
+            f"anything, do not schedule the retention job."
+        )
+    return float(days)
 
 
 class RetentionConfig(Config):
@@ -48,11 +66,10 @@ def build_retention_job(
     """
     validate_bucket_name(bucket)
     addresses.validate_prefix(prefix)
-    if older_than_days < 0:
-        raise InvalidInputError(f"older_than_days must be 0 or more; got {older_than_days!r}.")
+    validate_older_than_days(older_than_days)
 
     def retain(context: OpExecutionContext, datafiles: DatafileResource, config: RetentionConfig) -> dict[str, Any]:
-        days = older_than_days if config.older_than_days is None else config.older_than_days
+        days = validate_older_than_days(older_than_days if config.older_than_days is None else config.older_than_days)
         retention = RetentionPass(
             datafiles.store, context.instance, bucket=bucket, prefix=prefix, older_than=datetime.timedelta(days=days)
         )
@@ -80,4 +97,10 @@ def build_retention_schedule(job_def: JobDefinition, cron_schedule: str, **optio
     run_config = RunConfig(ops={f"{job_def.name}_op": RetentionConfig(dry_run=False)})
     return build_retag_schedule(job_def, cron_schedule, run_config=run_config, **options)
 
-__all__ = ["RetentionConfig", "build_retention_job", "build_retention_schedule"]
+__all__ = [
+    "MAX_OLDER_THAN_DAYS",
+    "RetentionConfig",
+    "build_retention_job",
+    "build_retention_schedule",
+    "validate_older_than_days",
+]

@@ -39,10 +39,19 @@ from pathlib import Path
 from typing import IO, Any
 
 import filelock
-import platformdirs
 
 from octue_dagster.core.local import hashing
 from octue_dagster.core.local.atomic import sweep_stale_temporaries, temporary_path_for
+from octue_dagster.core.local.folders import (
+    CACHE_DIR_VARIABLE,
+    cache_root,
+    is_link_error,
+    is_private_folder,
+    open_no_follow,
+    private_folder,
+)
+from octue_dagster.core.local.locks import LOCK_TIMEOUT_SECONDS, lock_path
+from octue_dagster.core.local.space import free_bytes, is_space_error
 from octue_dagster.core.storage.gcs_path import GCSPath
 from octue_dagster.exceptions import InvalidCloudPathError, InvalidInputError
 
@@ -51,12 +60,8 @@ try:  # POSIX: shared locks mark copies in use. Elsewhere an open file cannot be
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-CACHE_DIR_VARIABLE = "OCTUE_DAGSTER_CACHE_DIR"
 MAX_BYTES_VARIABLE = "OCTUE_DAGSTER_CACHE_MAX_BYTES"
 DEFAULT_MAX_BYTES = 10 * 2**30
-#: How long any of the library's file locks is waited for before `filelock.Timeout` is raised: long enough for a
-#: multi-GB download by another process to finish, short enough that a lock held by a hung process is reported.
-LOCK_TIMEOUT_SECONDS = 600
 #: Over the limit, eviction goes down to this fraction of it, so that a full cache evicts once per several
 #: downloads rather than on every one (each eviction scans the cache).
 LOW_WATER_FRACTION = 0.9
@@ -70,22 +75,10 @@ _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g"
           "t": 1000**4, "tb": 1000**4, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$")
 
-_resolved_roots: dict[str | None, Path] = {}
 _configured_max_bytes: list[int | None] = []
 
 
 # --- where things are -------------------------------------------------------------------------------------------------
-
-
-def cache_root() -> Path:
-    """The cache directory: `$OCTUE_DAGSTER_CACHE_DIR`, else the platform's user cache directory."""
-    configured = os.environ.get(CACHE_DIR_VARIABLE)
-    root = _resolved_roots.get(configured)
-    if root is None:
-        # Resolving costs system calls; it is done once per configured value, not on every hash or open.
-        base = Path(configured) if configured else Path(platformdirs.user_cache_dir("octue-dagster", appauthor=False))
-        root = _resolved_roots[configured] = base.resolve()
-    return root
 
 
 def safe_basename(object_name: str) -> str:
@@ -120,12 +113,12 @@ def cached_path(path: GCSPath) -> Path:
     return object_cache_dir(path) / safe_basename(path.name)
 
 
-def lock_path(key: str) -> Path:
-    """A lock file for `key` inside the cache, so that lock files never appear beside users' files."""
-    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-    folder = cache_root() / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{digest[:40]}.lock"
+def checked_object_dir(path: GCSPath, *, create: bool) -> Path:
+    """The cache folder of `path`, every level from the cache root down checked with `lstat` (a real folder, private
+    to this user: never a link) and, with `create`, made if missing. Raises `UnsafeFolderError` for a link or another
+    user's folder, and `FileNotFoundError` for a missing level when not `create`."""
+    folder = object_cache_dir(path)
+    return private_folder(cache_root(), *folder.relative_to(cache_root()).parts, create=create)
 
 
 def _folder_lock(folder: Path, timeout: float) -> filelock.FileLock:
@@ -163,10 +156,24 @@ def _identity(stat: os.stat_result) -> tuple[int, int, int, int, int]:
     return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
+def _read_no_follow(file: Path) -> bytes:
+    """A small file's bytes, refusing a symbolic link (`OSError`)."""
+    descriptor = open_no_follow(file)
+    with os.fdopen(descriptor, "rb") as handle:
+        return handle.read()
+
+
 def read_record(path: GCSPath) -> CacheRecord | None:
-    """The record of the cached copy of `path`, or `None` if there is none (or it is unreadable, or of another name)."""
+    """The record of the cached copy of `path`, or `None` if there is none (or it is unreadable, or of another name).
+
+    A link anywhere in the cache folder's chain raises `UnsafeFolderError`; a record that is a link is not a record.
+    """
     try:
-        data = json.loads((object_cache_dir(path) / _RECORD_NAME).read_text())
+        folder = checked_object_dir(path, create=False)
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(_read_no_follow(folder / _RECORD_NAME))
         record = CacheRecord(**{field.name: data[field.name] for field in dataclasses.fields(CacheRecord)})
         if record.bucket != path.bucket or record.name != path.name or not isinstance(record.generation, int):
             return None
@@ -179,7 +186,7 @@ def read_cached_generation(path: GCSPath) -> int | None:
     """The generation the cached copy of `path` holds, if its record is there and the file is unchanged since."""
     record = read_record(path)
     try:
-        if record is None or _identity(os.stat(cached_path(path))) != record.identity():
+        if record is None or _identity(os.lstat(cached_path(path))) != record.identity():
             return None
     except OSError:
         return None
@@ -187,16 +194,29 @@ def read_cached_generation(path: GCSPath) -> int | None:
 
 
 def _write_record(path: GCSPath, record: CacheRecord) -> None:
-    target = object_cache_dir(path) / _RECORD_NAME
+    target = checked_object_dir(path, create=False) / _RECORD_NAME
     temporary = temporary_path_for(target)  # named so that a killed writer's leftover is swept
-    temporary.write_text(json.dumps(dataclasses.asdict(record)))
-    os.replace(temporary, target)
+    try:
+        write_new_file(temporary, json.dumps(dataclasses.asdict(record)).encode())
+        os.replace(temporary, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+
+
+def write_new_file(file: Path, data: bytes) -> None:
+    """Create `file` (it must not exist: never through a link someone planted) holding `data`, flushed to disk."""
+    descriptor = open_no_follow(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def forget(path: GCSPath) -> None:
     """Remove the record of `path`'s copy (caller holds `object_lock`), so that the next read downloads again."""
     with contextlib.suppress(FileNotFoundError):
-        (object_cache_dir(path) / _RECORD_NAME).unlink()
+        (checked_object_dir(path, create=False) / _RECORD_NAME).unlink()
 
 
 def _mark_used(folder: Path) -> None:
@@ -225,7 +245,7 @@ def verified_copy(path: GCSPath, generation: int, crc32c: str | None, size: int)
         return None
     target = cached_path(path)
     try:
-        with open(target, "rb") as file:
+        with os.fdopen(open_no_follow(target), "rb") as file:  # a link planted as the copy is never served
             before = os.fstat(file.fileno())
             if _identity(before) != record.identity():
                 # Hash through our descriptor: the very inode whose identity is then recorded.
@@ -253,14 +273,20 @@ def install(
     `generation`, with its record. Call it under `object_lock(path)`; returns the copy's path."""
     target = cached_path(path)
     previous = _folder_bytes(target.parent) - _size_or_zero(temporary)
-    with open(temporary, "rb") as file:
+    with os.fdopen(open_no_follow(temporary), "rb") as file:
         os.fsync(file.fileno())
         _backdate(file, updated_ns)
         forget(path)  # no moment where the old record describes the new file, or the reverse
         os.replace(temporary, target)
         # The identity of the very inode that was verified: fstat on our descriptor, not a stat of the name.
         stat = os.fstat(file.fileno())
-    _write_record(path, CacheRecord(path.bucket, path.name, generation, crc32c, **_identity_fields(stat)))
+    try:
+        _write_record(path, CacheRecord(path.bucket, path.name, generation, crc32c, **_identity_fields(stat)))
+    except BaseException:
+        # A copy without a record is never served, but it would hold space no eviction accounts for: it goes.
+        with contextlib.suppress(OSError):
+            os.unlink(target)
+        raise
     _mark_used(target.parent)
     _add_usage(_folder_bytes(target.parent) - previous)  # the copy and its record, as a scan counts them
     return target
@@ -280,7 +306,7 @@ def hold(copy: str | os.PathLike[str]) -> Iterator[None]:
     Take it while holding the object's lock, right after `verified_copy`, so that nothing evicts the copy between
     the check and the use.
     """
-    with open(copy, "rb") as file:
+    with os.fdopen(open_no_follow(copy), "rb") as file:
         if fcntl is not None:
             fcntl.flock(file.fileno(), fcntl.LOCK_SH)
         yield
@@ -349,17 +375,24 @@ class EvictionReport:
 def entries() -> list[Entry]:
     """Every object folder in the cache, with the bytes it holds and when it was last used."""
     found = []
-    for bucket in _scandir(_objects_root()):
-        for prefix in _scandir(bucket.path):
-            for folder in _scandir(prefix.path):
-                if not folder.is_dir(follow_symlinks=False):
-                    continue
+    objects = _objects_root()
+    if not is_private_folder(objects) or not is_private_folder(cache_root()):
+        return found  # a link or another user's folder is never listed, let alone emptied
+    for bucket in _private_folders(objects):
+        for prefix in _private_folders(bucket.path):
+            for folder in _private_folders(prefix.path):
                 try:
                     found.append(Entry(Path(folder.path), _folder_bytes(folder.path),
                                        folder.stat(follow_symlinks=False).st_mtime_ns))
                 except FileNotFoundError:  # evicted by another process since the listing
                     continue
     return found
+
+
+def _private_folders(folder: str | Path) -> list[os.DirEntry[str]]:
+    """The sub-folders of a cache folder that are real folders of this user's: a link, or a folder someone else
+    owns, is foreign and skipped (so neither eviction nor `clear` ever reaches outside the cache through it)."""
+    return [entry for entry in _scandir(folder) if is_private_folder(entry.path)]
 
 
 def _folder_bytes(folder: str | Path) -> int:
@@ -391,13 +424,25 @@ def _usage_lock() -> filelock.FileLock:
 
 def _read_usage() -> int | None:
     try:
-        return int(json.loads(_usage_file().read_text())["bytes"])
+        return int(json.loads(_read_no_follow(_usage_file()))["bytes"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
 def _write_usage(total: int) -> None:
-    _usage_file().write_text(json.dumps({"bytes": max(total, 0)}))
+    """Replace the shared estimate; if it cannot be written (a full disk), remove it, so that the next reader
+    rebuilds it by a scan instead of trusting a stale one."""
+    target = _usage_file()
+    temporary = temporary_path_for(target)
+    try:
+        write_new_file(temporary, json.dumps({"bytes": max(total, 0)}).encode())
+        os.replace(temporary, target)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(target)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
 
 
 def _add_usage(delta: int) -> None:
@@ -464,8 +509,10 @@ def _evict_entry(folder: Path) -> int | None:
         with _folder_lock(folder, timeout=0):
             files = [Path(item.path) for item in _scandir(folder) if item.is_file(follow_symlinks=False)]
             copies = [file for file in files if not file.name.startswith(".")]
+            if not is_private_folder(folder):
+                return None  # replaced by a link since it was listed: foreign, never emptied
             for copy in copies:
-                with open(copy, "rb") as handle:
+                with os.fdopen(open_no_follow(copy), "rb") as handle:
                     if fcntl is not None:
                         try:
                             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -485,6 +532,19 @@ def _evict_entry(folder: Path) -> int | None:
         return None
     except PermissionError:  # an open file on a system without shared locks (Windows) cannot be deleted
         return None
+
+
+#: What a copy needs beside its bytes: its record and the file system's block rounding.
+RECORD_ALLOWANCE_BYTES = 64 * 1024
+def make_room(needed: int, keep: Iterable[GCSPath] = ()) -> bool:
+    """Evict least recently used copies nobody holds until `needed` more bytes fit on the cache's file system;
+    whether they now fit (copies in use, and files that are not the cache's, are never removed)."""
+    free = free_bytes(cache_root())
+    if free is None or free >= needed:
+        return free is not None
+    evict(max(usage_bytes() - (needed - free), 0), keep=keep, wait=True)
+    after = free_bytes(cache_root())
+    return after is not None and after >= needed
 
 
 def clear() -> EvictionReport:

@@ -22,7 +22,7 @@ from octue_dagster.core.cache import copies as cache
 from octue_dagster.core.local import hashing
 from octue_dagster.core.local.atomic import atomic_replace, sweep_stale_temporaries, temporary_path_for
 from octue_dagster.core.storage.store import ObjectInfo, Store
-from octue_dagster.exceptions import ConflictError
+from octue_dagster.exceptions import ConflictError, InsufficientSpaceError
 
 T = TypeVar("T")
 
@@ -72,19 +72,45 @@ def _verified_or_downloaded(store: Store, info: ObjectInfo) -> Path:
 
 def _download_into_cache(store: Store, info: ObjectInfo) -> Path:
     """Download into a temporary file in the object's cache folder, then install it with its record (called under
-    the object's lock). On any failure nothing is left behind."""
-    target = cache.cached_path(info.path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    sweep_stale_temporaries(target.parent)
-    temporary = temporary_path_for(target)
-    try:
-        crc32c = _download(store, info, temporary)
-        return cache.install(
-            info.path, temporary, generation=info.generation, crc32c=crc32c, updated_ns=_nanoseconds(info.updated)
-        )
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
+    the object's lock). On any failure nothing is left behind.
+
+    A full disk is made room on first, by evicting least recently used copies nobody holds; if that is not enough
+    (or the disk fills during the download), `InsufficientSpaceError` names the cache and the bytes needed, and a
+    later call, once there is room, downloads normally.
+    """
+    folder = cache.checked_object_dir(info.path, create=True)
+    target = folder / cache.safe_basename(info.path.name)
+    sweep_stale_temporaries(folder)
+    needed = info.size + cache.RECORD_ALLOWANCE_BYTES
+    if not cache.make_room(needed, keep=[info.path]) and cache.free_bytes(folder) is not None:
+        raise _no_space(info, folder, needed)
+    for attempt in range(2):
+        temporary = temporary_path_for(target)
+        try:
+            crc32c = _download(store, info, temporary)
+            return cache.install(
+                info.path, temporary, generation=info.generation, crc32c=crc32c, updated_ns=_nanoseconds(info.updated)
+            )
+        except OSError as error:
+            if not cache.is_space_error(error):
+                raise
+            # Another writer filled the disk meanwhile (or a file size limit): try once more after making room.
+            if attempt or not cache.make_room(needed, keep=[info.path]):
+                raise _no_space(info, folder, needed) from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _no_space(info: ObjectInfo, folder: Path, needed: int) -> InsufficientSpaceError:
+    free = cache.free_bytes(folder)
+    return InsufficientSpaceError(
+        f"No room in the download cache to read {info.path} (generation {info.generation}): it needs {needed:,} bytes "
+        f"in {folder}, and {'an unknown number' if free is None else f'{free:,}'} are free after evicting every copy "
+        f"not in use; nothing was kept. Free space on that disk, or set ${cache.CACHE_DIR_VARIABLE} to a folder on a "
+        f"larger one (a smaller `OCTUE_DAGSTER_CACHE_MAX_BYTES` keeps the cache itself smaller)."
+    )
 
 
 def download_to(store: Store, info: ObjectInfo, target: Path) -> None:

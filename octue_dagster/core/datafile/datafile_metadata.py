@@ -13,9 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import filelock
 
-from octue_dagster.core.cache import copies as cache
+from octue_dagster.core.local.locks import metadata_lock
 from octue_dagster.core.metadata import values as md
 from octue_dagster.core.metadata import octue_files as local_metadata
 from octue_dagster.core.storage.gcs_path import GCSPath
@@ -195,7 +194,7 @@ class OctueMetadata(md.LabelsAndTags):
         else:
             # fake-gcs-server ignores metageneration preconditions, so a cross-process lock also serialises
             # read-modify-patch cycles on one machine; across machines the metageneration precondition does.
-            with filelock.FileLock(cache.lock_path(f"patch:{self._cloud}"), timeout=cache.LOCK_TIMEOUT_SECONDS):
+            with metadata_lock(f"patch:{self._cloud}"):
                 self._object = self.store.patch_metadata(self._cloud, change)
         self._adopt(md.from_cloud_metadata(self._object.custom_metadata, where))
 

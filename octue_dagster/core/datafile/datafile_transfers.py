@@ -15,6 +15,7 @@ from octue_dagster.core.datafile.octue_api import warn_if_octue_names_it_differe
 from octue_dagster.core.datafile.upload_plan import UploadAction, plan_upload
 from octue_dagster.core.local import hashing
 from octue_dagster.core.local.atomic import check_file_target
+from octue_dagster.core.local.space import is_space_error, require_room
 from octue_dagster.core.metadata import octue_files as local_metadata
 from octue_dagster.core.metadata import values as md
 from octue_dagster.core.storage.gcs_path import GCSPath, parse_gcs_path
@@ -23,11 +24,21 @@ from octue_dagster.exceptions import (
     CloudLocationNotSpecifiedError,
     CloudObjectNotFoundError,
     ConflictError,
+    InsufficientSpaceError,
 )
 
 
 #: How many times a content write re-reads and re-merges metadata that other writers keep patching.
 CONTENT_WRITE_ATTEMPTS = 5
+#: Room a rewritten `.octue` file may need beyond the current one's size (one entry's metadata, rounded up).
+METADATA_ROOM_BYTES = 64 * 1024
+
+
+def _size_or_zero(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 class DatafileTransfers:
@@ -218,22 +229,38 @@ class DatafileTransfers:
         if self._cloud is not None:
             crc32c = hashing.hash_file(temporary)
             if not self._uses_cache() and update_metadata:
-                # Refuse before uploading if the local copy's metadata could not be recorded afterwards.
-                local_metadata.read_metadata_file(local_metadata.metadata_path_for(target))
+                # Refuse before uploading if the local copy's metadata could not be recorded afterwards: the `.octue`
+                # file must parse, and a new one must fit on the disk (a full disk would otherwise stop the call
+                # after the object was replaced, leaving the cloud new and the local copy old).
+                metadata_file = local_metadata.metadata_path_for(target)
+                local_metadata.read_metadata_file(metadata_file)
+                require_room(target.parent, _size_or_zero(metadata_file) + METADATA_ROOM_BYTES, "its .octue file")
             base = self._persisted
             latest = self.store.get_object(self._cloud) if self._object is not None else None
+            # After the upload this datafile knows the new generation as its own (`_upload_content` adopts it), so a
+            # retry after a local failure writes over it instead of taking it for another writer's.
             info, merged = self._upload_content(temporary, crc32c, latest, with_metadata=update_metadata)
-            if self._uses_cache() or not update_metadata:
-                local_copy.commit_written(temporary, target, info, crc32c, cached=self._uses_cache())
-                self._settle(merged, update_metadata)
-            else:
-                self._show(merged)  # what the object now holds, recorded in the .octue file below
-                # Merged against what this datafile read before the upload; the content is renamed into place only
-                # once its metadata entry is ready to be committed.
-                self._write_local_metadata(
-                    before_commit=lambda: local_copy.commit_written(temporary, target, info, crc32c, cached=False),
-                    base=base,
-                )
+            try:
+                if self._uses_cache() or not update_metadata:
+                    local_copy.commit_written(temporary, target, info, crc32c, cached=self._uses_cache())
+                    self._settle(merged, update_metadata)
+                else:
+                    self._show(merged)  # what the object now holds, recorded in the .octue file below
+                    # Merged against what this datafile read before the upload; the content is renamed into place
+                    # only once its metadata entry is ready to be committed.
+                    self._write_local_metadata(
+                        before_commit=lambda: local_copy.commit_written(temporary, target, info, crc32c, cached=False),
+                        base=base,
+                    )
+            except OSError as error:
+                if not is_space_error(error):
+                    raise
+                raise InsufficientSpaceError(
+                    f"{self._cloud} now holds the new content (generation {info.generation}), but its local copy at "
+                    f"{target} could not be updated: {target.parent} is full (the disk filled after the check). The "
+                    f"local copy is as it was; free space there, then read the datafile (it is downloaded again) or "
+                    f"write again (this datafile knows the new generation is its own)."
+                ) from None
         elif not update_metadata:
             os.replace(temporary, target)
         else:

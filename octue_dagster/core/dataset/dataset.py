@@ -30,7 +30,7 @@ from octue_dagster.core.datafile.datafile import Datafile
 from octue_dagster.core.dataset.dataset_metadata import DatasetMetadata
 from octue_dagster.core.dataset.dataset_files import (
     METADATA_FILENAME,
-    check_download_targets,
+    download_targets,
     is_octue_metadata_object,
     local_file_paths,
     prefix_of,
@@ -156,8 +156,9 @@ class Dataset(DatasetMetadata, OctueDatasetAPI):
             return {}
         stored = self._read_cloud_document()
         if "files" in stored and not files:
-            # A dataset described by its metadata alone (as Octue's signed-URL metadata files are). Its files are in
-            # storage (gs:// or URLs), never local paths: an object in a bucket must not make us read our own files.
+            # A dataset described by its metadata alone (as Octue's signed-URL metadata files are).
+            # Its files are in storage (gs:// or URLs), never local paths: an object in a bucket must not make this
+            # process read its own files.
             listed = stored_file_paths(stored["files"], self.metadata_path)
             self.files = FilterSet(Datafile(path, store=self._store) for path in listed)
             self._instantiated_from_files_argument = True
@@ -381,14 +382,15 @@ class Dataset(DatasetMetadata, OctueDatasetAPI):
                 f"Only cloud datasets (gs:// or signed URLs) can be downloaded; {self!r} is at {self.path!r}."
             )
         root = Path(local_directory).absolute() if local_directory is not None else None
-        plan: list[tuple[Datafile, Path | None]] = []
-        for file in self.files:
-            if file.gcs_path is None and self._url is None:
-                continue
-            target = root.joinpath(*self.relative_path(file).parts) if root is not None else None
-            plan.append((file, target))
+        files = [file for file in self.files if file.gcs_path is not None or self._url is not None]
+        plan: list[tuple[Datafile, Path | None]] = [(file, None) for file in files]
         if root is not None:
-            check_download_targets([target.relative_to(root) for _, target in plan if target], root, repr(self))
+            # Names that meet on disk, or that the disk cannot hold, are refused before anything is downloaded.
+            places = [
+                (file.gcs_path.name if file.gcs_path is not None else str(file), str(self.relative_path(file)))
+                for file in files
+            ]
+            plan = list(zip(files, download_targets(places, root)))
         download_files(plan, max_workers=self.max_workers, description=f"Downloading {self.name}")
         logger.info("Downloaded %r to %r.", self, str(root) if root is not None else "the download cache")
         return str(root) if root is not None else None

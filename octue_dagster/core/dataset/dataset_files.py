@@ -8,7 +8,7 @@ Octue's SDK keeps a dataset's metadata in a `.octue` file (or object) in its fol
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
 from octue_dagster.core.metadata import octue_files
@@ -34,7 +34,15 @@ def prefix_of(path: GCSPath) -> GCSPath:
 
 
 def safe_relative_path(relative: str, where: str) -> PurePosixPath:
-    """A relative path inside a dataset, refusing absolute paths and `..` (an object name must not escape a folder)."""
+    """A relative path inside a dataset, refusing absolute paths and `..` (an object name must not escape a folder)
+    and local names that are not UTF-8 (no object can carry them)."""
+    try:
+        relative.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(
+            f"{relative.encode('utf-8', 'surrogateescape')!r} ({where}) is not valid UTF-8, and GCS object names "
+            f"(and Octue's metadata) must be: rename the file (e.g. `convmv -f latin1 -t utf8`)."
+        ) from None
     parts = PurePosixPath(relative.replace(os.sep, "/")).parts
     if not parts or relative.startswith("/") or any(part in ("..", ".", "") for part in parts) or "\x00" in relative:
         raise InvalidInputError(
@@ -44,59 +52,58 @@ def safe_relative_path(relative: str, where: str) -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
-def colliding_paths(paths: Iterable[PurePosixPath]) -> list[str]:
-    """The relative paths that would meet in one folder: given twice, or both a file and a folder of another file
-    (`sub` and `sub/x`); sorted. Downloading them would overwrite one file with another or fail half-way."""
-    listed = list(paths)
-    seen: set[PurePosixPath] = set()
-    colliding = set()
-    for path in listed:
-        if path in seen:
-            colliding.add(str(path))
-        seen.add(path)
-    folders = {parent for path in listed for parent in path.parents if parent != PurePosixPath(".")}
-    colliding.update(str(path) for path in listed if path in folders)
-    return sorted(colliding)
-
-
-def name_limit(folder: Path) -> int:
-    """The longest file name (in bytes) the file system holding `folder` (or its nearest existing parent) takes."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    try:
-        return os.pathconf(existing, "PC_NAME_MAX")
-    except (OSError, ValueError, AttributeError):
-        return 255
-
-
-def too_long_paths(paths: Iterable[PurePosixPath], limit: int) -> list[str]:
-    """The relative paths with a part longer than `limit` bytes (an object name may hold up to 1024 bytes between
-    slashes; a local file name rarely more than 255), sorted."""
-    return sorted(
-        str(path) for path in paths if any(len(os.fsencode(part)) > limit for part in path.parts)
-    )
-
-
-def check_download_targets(relatives: Iterable[Path | PurePosixPath], root: Path, what: str) -> None:
-    """Refuse, before anything is fetched, a download of `what` whose files (at `relatives` under `root`) would not
-    each land in a place of their own: names too long for the file system, or paths that meet (`colliding_paths`)."""
-    paths = [PurePosixPath(Path(relative).as_posix()) for relative in relatives]
-    limit = name_limit(root)
-    too_long = too_long_paths(paths, limit)
-    if too_long:
+def download_targets(
+    files: Sequence[tuple[str, str]], root: Path
+) -> list[Path]:
+    """Where each of a cloud dataset's files goes under the local folder `root`: `files` is (object name, relative
+    path inside the dataset) per file. Refuses, naming the objects, names that would meet on disk (`a//b.csv` and
+    `a/b.csv`, `./c.csv` and `c.csv`, or names that differ only in case on a case-insensitive disk), and names the
+    local file system cannot hold (a part over its name limit, as a 1,024-byte object name is), before anything is
+    downloaded."""
+    name_max = _limit(root, "PC_NAME_MAX", 255)
+    path_max = _limit(root, "PC_PATH_MAX", 4096)
+    fold = _case_insensitive(root)
+    seen: dict[str, str] = {}
+    targets = []
+    for object_name, relative in files:
+        target = root.joinpath(*PurePosixPath(relative).parts)
+        too_long = [part for part in PurePosixPath(relative).parts if len(os.fsencode(part)) > name_max]
+        if too_long or len(os.fsencode(str(target))) >= path_max:
+            raise InvalidInputError(
+                f"The object {object_name!r} cannot be downloaded under {root}: "
+                + (
+                    f"its name part {too_long[0][:40]!r}... is {len(os.fsencode(too_long[0]))} bytes, over this file "
+                    f"system's limit of {name_max}"
+                    if too_long
+                    else f"the local path would be {len(os.fsencode(str(target)))} bytes, over the limit of {path_max}"
+                )
+                + ". Download it without a local folder (`dataset.download()` keeps every file in the cache under a "
+                "hashed name, reachable through each file's `local_path`), or rename the object."
+            )
+        key = str(target).casefold() if fold else str(target)
+        if key in seen:
+            raise InvalidInputError(
+                f"The objects {seen[key]!r} and {object_name!r} would both be downloaded to {target}, so one would "
+                f"be missing: rename one of them (names like 'a//b.csv' and 'a/b.csv', or './c.csv' and 'c.csv', "
+                f"are one path on disk), or download without a local folder."
+            )
+        seen[key] = object_name
+        targets.append(target)
+    folders = folders_of_others([PurePosixPath(relative) for _, relative in files])
+    if folders:
         raise InvalidInputError(
-            f"Some file names of {what} are too long for a file in {str(root)!r} (over {limit} bytes): "
-            f"{[name[:80] + '...' for name in too_long[:3]]}. Nothing was downloaded; download those files one by "
-            f"one (datafile.download(path)) under shorter names."
+            f"Some files would be downloaded to the same place under {root} as a folder other files need (a file "
+            f"where a folder must be): {folders[:5]}. Nothing was downloaded; rename one of them, or download "
+            f"without a local folder."
         )
-    colliding = colliding_paths(paths)
-    if colliding:
-        raise InvalidInputError(
-            f"Several files of {what} would be downloaded to the same place in {str(root)!r} (one overwriting "
-            f"another, or a file where a folder must be): {colliding[:5]}. Nothing was downloaded; download the "
-            f"files one by one (datafile.download(path)) to places you choose."
-        )
+    return targets
+
+
+def folders_of_others(paths: Sequence[PurePosixPath]) -> list[str]:
+    """The relative paths that are also a folder of another path (`sub` and `sub/x`), sorted: on disk, one of
+    them cannot be written."""
+    folders = {parent for path in paths for parent in path.parents if parent != PurePosixPath(".")}
+    return sorted(str(path) for path in paths if path in folders)
 
 
 def stored_file_paths(listed: object, where: str) -> list[str]:
@@ -111,6 +118,25 @@ def stored_file_paths(listed: object, where: str) -> list[str]:
             f"that entry, or pass ignore_stored_metadata=True."
         )
     return listed
+
+
+def _limit(folder: Path, name: str, default: int) -> int:
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        return os.pathconf(existing, name)
+    except (OSError, ValueError, AttributeError):
+        return default
+
+
+def _case_insensitive(folder: Path) -> bool:
+    """Whether names differing only in case are one file where `folder` is (macOS and Windows disks usually)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    swapped = existing.with_name(existing.name.swapcase()) if existing.name else existing
+    return swapped != existing and swapped.exists() and os.path.samefile(existing, swapped)
 
 
 def select_cloud_files(
@@ -150,14 +176,12 @@ def local_file_paths(folder: Path, *, recursive: bool, include_octue_metadata_fi
 
 __all__ = [
     "METADATA_FILENAME",
-    "check_download_targets",
-    "colliding_paths",
-    "name_limit",
-    "too_long_paths",
     "SIGNED_METADATA_DIRECTORY",
     "is_octue_metadata_object",
+    "download_targets",
     "local_file_paths",
     "prefix_of",
+    "folders_of_others",
     "safe_relative_path",
     "select_cloud_files",
     "stored_file_paths",

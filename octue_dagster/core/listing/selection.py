@@ -100,12 +100,29 @@ class RetagSpec:
         if isinstance(self.remove_tags, str):
             raise InvalidInputError(f"remove_tags must be a list of tag names, not the string {self.remove_tags!r}.")
         set_field(self, "remove_tags", tuple(md.validate_tag_name(name) for name in self.remove_tags))
+        # Adding and removing the same label (or setting and removing one tag) would silently remove it.
+        for what, added, removed in (
+            ("label", ("add_labels", self.add_labels), ("remove_labels", self.remove_labels)),
+            ("tag", ("set_tags", self.set_tags), ("remove_tags", self.remove_tags)),
+        ):
+            both = sorted(set(added[1]) & set(removed[1]))
+            if both:
+                raise InvalidInputError(
+                    f"The re-tag change both adds and removes the {what}(s) {', '.join(map(repr, both))}: keep each "
+                    f"{what} in only one of {added[0]} and {removed[0]}."
+                )
         if self.labels is not None:
             set_field(self, "labels", frozenset(md.LabelSet(self.labels)))
         if self.tags is not None:
             set_field(self, "tags", dict(md.TagDict(self.tags)))
         if self.name_glob is not None and not isinstance(self.name_glob, str):
             raise InvalidInputError(f"name_glob must be a pattern such as '*.csv'; got {self.name_glob!r}.")
+        if self.name_glob is not None and (not self.name_glob or "/" in self.name_glob):
+            # It is matched against the file name alone, which never is empty nor holds a '/'.
+            raise InvalidInputError(
+                f"name_glob {self.name_glob!r} can never match: it is matched against the file name (the part after "
+                f"the last '/'), such as '*.csv'; choose the folder with the prefix instead."
+            )
 
     def selects(self, datafile: Datafile) -> bool:
         """Whether the filter selects this datafile."""

@@ -8,6 +8,7 @@ import io
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import IO
 
 import crc32c
@@ -70,14 +71,31 @@ def read_file_hash(path: str | os.PathLike[str]) -> str:
         return read_stream_hash(file)
 
 
-def read_stream_hash(file: IO[bytes]) -> str:
-    """The base64 crc32c of what is left to read in an open binary file (read in blocks into one buffer)."""
+def read_stream_hash(file: IO[bytes], on_block: Callable[[bytearray, int], None] | None = None) -> str:
+    """The base64 crc32c of what is left to read in an open binary file (read in blocks into one buffer).
+
+    `on_block(buffer, length)`, if given, sees every block in order: the first `length` bytes of `buffer`, valid only
+    during the call (the buffer is reused). Work that must see every byte shares this read, without a copy.
+    """
     checksum = 0
     buffer = bytearray(HASH_BLOCK_BYTES)
     view = memoryview(buffer)
     while read := file.readinto(buffer):  # type: ignore[attr-defined]
         checksum = crc32c.crc32c(view[:read], checksum)
+        if on_block is not None:
+            on_block(buffer, read)
     return encode_crc32c(checksum)
+
+
+def hash_file_blocks(path: str | os.PathLike[str], on_block: Callable[[bytearray, int], None]) -> str:
+    """The base64 crc32c of a file, always read from disk, with every block also passed to `on_block` (for example
+    to count a CSV's records in the same pass). The result fills the cache, so a later `hash_file` does not re-read."""
+    path = os.fspath(path)
+    stat = os.stat(path)  # the identity before reading: a change during the read makes the cached value unused
+    with open(path, "rb", buffering=0) as file:
+        value = read_stream_hash(file, on_block)
+    _store(os.path.realpath(path), (*_identity(stat), value))
+    return value
 
 
 def remember_hash(path: str | os.PathLike[str], value: str) -> None:

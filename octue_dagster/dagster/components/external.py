@@ -1,19 +1,25 @@
 """`ExternalDatafilesComponent`: GCS files the pipeline reads but does not make, watched from `defs.yaml`."""
 
+from typing import Annotated
+
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from octue_dagster.dagster.components.fields import (
-    Documented,
     AssetKeyString,
+    Count,
     DefaultStatus,
     DefinitionName,
+    Documented,
     GcsObjectOrPrefix,
     GcsPrefix,
+    ResourceKey,
+    bounded,
     default_sensor_status,
 )
 from octue_dagster.dagster.components.scaffolding import ExternalDatafilesScaffolder
 from octue_dagster.dagster.observation import gcs_observable_source_asset, gcs_prefix_sensor
+from octue_dagster.exceptions import InvalidInputError
 
 
 class ExternalDatafile(Documented, dg.Model):
@@ -28,7 +34,9 @@ class ExternalDatafile(Documented, dg.Model):
 
 
 class PrefixSensor(Documented, dg.Model):
-    """A sensor that requests a run of `job_name` for each new or changed object under `prefix`."""
+    """A sensor that requests a run of `job_name` for each new or changed object under `prefix`, except the objects
+    the DatafileIOManager stored for the job's own `assets` (so a prefix holding the I/O manager's folder does not
+    make each run request the next)."""
 
     name: DefinitionName = Field(description="The sensor's name.")
     prefix: GcsPrefix = Field(description="Watch objects under this prefix: gs://bucket/folder/.")
@@ -37,11 +45,14 @@ class PrefixSensor(Documented, dg.Model):
         min_length=1,
         description="The assets the job observes or materializes (asset keys), e.g. the source and what reads it.",
     )
-    minimum_interval_seconds: int = Field(default=60, ge=1, description="Evaluate at most this often.")
+    # Dagster's GraphQL API (the UI) serves the interval as a 32-bit Int.
+    minimum_interval_seconds: Annotated[int, bounded(1, maximum=2**31 - 1)] = Field(
+        default=60, description="Evaluate at most this often (at most 2147483647 seconds)."
+    )
     process_existing: bool = Field(
         default=True, description="Request runs for objects already there at the first evaluation (false: baseline)."
     )
-    max_runs_per_tick: int | None = Field(default=None, ge=1, description="Request at most this many runs per tick.")
+    max_runs_per_tick: Count | None = Field(default=None, description="Request at most this many runs per tick.")
     default_status: DefaultStatus = Field(default="STOPPED", description="Whether the sensor runs once loaded.")
 
 
@@ -70,7 +81,23 @@ class ExternalDatafilesComponent(dg.Component, Documented, dg.Model):
 
     assets: list[ExternalDatafile] = Field(default_factory=list, description="The external files, one asset each.")
     sensor: PrefixSensor | None = Field(default=None, description="A sensor on a prefix and the job it requests.")
-    resource_key: str = Field(default="datafiles", description="The key of the DatafileResource used to read GCS.")
+    resource_key: ResourceKey = Field(
+        default="datafiles", description="The key of the DatafileResource used to read GCS."
+    )
+
+    @model_validator(mode="after")
+    def _one_file_per_key(self) -> "ExternalDatafilesComponent":
+        # Dagster keeps one of two observable source assets with the same key, silently.
+        seen: set[str] = set()
+        for item in self.assets:
+            normalised = item.key.strip("/")
+            if normalised in seen:
+                raise InvalidInputError(
+                    f"The asset key {item.key!r} is given more than once in assets: give each external file its own "
+                    f"key."
+                )
+            seen.add(normalised)
+        return self
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         assets = [
@@ -100,6 +127,8 @@ class ExternalDatafilesComponent(dg.Component, Documented, dg.Model):
             process_existing=settings.process_existing,
             max_runs_per_tick=settings.max_runs_per_tick,
             default_status=default_sensor_status(settings.default_status),
+            # What the job's own runs store under the prefix (the I/O manager's folder inside it) is not news.
+            ignore_outputs_of=[dg.AssetKey.from_user_string(key) for key in settings.assets],
         )
         return dg.Definitions(assets=assets, jobs=[job], sensors=[sensor])
 

@@ -5,6 +5,8 @@ The validators raise the library's errors (`InvalidCloudPathError`, `InvalidLabe
 pydantic reports them under the field's name and the line of `defs.yaml` that set it.
 """
 
+import math
+import re
 import zoneinfo
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -14,11 +16,12 @@ from dagster._utils.schedules import is_valid_cron_string
 from pydantic import AfterValidator, BaseModel, Field
 
 from octue_dagster.core.metadata import values as md
+from octue_dagster.core.storage.bulk import MAX_CONCURRENCY
 from octue_dagster.core.storage.gcs_path import parse_gcs_path, validate_bucket_name
 from octue_dagster.core.storage.store import StoreSettings
 from octue_dagster.dagster import addresses
 from octue_dagster.dagster.resources import StoreConfig
-from octue_dagster.exceptions import InvalidInputError
+from octue_dagster.exceptions import InvalidCloudPathError, InvalidInputError
 
 _DEFAULTS = StoreSettings()
 
@@ -38,8 +41,81 @@ def checked(rule: Callable[[Any], Any]) -> AfterValidator:
     return AfterValidator(validate)
 
 
+def bounded(minimum: float, *, exclusive: bool = False, maximum: float | None = None) -> AfterValidator:
+    """A pydantic validator for a finite number from `minimum` (or above it, if `exclusive`) to `maximum`.
+
+    Used instead of `Field(ge=..., gt=..., le=...)`: Dagster widens every attribute to `<type> | str` (so that a
+    template can stand in for any value) and applies a field's bounds to the widened type, where a string (a template,
+    or a quoted number) made pydantic raise a bare TypeError naming no attribute. A string is left to the second pass,
+    which converts it to the attribute's type before this check runs.
+    """
+
+    def validate(value: Any) -> Any:
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidInputError(f"{value!r} is not a finite number: give a number such as {_plain(minimum + 1)}.")
+        if value < minimum or (exclusive and value == minimum):
+            relation = "greater than" if exclusive else "greater than or equal to"
+            raise InvalidInputError(f"{value!r} is too small: give a number {relation} {_plain(minimum)}.")
+        if maximum is not None and value > maximum:
+            raise InvalidInputError(f"{value!r} is too large: give a number less than or equal to {_plain(maximum)}.")
+        return value
+
+    return AfterValidator(validate)
+
+
+def _plain(number: float) -> str:
+    """A bound as people write it: 1, 0.5, 2147483647 (not 2.14748e+09)."""
+    return str(int(number)) if float(number).is_integer() else str(number)
+
+
+_DEFINITION_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def _definition_name(value: str) -> str:
+    if not isinstance(value, str) or not _DEFINITION_NAME.match(value):
+        raise InvalidInputError(
+            f"{value!r} does not match the pattern {_DEFINITION_NAME.pattern} of Dagster names: use letters, digits "
+            f"and '_', such as 'nightly_retag'."
+        )
+    return value
+
+
+def _resource_key(value: str) -> str:
+    if not isinstance(value, str) or not value.isidentifier():
+        raise InvalidInputError(
+            f"{value!r} is not a resource key Dagster can bind: give a Python identifier (letters, digits and '_', not "
+            f"starting with a digit), such as 'datafiles'."
+        )
+    return value
+
+
+def distinct_client_key(component: Any) -> Any:
+    """`component` if its `resource_key` differs from its `gcs_resource_key`, else `InvalidInputError`: a resource
+    bound under the key it takes its GCS client from would need itself (Dagster fails every run on the cycle)."""
+    if component.resource_key == component.gcs_resource_key:
+        raise InvalidInputError(
+            f"{type(component).__name__} binds its resource under {component.resource_key!r} and takes its GCS client "
+            f"from the resource under the same key: change resource_key, or set gcs_resource_key to the key of a "
+            f"GCSResource (default 'gcs')."
+        )
+    return component
+
+
 def _gcs_uri(value: str) -> str:
     parse_gcs_path(value, allow_empty_name=True)
+    return value
+
+
+def _gcs_folder(value: str) -> str:
+    location = parse_gcs_path(value, allow_empty_name=True)
+    if location.name and not location.name.endswith("/"):
+        raise InvalidCloudPathError(
+            f"{value!r} is not a folder: a prefix selects every object whose name starts with it, so it would also "
+            f"select gs://{location.bucket}/{location.name}_old/... and gs://{location.bucket}/{location.name}.csv; "
+            f"end it with '/' ({value}/), or give the bucket alone (gs://{location.bucket})."
+        )
     return value
 
 
@@ -76,8 +152,8 @@ def _asset_key(value: str) -> str:
     return value
 
 
-#: A `gs://bucket` or `gs://bucket/folder/` URI (a prefix: every object under it).
-GcsPrefix = Annotated[str, checked(_gcs_uri)]
+#: A `gs://bucket` or `gs://bucket/folder/` URI (a prefix: every object under it); a folder must end in '/'.
+GcsPrefix = Annotated[str, checked(_gcs_folder)]
 #: A `gs://bucket/object` URI, or a prefix ending in '/'.
 GcsObjectOrPrefix = Annotated[str, checked(_gcs_uri)]
 #: A bucket name (no `gs://`).
@@ -96,7 +172,13 @@ OptionalCronString = Annotated[str | None, checked(_cron)]
 #: An IANA time zone name, such as 'UTC' or 'Europe/London'.
 Timezone = Annotated[str, checked(_timezone)]
 #: A Dagster definition name (jobs, schedules, sensors).
-DefinitionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+$")]
+DefinitionName = Annotated[str, checked(_definition_name)]
+#: A resource key: a Python identifier, as Dagster requires.
+ResourceKey = Annotated[str, checked(_resource_key)]
+#: A length of time in seconds, more than 0.
+Seconds = Annotated[float, bounded(0, exclusive=True)]
+#: A count of 1 or more.
+Count = Annotated[int, bounded(1)]
 #: An asset key as a '/'-joined string.
 AssetKeyString = Annotated[str, checked(_asset_key)]
 #: Whether a schedule or sensor starts running when the definitions are loaded.
@@ -128,30 +210,29 @@ class Documented(dg.Resolvable):
 class StoreSettingsFields(dg.Model):
     """How requests to GCS are retried and timed (`StoreConfig` of the Python API), as flat attributes."""
 
-    retry_deadline_seconds: float = Field(
+    retry_deadline_seconds: Seconds = Field(
         default=_DEFAULTS.retry_deadline_seconds,
-        gt=0,
         description="Retry transient GCS failures for this long before giving up with StorageUnavailableError.",
     )
-    concurrency: int = Field(
+    concurrency: Annotated[int, bounded(1, maximum=MAX_CONCURRENCY)] = Field(
         default=_DEFAULTS.concurrency,
-        ge=1,
-        description="Requests in flight at once for work on many objects (re-tagging, multi-partition inputs).",
+        description=f"Requests in flight at once for work on many objects (re-tagging, multi-partition inputs), at "
+        f"most {MAX_CONCURRENCY}.",
     )
-    initial_retry_delay_seconds: float = Field(
-        default=_DEFAULTS.initial_retry_delay_seconds, gt=0, description="The first pause between retries (doubling)."
+    initial_retry_delay_seconds: Seconds = Field(
+        default=_DEFAULTS.initial_retry_delay_seconds, description="The first pause between retries (doubling)."
     )
-    maximum_retry_delay_seconds: float = Field(
-        default=_DEFAULTS.maximum_retry_delay_seconds, gt=0, description="The longest pause between retries."
+    maximum_retry_delay_seconds: Seconds = Field(
+        default=_DEFAULTS.maximum_retry_delay_seconds, description="The longest pause between retries."
     )
-    connect_timeout_seconds: float = Field(
-        default=_DEFAULTS.connect_timeout_seconds, gt=0, description="Timeout to connect, per attempt."
+    connect_timeout_seconds: Seconds = Field(
+        default=_DEFAULTS.connect_timeout_seconds, description="Timeout to connect, per attempt."
     )
-    read_timeout_seconds: float = Field(
-        default=_DEFAULTS.read_timeout_seconds, gt=0, description="Timeout to read an answer, per attempt."
+    read_timeout_seconds: Seconds = Field(
+        default=_DEFAULTS.read_timeout_seconds, description="Timeout to read an answer, per attempt."
     )
-    list_page_size: int = Field(
-        default=_DEFAULTS.list_page_size, ge=1, le=1000, description="Objects per list request (at most 1000)."
+    list_page_size: Annotated[int, bounded(1, maximum=1000)] = Field(
+        default=_DEFAULTS.list_page_size, description="Objects per list request (at most 1000)."
     )
     user_project: str | None = Field(default=None, description="The project billed for requester-pays buckets.")
 
@@ -182,6 +263,11 @@ def default_sensor_status(status: DefaultStatus) -> Any:
 __all__ = [
     "AssetKeyString",
     "BucketName",
+    "Count",
+    "ResourceKey",
+    "Seconds",
+    "bounded",
+    "distinct_client_key",
     "OptionalCronString",
     "checked",
     "DefaultStatus",

@@ -1,12 +1,19 @@
 """`DatafileIOManagerComponent`: the `DatafileIOManager` declared in `defs.yaml`."""
 
-from typing import Literal
+from typing import Literal, Optional
 
 import dagster as dg
 from pydantic import Field, model_validator
 
 from octue_dagster.dagster.components.checks import DatafileChecks
-from octue_dagster.dagster.components.fields import BucketName, Documented, Folder, StoreSettingsFields
+from octue_dagster.dagster.components.fields import (
+    BucketName,
+    Documented,
+    Folder,
+    ResourceKey,
+    StoreSettingsFields,
+    distinct_client_key,
+)
 from octue_dagster.dagster.components.gcs import BoundOrDefaultGCSResource
 from octue_dagster.dagster.components.scaffolding import IOManagerScaffolder
 from octue_dagster.dagster.io_manager import DatafileIOManager
@@ -36,7 +43,7 @@ class DatafileIOManagerComponent(dg.Component, Documented, StoreSettingsFields):
 
     bucket: BucketName = Field(description="The GCS bucket to store asset files in (it must exist), without gs://.")
     prefix: Folder = Field(default="dagster", description="Folder inside the bucket, e.g. 'dagster' or 'team/assets'.")
-    resource_key: str = Field(
+    resource_key: ResourceKey = Field(
         default="io_manager",
         description="The key to bind the I/O manager under ('io_manager' makes it every asset's default).",
     )
@@ -47,8 +54,21 @@ class DatafileIOManagerComponent(dg.Component, Documented, StoreSettingsFields):
             "extension) or 'datafile' (the returned file's own name)."
         ),
     )
-    gcs_resource_key: str = Field(
+    gcs_resource_key: ResourceKey = Field(
         default="gcs", description="Use the GCS resource bound under this key, when the definitions bind one."
+    )
+    catalog_metadata: bool = Field(
+        default=True, description="Record column schema, row count and a preview of CSV and HDF5 outputs."
+    )
+    catalog_preview: bool = Field(
+        default=True, description="Copy the first rows into Dagster's event log as a preview (off for sensitive data)."
+    )
+    catalog_max_bytes: Optional[int] = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Count the rows of files up to this size (default $OCTUE_DAGSTER_CATALOG_MAX_BYTES, else 256 MiB; 0 never)."
+        ),
     )
     checks: DatafileChecks | None = Field(
         default=None,
@@ -64,6 +84,10 @@ class DatafileIOManagerComponent(dg.Component, Documented, StoreSettingsFields):
             self.checks.check_assets()
         return self
 
+    @model_validator(mode="after")
+    def _not_its_own_client(self) -> "DatafileIOManagerComponent":
+        return distinct_client_key(self)
+
     @property
     def io_manager(self) -> DatafileIOManager:
         """The configured I/O manager."""
@@ -73,6 +97,9 @@ class DatafileIOManagerComponent(dg.Component, Documented, StoreSettingsFields):
             object_names=self.object_names,
             gcs=BoundOrDefaultGCSResource(resource_key=self.gcs_resource_key),
             store_settings=self.store_config(),
+            catalog_metadata=self.catalog_metadata,
+            catalog_preview=self.catalog_preview,
+            catalog_max_bytes=self.catalog_max_bytes,
         )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:

@@ -1,9 +1,9 @@
 """`DatafileResourceComponent`: the `DatafileResource` declared in `defs.yaml`."""
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from octue_dagster.dagster.components.fields import Documented, StoreSettingsFields
+from octue_dagster.dagster.components.fields import Documented, ResourceKey, StoreSettingsFields, distinct_client_key
 from octue_dagster.dagster.components.gcs import BoundOrDefaultGCSResource
 from octue_dagster.dagster.resources import DatafileResource
 
@@ -23,7 +23,7 @@ class DatafileResourceComponent(dg.Component, Documented, StoreSettingsFields):
           retry_deadline_seconds: 60
     """
 
-    resource_key: str = Field(default="datafiles", description="The key to bind the resource under.")
+    resource_key: ResourceKey = Field(default="datafiles", description="The key to bind the resource under.")
     working_dir: str | None = Field(
         default=None,
         description="Folder for new local datafiles (a sub-folder per step attempt); default: a temporary folder.",
@@ -31,9 +31,13 @@ class DatafileResourceComponent(dg.Component, Documented, StoreSettingsFields):
     keep_working_files: bool = Field(
         default=False, description="Keep each step's working folder after the step instead of removing it."
     )
-    gcs_resource_key: str = Field(
+    gcs_resource_key: ResourceKey = Field(
         default="gcs", description="Use the GCS resource bound under this key, when the definitions bind one."
     )
+
+    @model_validator(mode="after")
+    def _not_its_own_client(self) -> "DatafileResourceComponent":
+        return distinct_client_key(self)
 
     @property
     def resource(self) -> DatafileResource:

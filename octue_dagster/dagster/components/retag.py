@@ -7,6 +7,7 @@ from pydantic import Field, model_validator
 
 from octue_dagster.core.listing.selection import RetagSpec
 from octue_dagster.dagster.components.fields import (
+    ResourceKey,
     Documented,
     OptionalCronString,
     DefaultStatus,
@@ -62,7 +63,7 @@ class RetagComponent(dg.Component, Documented, dg.Model):
         default="STOPPED",
         description="Whether the schedule runs as soon as it is loaded (RUNNING) or waits to be turned on (STOPPED).",
     )
-    resource_key: str = Field(default="datafiles", description="The key of the DatafileResource the job uses.")
+    resource_key: ResourceKey = Field(default="datafiles", description="The key of the DatafileResource the job uses.")
     description: str | None = Field(default=None, description="The job's description in the UI.")
 
     @model_validator(mode="after")

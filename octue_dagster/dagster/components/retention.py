@@ -1,11 +1,12 @@
 """`RetentionComponent`: the retention job (and its schedule) declared in `defs.yaml`."""
 
-from typing import Any
+from typing import Annotated, Any
 
 import dagster as dg
 from pydantic import Field
 
 from octue_dagster.dagster.components.fields import (
+    ResourceKey,
     Documented,
     BucketName,
     OptionalCronString,
@@ -13,11 +14,12 @@ from octue_dagster.dagster.components.fields import (
     DefinitionName,
     Folder,
     Timezone,
+    bounded,
     default_status,
 )
 from octue_dagster.dagster.components.scaffolding import RetentionScaffolder
 from octue_dagster.dagster.retag_job import build_retag_schedule
-from octue_dagster.dagster.retention_job import RetentionConfig, build_retention_job
+from octue_dagster.dagster.retention_job import MAX_OLDER_THAN_DAYS, RetentionConfig, build_retention_job
 
 
 @dg.scaffold_with(RetentionScaffolder)
@@ -43,8 +45,10 @@ class RetentionComponent(dg.Component, Documented, dg.Model):
     job_name: DefinitionName = Field(default="storage_retention", description="The job's name.")
     bucket: BucketName = Field(description="The I/O manager's bucket (without gs://).")
     prefix: Folder = Field(default="dagster", description="The I/O manager's folder inside the bucket.")
-    older_than_days: float = Field(
-        default=30, ge=0, description="Remove op outputs of runs that finished more than this many days ago."
+    older_than_days: Annotated[float, bounded(0, maximum=MAX_OLDER_THAN_DAYS)] = Field(
+        default=30,
+        description=f"Remove op outputs of runs that finished more than this many days ago (at most "
+        f"{MAX_OLDER_THAN_DAYS}, 100 years).",
     )
     cron_schedule: OptionalCronString = Field(
         default=None, description="Run on this cron schedule, e.g. '0 4 * * *'; none: no schedule."
@@ -57,7 +61,7 @@ class RetentionComponent(dg.Component, Documented, dg.Model):
         default="STOPPED",
         description="Whether the schedule runs as soon as it is loaded (RUNNING) or waits to be turned on (STOPPED).",
     )
-    resource_key: str = Field(default="datafiles", description="The key of the DatafileResource the job uses.")
+    resource_key: ResourceKey = Field(default="datafiles", description="The key of the DatafileResource the job uses.")
     description: str | None = Field(default=None, description="The job's description in the UI.")
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:

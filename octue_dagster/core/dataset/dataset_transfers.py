@@ -1,7 +1,7 @@
 """Moving a dataset's files: the upload and download loops, run concurrently with bounded memory.
 
-`Dataset.upload`/`download` decide what goes where; these functions send it, file by file, on the bounded pool of
-`octue_dagster.core.storage.transfers`, and report what each file needed.
+`Dataset.upload`/`download` decide what goes where; these functions send it, file by file, on the bounded runner of
+`octue_dagster.core.storage.runner`, and report what each file needed.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from octue_dagster.core.metadata import values as md
 from octue_dagster.core.datafile.datafile import Datafile
 from octue_dagster.core.storage.gcs_path import GCSPath
 from octue_dagster.core.storage.store import MULTIPART_LIMIT_BYTES, UPLOAD_CHUNK_BYTES, ObjectInfo
-from octue_dagster.core.storage.transfers import DEFAULT_MEMORY_BUDGET_BYTES, MemoryBudget, run_concurrently
+from octue_dagster.core.storage.runner import run_all
 
 
 @dataclasses.dataclass
@@ -37,24 +37,37 @@ def upload_memory_bytes(size: int) -> int:
     return UPLOAD_CHUNK_BYTES + MULTIPART_LIMIT_BYTES
 
 
-def upload_one(datafile: Datafile, target: GCSPath, existing: ObjectInfo | None, budget: MemoryBudget) -> str:
+def _wanted_metadata(datafile: Datafile) -> dict[str, str]:
+    return md.to_cloud_metadata(datafile.id, datafile.timestamp, datafile.labels, datafile.tags)
+
+
+def _holds_content(existing: ObjectInfo | None, datafile: Datafile) -> bool:
+    return existing is not None and existing.crc32c == datafile.hash_value
+
+
+def upload_one(datafile: Datafile, target: GCSPath, existing: ObjectInfo | None) -> str:
     """Put one file at `target`, doing nothing if the listed object already holds its content and metadata."""
-    metadata = md.to_cloud_metadata(datafile.id, datafile.timestamp, datafile.labels, datafile.tags)
-    if existing is not None and existing.crc32c == datafile.hash_value:
+    if _holds_content(existing, datafile):
+        metadata = _wanted_metadata(datafile)
         if all(
-            existing.custom_metadata.get(key) == value
+            existing.custom_metadata.get(key) == value  # type: ignore[union-attr]
             for key, value in metadata.items()
             if key != f"{md.NAMESPACE}__sdk_version"
         ):
-            datafile._switch_to(target, existing)  # noqa: SLF001
+            datafile._switch_to(target, existing)  # type: ignore[arg-type]  # noqa: SLF001
             return "unchanged"
         datafile.upload(str(target))
         return "patched"
     was_in_cloud = datafile.object_info is not None and not datafile.exists_locally
-    size = 0 if was_in_cloud else (datafile.size_bytes or 0)
-    with budget.hold(upload_memory_bytes(size)):
-        datafile.upload(str(target))
+    datafile.upload(str(target))
     return "copied" if was_in_cloud else "transferred"
+
+
+def upload_memory_of(datafile: Datafile, existing: ObjectInfo | None) -> int:
+    """What `upload_one` will hold in memory: nothing for a file already there or copied server side."""
+    if _holds_content(existing, datafile) or (datafile.object_info is not None and not datafile.exists_locally):
+        return 0
+    return upload_memory_bytes(datafile.size_bytes or 0)
 
 
 def upload_files(
@@ -66,14 +79,17 @@ def upload_files(
 ) -> TransferReport:
     """Put each datafile at its target (`existing` is the destination's listing by object name), concurrently."""
     report = TransferReport()
-    budget = MemoryBudget(DEFAULT_MEMORY_BUDGET_BYTES)
 
     def send(item: tuple[Datafile, GCSPath]) -> tuple[str, str]:
         datafile, target = item
-        return upload_one(datafile, target, existing.get(target.name), budget), str(target)
+        return upload_one(datafile, target, existing.get(target.name)), str(target)
 
-    for outcome, target in run_concurrently(
-        send, plan, max_workers=max_workers, description=description, total=len(plan)
+    def memory_of(item: tuple[Datafile, GCSPath]) -> int:
+        datafile, target = item
+        return upload_memory_of(datafile, existing.get(target.name))
+
+    for outcome, target in run_all(
+        send, plan, concurrency=max_workers, memory_of=memory_of, progress=description, total=len(plan)
     ):
         getattr(report, outcome).append(target)
     return report
@@ -86,8 +102,8 @@ def download_files(plan: Sequence[tuple[Datafile, Path | None]], *, max_workers:
         file, target = item
         return file.download(local_path=target)
 
-    for _ in run_concurrently(fetch, plan, max_workers=max_workers, description=description, total=len(plan)):
+    for _ in run_all(fetch, plan, concurrency=max_workers, progress=description, total=len(plan)):
         pass
 
 
-__all__ = ["TransferReport", "download_files", "upload_files", "upload_memory_bytes", "upload_one"]
+__all__ = ["TransferReport", "download_files", "upload_files", "upload_memory_bytes", "upload_memory_of", "upload_one"]

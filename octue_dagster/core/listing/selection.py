@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from octue_dagster.core.metadata import values as md
-from octue_dagster.core.storage.bulk import run_concurrently
+from octue_dagster.core.storage.runner import run_concurrently
 from octue_dagster.core.datafile.datafile import Datafile
 from octue_dagster.core.dataset.dataset_files import is_octue_metadata_object
 from octue_dagster.core.storage.gcs_path import GCSPath, parse_gcs_path

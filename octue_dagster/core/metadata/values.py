@@ -75,6 +75,10 @@ def validate_tag_name(name: object) -> str:
     return name
 
 
+#: Types (exactly these, not subclasses such as enums) whose values JSON stores and reads back unchanged.
+_STORED_AS_THEMSELVES = frozenset({str, int, float, bool, type(None)})
+
+
 def validate_tag_value(name: str, value: Any) -> Any:
     """Return `value` as it will be read back once stored, if Octue's SDK can store it, else raise `InvalidTagError`.
 
@@ -83,6 +87,10 @@ def validate_tag_value(name: str, value: Any) -> Any:
     is the stored form (a numpy array becomes a list, a tuple a list), so that what a datafile holds in memory is
     what every reader of the stored metadata sees.
     """
+    if type(value) in _STORED_AS_THEMSELVES and not (type(value) is int and value.bit_length() > 10_000):
+        # Immutable, and read back exactly as given: no need to round-trip it through JSON (ints of thousands of
+        # digits go the long way, to meet Python's limit on converting them to text as they would when stored).
+        return value
     try:
         return decode_json(encode_json(value))
     except (TypeError, ValueError, RecursionError) as error:
@@ -450,6 +458,23 @@ def _unreadable_field(field: str, where: str, error: BaseException) -> InvalidMe
         f"The stored metadata field {field!r} of {where} cannot be read: {_reason(error).rstrip('.')}. Fix it, or "
         f"instantiate the datafile with ignore_stored_metadata=True to replace it."
     )
+
+
+#: What `stored_field` returns for a field that cannot be read.
+UNREADABLE: Any = object()
+
+
+def stored_field(custom_metadata: Mapping[str, str] | None, field: str) -> Any:
+    """One Octue field of a GCS object's custom metadata, parsed as `from_cloud_metadata` parses it (labels as a
+    frozenset, tags as a dict), `None` if absent, or `UNREADABLE`: for filters that need one field of many objects."""
+    raw = (custom_metadata or {}).get(f"{NAMESPACE}__{field}")
+    if raw is None:
+        return None
+    try:
+        value = decode_json(raw)
+        return None if value is None else _FIELD_PARSERS[field](value)
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        return UNREADABLE
 
 
 def from_cloud_metadata(custom_metadata: Mapping[str, str] | None, where: str) -> StoredMetadata:

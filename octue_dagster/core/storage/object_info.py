@@ -11,6 +11,7 @@ import datetime
 from collections.abc import Mapping
 
 from google.cloud import storage
+from google.cloud._helpers import _rfc3339_nanos_to_datetime
 
 from octue_dagster.core.storage.gcs_path import GCSPath
 
@@ -33,18 +34,38 @@ class ObjectInfo:
 
     @classmethod
     def from_blob(cls, blob: storage.Blob) -> ObjectInfo:
+        """The object a blob describes, read from the blob's resource (the JSON GCS sent) directly.
+
+        A listing makes one of these per object, so the cost per object is the cost of a listing: the blob's own
+        properties deep-copy the custom metadata and parse timestamps with `strptime` (together 5x the cost of the
+        plain client's listing), where the resource's values are read once and timestamps parsed with
+        `fromisoformat`.
+        """
+        resource = blob._properties  # noqa: SLF001 - the resource the client's own properties read
+        metadata = resource.get("metadata")
         return cls(
             path=GCSPath(blob.bucket.name, blob.name),
-            generation=int(blob.generation),
-            metageneration=int(blob.metageneration or 1),
-            size=int(blob.size or 0),
-            crc32c=blob.crc32c,
-            md5_hash=blob.md5_hash,
-            content_type=blob.content_type,
-            updated=blob.updated,
-            custom_metadata=dict(blob.metadata or {}),
-            time_created=blob.time_created,
+            generation=int(resource.get("generation")),  # type: ignore[arg-type]
+            metageneration=int(resource.get("metageneration") or 1),
+            size=int(resource.get("size") or 0),
+            crc32c=resource.get("crc32c"),
+            md5_hash=resource.get("md5Hash"),
+            content_type=resource.get("contentType"),
+            updated=_timestamp(resource.get("updated")),
+            custom_metadata=dict(metadata) if metadata else {},
+            time_created=_timestamp(resource.get("timeCreated")),
         )
+
+
+def _timestamp(value: str | None) -> datetime.datetime | None:
+    """An RFC 3339 timestamp from GCS as an aware datetime (as the client parses it, `fromisoformat`'s speed)."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return _rfc3339_nanos_to_datetime(value)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=datetime.timezone.utc)
 
 
 __all__ = ["ObjectInfo"]

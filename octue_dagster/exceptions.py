@@ -119,3 +119,8 @@ class MetadataFileBusyError(OctueDagsterError, TimeoutError):
 class StorageRequestError(OctueDagsterError, ValueError):
     """GCS refused a request as malformed or impossible (400 Bad Request and other 4xx answers the library has no
     more specific error for), such as a read of a requester-pays bucket without a billing project."""
+
+
+class LocalFileChangedError(OctueDagsterError, OSError):
+    """A local file kept changing in place (truncated or rewritten) while it was being read to hash it; no hash was
+    recorded. Hash it again once whatever writes it has finished."""

@@ -102,14 +102,12 @@ def run(arguments: argparse.Namespace, workdir: Path) -> list[Row]:
         )
     if "scale" in arguments.only:
         sizes = tuple(int(size) for size in (arguments.scale_sizes or "1000,5000,20000").split(","))
-        retag_sizes = tuple(sorted({max(1, size // 4) for size in sizes})) if arguments.scale_sizes else None
         _step(f"8. scale: {', '.join(map(str, sizes))} objects at {arguments.latency_ms:g} ms per request")
         rows += scale_bench.scale_rows(
             workdir,
             latency_ms=arguments.latency_ms,
             concurrency=arguments.concurrency,
             sizes=sizes,
-            **({"retag_sizes": retag_sizes} if retag_sizes else {}),
         )
     return rows
 

@@ -55,7 +55,7 @@ CHANGED_FILE_ATTEMPTS = 3
 #: How many files' hashes are remembered; long-running workers touch many files, so the cache is bounded (LRU).
 CACHE_ENTRIES = 10_000
 
-_cache: OrderedDict[str, tuple[int, int, int, int, int, str]] = OrderedDict()
+_cache: OrderedDict[tuple[int, int], tuple[int, int, int, int, int, str]] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
@@ -64,7 +64,13 @@ def _identity(stat: os.stat_result) -> tuple[int, int, int, int, int]:
     return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
-def _store(key: str, entry: tuple[int, int, int, int, int, str]) -> None:
+def _key(stat: os.stat_result) -> tuple[int, int]:
+    """A file's cache key: its device and inode, so that every path to it (links, `..`, relative paths) shares one
+    entry without resolving the path (`realpath` cost more than the rest of a cached `hash_file`)."""
+    return (stat.st_dev, stat.st_ino)
+
+
+def _store(key: tuple[int, int], entry: tuple[int, int, int, int, int, str]) -> None:
     with _cache_lock:
         _cache[key] = entry
         _cache.move_to_end(key)
@@ -85,12 +91,12 @@ def crc32c_base64(data: bytes) -> str:
 def hash_file(path: str | os.PathLike[str]) -> str:
     """The base64 crc32c of a file's content, read in blocks so that memory use does not grow with the file.
 
-    The result is cached per path until the file's inode, size, modification or change time changes, so a second
-    call on an unchanged file does not read it again.
+    The result is cached per file (device and inode) until its size, modification or change time changes, so a
+    second call on an unchanged file, by any path, does not read it again.
     """
     path = os.fspath(path)
     stat = os.stat(path)
-    key = os.path.realpath(path)
+    key = _key(stat)
     identity = _identity(stat)
     with _cache_lock:
         cached = _cache.get(key)
@@ -99,6 +105,18 @@ def hash_file(path: str | os.PathLike[str]) -> str:
     value = read_file_hash(path)
     _store(key, (*identity, value))
     return value
+
+
+def cached_hash(path: str | os.PathLike[str]) -> str | None:
+    """The hash `hash_file` would return if it has it for the file as it is now (one `stat`, never a read), else
+    `None` (also for a file that does not exist)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    with _cache_lock:
+        cached = _cache.get(_key(stat))
+    return cached[5] if cached is not None and cached[:5] == _identity(stat) else None
 
 
 def read_file_hash(path: str | os.PathLike[str]) -> str:
@@ -172,7 +190,7 @@ def read_stream_hash(file: IO[bytes]) -> str:
 def remember_hash(path: str | os.PathLike[str], value: str) -> None:
     """Record a hash already known for a file (for example, verified while downloading it) to save a re-read."""
     stat = os.stat(path)
-    _store(os.path.realpath(path), (*_identity(stat), value))
+    _store(_key(stat), (*_identity(stat), value))
 
 
 class HashingWriter(io.RawIOBase):

@@ -20,6 +20,7 @@ import dataclasses
 import datetime
 import json
 import re
+import threading
 import uuid
 from collections import UserString
 from collections.abc import Iterable, Mapping
@@ -295,15 +296,44 @@ def _decode_hook(obj: dict[str, Any]) -> Any:
     return obj
 
 
+#: Encoders by their options, made once: `json.dumps(..., cls=...)` builds a new encoder on every call, which costs
+#: more than encoding a label set (every listed or uploaded datafile encodes five fields).
+_ENCODERS: dict[tuple[tuple[str, Any], ...], OctueJSONEncoder] = {}
+#: One decoder per thread (its scanner is not shared while the decode hook runs Python code), made once, for the
+#: same reason.
+_decoders = threading.local()
+
+
 def encode_json(value: Any, **kwargs: Any) -> str:
     """Serialise `value` to JSON as Octue's SDK does (sets and datetimes tagged with `_type`, NaN as `NaN`)."""
-    return json.dumps(value, cls=OctueJSONEncoder, **kwargs)
+    try:
+        key = tuple(sorted(kwargs.items()))
+        encoder = _ENCODERS.get(key)
+    except TypeError:  # an option whose value cannot be a key (a `default` function, say): made for this call
+        return json.dumps(value, cls=OctueJSONEncoder, **kwargs)
+    if encoder is None:
+        encoder = OctueJSONEncoder(**kwargs)
+        if len(_ENCODERS) < 16:
+            _ENCODERS[key] = encoder
+    return encoder.encode(value)
 
 
 def decode_json(text: str | bytes) -> Any:
-    """Parse JSON written by `encode_json` or by Octue's SDK; anything unparseable raises `ValueError`."""
+    """Parse JSON written by `encode_json` or by Octue's SDK; anything unparseable raises `ValueError`.
+
+    Exactly `json.loads(text, object_hook=...)`, with the decoder made once per thread.
+    """
+    if isinstance(text, (bytes, bytearray)):
+        text = text.decode(json.detect_encoding(text), "surrogatepass")
+    elif not isinstance(text, str):
+        raise TypeError(f"the JSON object must be str, bytes or bytearray, not {type(text).__name__}")
+    if text.startswith("\ufeff"):
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    decoder = getattr(_decoders, "decoder", None)
+    if decoder is None:
+        decoder = _decoders.decoder = json.JSONDecoder(object_hook=_decode_hook)
     try:
-        return json.loads(text, object_hook=_decode_hook)
+        return decoder.decode(text)
     except RecursionError:
         raise ValueError("the JSON is nested too deeply to read") from None
 

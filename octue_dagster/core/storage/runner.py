@@ -159,6 +159,7 @@ def run_concurrently(
     memory_of: Callable[[T], int] | None = None,
     progress: str | None = None,
     total: int | None = None,
+    quick: Callable[[T], R | None] | None = None,
 ) -> Iterator[Outcome[T, R]]:
     """Call `function` on every item, `concurrency` at a time, yielding each item's `Outcome` as it completes.
 
@@ -169,6 +170,9 @@ def run_concurrently(
     - `memory_of`: the bytes a call on an item holds in memory; calls wait until their bytes fit in
       `memory_budget_bytes` together (a call larger than the whole budget runs alone).
     - `progress`: a description for a tqdm bar of `total` items, drawn only when stderr is a terminal.
+    - `quick`: a cheap check run in the calling thread as each item is taken: a result other than `None` is the
+      item's result, without handing it to a thread (an unchanged file of a dataset re-upload needs no request, and
+      handing thousands of such items between threads costs more than the items).
 
     Exceptions raised by `function` become outcomes; an exception raised by `items` itself (the listing failing)
     propagates after the outcomes of every item already taken have been yielded. Closing the iterator early waits
@@ -188,11 +192,13 @@ def run_concurrently(
     try:
         if workers == 1:
             for item in items:
-                outcome = _call(call, item)
+                outcome = _settled(quick, item) if quick is not None else None
+                if outcome is None:
+                    outcome = _call(call, item)
                 bar.update(1)
                 yield outcome
             return
-        for outcome in _run_on_threads(call, items, workers, max(window or 2 * workers, workers)):
+        for outcome in _run_on_threads(call, items, workers, max(window or 2 * workers, workers), quick):
             bar.update(1)
             yield outcome
     finally:
@@ -234,8 +240,14 @@ class _Fatal:
 _STOP: Any = object()
 
 
+def _settled(quick: Callable[[T], R | None], item: T) -> Outcome[T, R] | None:
+    """The item's outcome if `quick` settles it (a result, or an error), else `None`."""
+    outcome = _call(quick, item)
+    return None if outcome.ok and outcome.result is None else outcome  # type: ignore[return-value]
+
+
 def _run_on_threads(
-    function: Callable[[T], R], items: Iterable[T], workers: int, window: int
+    function: Callable[[T], R], items: Iterable[T], workers: int, window: int, quick: Callable[[T], R | None] | None
 ) -> Iterator[Outcome[T, R]]:
     work: queue.SimpleQueue[Any] = queue.SimpleQueue()
     done: queue.SimpleQueue[Outcome[T, R] | _Fatal] = queue.SimpleQueue()
@@ -268,6 +280,11 @@ def _run_on_threads(
                 except Exception as error:  # the listing failed: finish what was taken, then say so
                     source_error, exhausted = error, True
                     break
+                if quick is not None:
+                    settled = _settled(quick, item)
+                    if settled is not None:
+                        yield settled
+                        continue
                 work.put(item)
                 in_flight += 1
                 if len(threads) < workers and len(threads) < in_flight:

@@ -111,6 +111,8 @@ def _shorten(value: object, limit: int = 200) -> str:
         text = repr(value)
     except RecursionError:
         text = f"<{type(value).__name__} nested too deeply to show>"
+    except ValueError:  # an int of more digits than Python converts to text
+        text = f"<{type(value).__name__} too large to show>"
     return text if len(text) <= limit else text[:limit] + "..."
 
 

@@ -52,8 +52,10 @@ _populate_supported = _MADV_POPULATE_READ is not None
 #: How many times a file that changed while being hashed is hashed again before `LocalFileChangedError`.
 CHANGED_FILE_ATTEMPTS = 3
 
-#: How many files' hashes are remembered; long-running workers touch many files, so the cache is bounded (LRU).
-CACHE_ENTRIES = 10_000
+#: How many files' hashes are remembered; long-running workers touch many files, so the cache is bounded (LRU). An
+#: entry is about 360 bytes, so this is at most about 36 MB. A dataset of more files than this is hashed again on every
+#: upload (the LRU order is the upload order): at 10,000 a 20,000-file re-upload read every file and took 6.5 s.
+CACHE_ENTRIES = 100_000
 
 _cache: OrderedDict[tuple[int, int], tuple[int, int, int, int, int, str]] = OrderedDict()
 _cache_lock = threading.Lock()

@@ -12,6 +12,8 @@ PREFIX = "dagster"
 EXTERNAL_FOLDER = "external"
 #: The nightly job that marks cleaned readings as quality-checked.
 RETAG_JOB_NAME = "retag_reviewed_readings"
+#: The nightly job that checks every stored object is still the one Dagster recorded (the assets' Checks tab).
+CHECKS_JOB_NAME = "check_stored_objects"
 
 
 def bucket() -> str:

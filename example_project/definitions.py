@@ -16,6 +16,7 @@ from example_project.sources import build_external_files_sensor, build_site_meta
 from octue_dagster import (
     DatafileIOManager,
     DatafileResource,
+    build_datafile_asset_checks,
     build_retag_job,
     build_retag_schedule,
     build_retention_job,
@@ -23,6 +24,7 @@ from octue_dagster import (
 )
 
 RETAG_JOB_NAME = config.RETAG_JOB_NAME
+CHECKS_JOB_NAME = config.CHECKS_JOB_NAME
 
 
 def build_retag(bucket: str) -> tuple[dg.JobDefinition, dg.ScheduleDefinition]:
@@ -38,6 +40,24 @@ def build_retag(bucket: str) -> tuple[dg.JobDefinition, dg.ScheduleDefinition]:
     return retag_job, build_retag_schedule(retag_job, "0 3 * * *")
 
 
+def build_checks() -> tuple[list[dg.AssetChecksDefinition], dg.JobDefinition, dg.ScheduleDefinition]:
+    """Checks that each asset's objects in GCS are still what Dagster recorded (not overwritten, deleted or restored
+    behind its back) and carry their labels and tags; they run after each materialization and nightly."""
+    checks = [
+        *build_datafile_asset_checks(
+            [raw_readings, cleaned_readings], required_labels=["turbine-readings"], required_tags=["day"]
+        ),
+        *build_datafile_asset_checks([turbine_files], required_labels=["turbine-readings"], required_tags=["turbine"]),
+        *build_datafile_asset_checks([turbine_summary], required_labels=["turbine-summary"]),
+    ]
+    job = dg.define_asset_job(
+        CHECKS_JOB_NAME,
+        selection=dg.AssetSelection.checks(*checks),
+        description="Check every stored object against its latest materialization (metadata only; no download).",
+    )
+    return checks, job, dg.ScheduleDefinition(job=job, cron_schedule="30 4 * * *", execution_timezone="UTC")
+
+
 def build_definitions(bucket: str, executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:
     """The pipeline's definitions for one bucket (tests build them for a throwaway bucket).
 
@@ -48,10 +68,12 @@ def build_definitions(bucket: str, executor: dg.ExecutorDefinition | None = None
     gcs = GCSResource()
     retag_job, retag_schedule = build_retag(bucket)
     retention_job = build_retention_job("storage_retention", bucket=bucket, prefix=config.PREFIX, older_than_days=30)
+    checks, checks_job, checks_schedule = build_checks()
     return dg.Definitions(
         assets=[build_site_metadata(bucket), raw_readings, cleaned_readings, turbine_files, turbine_summary],
-        jobs=[retag_job, retention_job],
-        schedules=[retag_schedule, build_retention_schedule(retention_job, "0 4 * * *")],
+        asset_checks=checks,
+        jobs=[retag_job, retention_job, checks_job],
+        schedules=[retag_schedule, build_retention_schedule(retention_job, "0 4 * * *"), checks_schedule],
         sensors=[build_external_files_sensor(bucket)],
         resources={
             "gcs": gcs,

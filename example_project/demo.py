@@ -2,8 +2,9 @@
 
 Steps: create the bucket if it is missing, seed the externally maintained site-metadata file, materialize every
 partition of every asset with `dagster asset materialize` (one run per day, then the summary), run the re-tagging
-job once with `dagster job execute`, and list every stored datafile and dataset with its Octue metadata. The listing reads
-metadata only (paged list requests); nothing is downloaded.
+job and the asset checks job once with `dagster job execute`, list every stored datafile and dataset with its Octue
+metadata, and print each asset check's result (what the assets' Checks tabs show). The listing and the checks read
+metadata only (paged list requests, one metadata request per object); nothing is downloaded.
 
 Runs against whatever `STORAGE_EMULATOR_HOST` points at (`make demo` starts fake-gcs-server for it), or real GCS
 with default credentials when it is unset. `--seed-only` stops after seeding (used by `make dev`).
@@ -96,6 +97,8 @@ def run_pipeline() -> None:
         # Observing the external file and building the summary in one run (the observation runs first: a dependency).
         dagster("asset", "materialize", *target, "--select", "site_metadata,turbine_summary")
         dagster("job", "execute", *target, "-j", config.RETAG_JOB_NAME)
+        # The nightly asset checks, once: every stored object against its latest materialization (no download).
+        dagster("job", "execute", *target, "-j", config.CHECKS_JOB_NAME)
 
 
 def show_datafiles(bucket: str) -> int:
@@ -126,6 +129,31 @@ def show_datasets(bucket: str) -> int:
     return len(datasets)
 
 
+def show_checks() -> int:
+    """Print the latest result of every asset check (what the UI's Checks tabs show); return how many failed."""
+    import warnings
+
+    import dagster as dg
+
+    with warnings.catch_warnings():  # the example's observable source asset is a beta feature; the CLI said so
+        warnings.simplefilter("ignore")
+        from example_project.definitions import build_checks
+
+    checks, _, _ = build_checks()
+    failed = 0
+    print("\nAsset checks (latest results, as the Checks tabs show them):")
+    with dg.DagsterInstance.get() as instance:
+        for key in sorted((key for check in checks for key in check.check_keys), key=str):
+            record = instance.get_latest_asset_check_evaluation_record(key)
+            evaluation = record.evaluation if record is not None else None
+            status = "not run" if evaluation is None else "passed" if evaluation.passed else "FAILED"
+            failed += status == "FAILED"
+            print(f"  {key.asset_key.to_user_string()} {key.name}: {status}")
+            if evaluation is not None and not evaluation.passed:
+                print(f"    {evaluation.description}")
+    return failed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed-only", action="store_true", help="only create the bucket and seed the external file")
@@ -145,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     run_pipeline()
     show_datafiles(bucket)
     show_datasets(bucket)
+    show_checks()
     print(
         f"\nDagster recorded these runs in {os.environ['DAGSTER_HOME']}; `make dev` opens them in the UI. (The "
         f"emulator keeps objects in memory only, so `make dev` starts with a freshly seeded, empty bucket.)"

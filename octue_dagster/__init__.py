@@ -25,15 +25,22 @@ from octue_dagster.exceptions import (
     InvalidMetadataError,
     InvalidTagError,
     InvalidTimestampError,
+    InvalidTimestampTypeError,
+    LocalFileChangedError,
+    CloudLocationNotSpecifiedError,
+    OctueCompatibilityWarning,
     MetadataFileBusyError,
     MissingCredentialsError,
     MissingDependencyError,
     OctueDagsterError,
     ReadOnlyDatafileError,
+    ReadOnlyDatasetError,
+    InvalidSerialisationError,
     StoragePermissionError,
     StorageRequestError,
     StorageUnavailableError,
     UnexpectedNumberOfResultsError,
+    UnsafeFolderError,
     UnsupportedTypeError,
 )
 from octue_dagster.core.metadata.values import LabelSet, TagDict
@@ -43,6 +50,7 @@ from octue_dagster.core.storage.store import Store, StoreSettings
 # The Dagster layer is imported on first use, so that scripts and worker processes that only handle Datafiles do not
 # pay for importing dagster (seconds per process).
 _DAGSTER_NAMES = {
+    "build_datafile_asset_checks": "octue_dagster.dagster.asset_checks",
     "datafile_data_version": "octue_dagster.dagster.ui_metadata",
     "datafile_metadata": "octue_dagster.dagster.ui_metadata",
     "DatafileIOManager": "octue_dagster.dagster.io_manager",
@@ -57,9 +65,16 @@ _DAGSTER_NAMES = {
     "build_retag_schedule": "octue_dagster.dagster.retag_job",
     "build_retention_job": "octue_dagster.dagster.retention_job",
     "build_retention_schedule": "octue_dagster.dagster.retention_job",
+    # Components for `defs.yaml` (types `octue_dagster.<name>`; `dg list components` lists them).
+    "DatafileIOManagerComponent": "octue_dagster.dagster.components",
+    "DatafileResourceComponent": "octue_dagster.dagster.components",
+    "ExternalDatafilesComponent": "octue_dagster.dagster.components",
+    "RetagComponent": "octue_dagster.dagster.components",
+    "RetentionComponent": "octue_dagster.dagster.components",
 }
 
 if TYPE_CHECKING:
+    from octue_dagster.dagster.asset_checks import build_datafile_asset_checks
     from octue_dagster.dagster.ui_metadata import datafile_data_version, datafile_metadata
     from octue_dagster.dagster.io_manager import (
         DatafileIOManager,
@@ -71,6 +86,13 @@ if TYPE_CHECKING:
     from octue_dagster.dagster.resources import DatafileResource, StoreConfig
     from octue_dagster.dagster.retag_job import build_retag_job, build_retag_schedule
     from octue_dagster.dagster.retention_job import build_retention_job, build_retention_schedule
+    from octue_dagster.dagster.components import (
+        DatafileIOManagerComponent,
+        DatafileResourceComponent,
+        ExternalDatafilesComponent,
+        RetagComponent,
+        RetentionComponent,
+    )
 
 
 def __getattr__(name: str) -> Any:
@@ -82,9 +104,19 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+def __dir__() -> list[str]:
+    # The lazy names too, so that `dir()` and tools that list a module's contents (dg's component registry) see them.
+    return sorted(set(globals()) | set(_DAGSTER_NAMES))
+
+
 __version__ = "0.2.0"
 
 __all__ = [
+    "DatafileIOManagerComponent",
+    "DatafileResourceComponent",
+    "ExternalDatafilesComponent",
+    "RetagComponent",
+    "RetentionComponent",
     "DatafileIOManager",
     "DatafileResource",
     "StoreConfig",
@@ -92,6 +124,7 @@ __all__ = [
     "build_retag_schedule",
     "build_retention_job",
     "build_retention_schedule",
+    "build_datafile_asset_checks",
     "datafile_data_version",
     "datafile_metadata",
     "datafile_output",
@@ -121,6 +154,10 @@ __all__ = [
     "InvalidMetadataError",
     "InvalidTagError",
     "InvalidTimestampError",
+    "InvalidTimestampTypeError",
+    "LocalFileChangedError",
+    "CloudLocationNotSpecifiedError",
+    "OctueCompatibilityWarning",
     "MetadataFileBusyError",
     "LabelSet",
     "RetagCounts",
@@ -132,12 +169,15 @@ __all__ = [
     "MissingDependencyError",
     "OctueDagsterError",
     "ReadOnlyDatafileError",
+    "ReadOnlyDatasetError",
+    "InvalidSerialisationError",
     "StoragePermissionError",
     "StorageRequestError",
     "StorageUnavailableError",
     "TagDict",
     "list_datafiles",
     "UnexpectedNumberOfResultsError",
+    "UnsafeFolderError",
     "UnsupportedTypeError",
     "parse_gcs_path",
     "retag_objects",

@@ -8,7 +8,22 @@ from __future__ import annotations
 
 
 class OctueDagsterError(Exception):
-    """The root of every error this library raises on purpose."""
+    """The root of every error this library raises on purpose.
+
+    When Octue's SDK is already imported in the process, an error with an Octue counterpart (see
+    `octue_dagster.octue_exceptions`) is also an instance of Octue's class, so `except octue.exceptions...` clauses in
+    code ported from Octue keep catching it.
+    """
+
+    def __new__(cls, *args: object, **kwargs: object) -> OctueDagsterError:
+        from octue_dagster.octue_exceptions import with_octue_counterpart
+
+        return super().__new__(with_octue_counterpart(cls), *args, **kwargs)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickle as our own class: the class that adds Octue's counterpart is made at run time.
+        own = next(klass for klass in type(self).__mro__ if globals().get(klass.__name__) is klass)
+        return (own, self.args, self.__dict__ or None)
 
 
 class InvalidInputError(OctueDagsterError, ValueError):
@@ -25,6 +40,15 @@ class InvalidTagError(InvalidInputError):
 
 class InvalidTimestampError(InvalidInputError):
     """A timestamp is neither a datetime nor POSIX seconds."""
+
+
+class InvalidTimestampTypeError(InvalidTimestampError, TypeError):
+    """A timestamp of a type that cannot be one (such as a string): also a `TypeError`, as in Octue's SDK."""
+
+
+class CloudLocationNotSpecifiedError(InvalidInputError):
+    """A cloud operation (upload, update_cloud_metadata, a signed URL) on a datafile with no cloud location, or the
+    removal of the only location a datafile has (Octue's `CloudLocationNotSpecified`)."""
 
 
 class InvalidCloudPathError(InvalidInputError):
@@ -119,6 +143,27 @@ class MetadataFileBusyError(OctueDagsterError, TimeoutError):
 class StorageRequestError(OctueDagsterError, ValueError):
     """GCS refused a request as malformed or impossible (400 Bad Request and other 4xx answers the library has no
     more specific error for), such as a read of a requester-pays bucket without a billing project."""
+
+
+class OctueCompatibilityWarning(OctueDagsterError, UserWarning):
+    """Something behaved as Octue's SDK defines it where a user of this library's earlier releases may expect
+    otherwise (metadata given to `Datafile(...)` that stored metadata overrides; metadata changed inside a reading
+    `open()` block, which is not saved)."""
+
+
+class InvalidSerialisationError(InvalidInputError, TypeError):
+    """`Dataset.deserialise` / `Manifest.deserialise` was given something that is not a serialisation of one (not a
+    dict, not JSON, or with fields the class does not take; Octue's SDK raises a `TypeError` there)."""
+
+
+class ReadOnlyDatasetError(OctueDagsterError, PermissionError):
+    """A dataset read from a signed URL was asked to change its stored metadata or files, or to be uploaded; a signed
+    URL only reads. Download it (`dataset.download("folder")`) and make a `Dataset` of that folder to change it."""
+
+
+class UnsafeFolderError(OctueDagsterError, PermissionError):
+    """A folder the library keeps private files in (a working folder) is not private to the current user: another
+    user owns it, it is open to other users, or it is a symbolic link. Nothing was written in it."""
 
 
 class LocalFileChangedError(OctueDagsterError, OSError):

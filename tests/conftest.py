@@ -1,17 +1,29 @@
-"""Shared fixtures: one fake-gcs-server for the session, a fresh bucket and cache directory per test."""
+"""Shared fixtures: one fake-gcs-server for the session, a fresh bucket and cache directory per test, and a temporary
+folder of its own (in pytest's basetemp) for each test, module and the session, checked at the end.
+
+The suite leaves nothing in the system's temporary directory: at start, `TMPDIR` and `tempfile.tempdir` point at a
+fresh folder in pytest's basetemp (`system-tmp`: the run's stand-in for the system's temporary directory, private
+to this run, so that other processes on the machine cannot make the check flake); each module and each test gets its
+own folder there instead (also named in `$OCTUE_TEST_SCRATCH`, see scratch.py). Whatever is left in `system-tmp` at
+the end was written to "the temporary directory" outside any test or module (collection, session fixtures and the
+processes they start) and would have stayed in the system's: the run then fails, naming it.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from octue_dagster.core.storage.store import Store, StoreSettings, make_client
 from octue_dagster.core.cache.copies import CACHE_DIR_VARIABLE
 from octue_dagster.testing.emulator import EMULATOR_VARIABLE, Emulator
+from scratch import SCRATCH_VARIABLE
 
 
 #: Store settings for tests that inject faults: the library's retry rules with short pauses, and a short per-request
@@ -36,6 +48,72 @@ def _restore_interrupt_signals() -> None:
 
 
 _restore_interrupt_signals()
+
+
+#: The run's stand-in for the system's temporary directory (see the module docstring), set at configure time.
+_RUN_TEMP: Path | None = None
+#: Where the reliability tests' counts go unless the variable is set (read by reliability_summary.py).
+SUMMARY_VARIABLE = "OCTUE_RELIABILITY_SUMMARY_DIR"
+
+
+def _point_temp_at(folder: Path) -> None:
+    os.environ["TMPDIR"] = os.environ[SCRATCH_VARIABLE] = str(folder)
+    tempfile.tempdir = str(folder)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    global _RUN_TEMP
+    factory = getattr(config, "_tmp_path_factory", None)
+    if factory is None or hasattr(config, "workerinput"):
+        return
+    basetemp = factory.getbasetemp()  # computed from the system's temporary directory, before it is replaced
+    _RUN_TEMP = basetemp / "system-tmp"
+    _RUN_TEMP.mkdir(mode=0o700)
+    os.environ.setdefault(SUMMARY_VARIABLE, str(basetemp))
+    _point_temp_at(_RUN_TEMP)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _RUN_TEMP is None or not _RUN_TEMP.is_dir():
+        return
+    left = sorted(path.name for path in _RUN_TEMP.iterdir())
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = (
+            f"The run left {len(left)} entries in the temporary directory outside any test ({_RUN_TEMP}, standing "
+            f"in for the system's): {', '.join(left[:20])}. Write under tmp_path / tmp_path_factory instead."
+        )
+        if reporter is not None:
+            reporter.write_line(message, red=True, bold=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="module", autouse=True)
+def module_temp_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The temporary directory of a module's fixtures (and the processes they start): a folder in pytest's
+    basetemp."""
+    yield from _temp_folder_for(tmp_path_factory.mktemp("module-tmp"))
+
+
+@pytest.fixture(autouse=True)
+def test_temp_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The temporary directory of one test (and of the processes it starts): a folder in pytest's basetemp."""
+    yield from _temp_folder_for(tmp_path_factory.mktemp("tmp"))
+
+
+def _temp_folder_for(folder: Path) -> Iterator[Path]:
+    previous = tempfile.tempdir, os.environ.get("TMPDIR"), os.environ.get(SCRATCH_VARIABLE)
+    _point_temp_at(folder)
+    try:
+        yield folder
+    finally:
+        tempfile.tempdir = previous[0]
+        for variable, value in (("TMPDIR", previous[1]), (SCRATCH_VARIABLE, previous[2])):
+            if value is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = value
 
 
 @pytest.fixture(autouse=True)

@@ -8,12 +8,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-SUMMARY_DIR = Path(os.environ.get("OCTUE_RELIABILITY_SUMMARY_DIR", tempfile.gettempdir())) / "octue-dagster-reliability"
+def summary_dir() -> Path:
+    """`$OCTUE_RELIABILITY_SUMMARY_DIR/octue-dagster-reliability` (tests/conftest.py sets the variable to pytest's
+    basetemp unless it is set: never the system's temporary directory)."""
+    return Path(os.environ.get("OCTUE_RELIABILITY_SUMMARY_DIR") or tempfile.gettempdir()) / "octue-dagster-reliability"
 
 
 def save_summary(name: str, summary: dict[str, Any]) -> Path:
     """Write one test module's counts to `$OCTUE_RELIABILITY_SUMMARY_DIR/octue-dagster-reliability/<name>.json`."""
-    SUMMARY_DIR.mkdir(parents=True, exist_ok=True)
-    path = SUMMARY_DIR / f"{name}.json"
+    folder = summary_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
     path.write_text(json.dumps(summary, indent=2, sort_keys=True))
     return path

@@ -3,7 +3,6 @@ chosen object names, ownership marks (foreign objects are never loaded, replaced
 collision, a crash between storing and cleaning up, and the three-way metadata merge on re-materialization."""
 
 import os
-import tempfile
 import uuid
 
 import pytest
@@ -18,6 +17,7 @@ from octue_dagster.dagster.io_manager import DatafileIOManager
 from octue_dagster.dagster.owned_objects import OWNER_KEY, WRITTEN_KEY
 from octue_dagster.dagster.resources import DatafileResource
 from octue_dagster.dagster.ui_metadata import URI_KEY
+from scratch import scratch_folder
 
 #: What the assets below return in the current run.
 PLAN: dict = {}
@@ -31,7 +31,7 @@ def _resources(bucket: str, **settings) -> dict:
 
 def _local(name: str, content: bytes, **metadata) -> Datafile:
     """A local datafile in a folder of its own, as a temporary or timestamped file would be."""
-    datafile = Datafile(os.path.join(tempfile.mkdtemp(), name), **metadata)
+    datafile = Datafile(os.path.join(scratch_folder(), name), **metadata)
     with datafile.open("wb") as file:
         file.write(content)
     return datafile

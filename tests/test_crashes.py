@@ -114,7 +114,9 @@ def test_kill_during_octue_update_keeps_old_octue_and_releases_lock(tmp_path):
                 time.sleep(60)
             replace(source, destination)
         os.replace = slow_replace
-        Datafile({str(target)!r}, labels={{"new"}}).update_metadata()
+        datafile = Datafile({str(target)!r})  # stored labels win over given ones (Octue's rule): set, then save
+        datafile.labels = {{"new"}}
+        datafile.update_metadata()
         """
     )
     wait_for_line(child, "ready")

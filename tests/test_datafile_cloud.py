@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 import pytest
 
 from octue_dagster import ConflictError, Datafile
+from octue_dagster.exceptions import OctueCompatibilityWarning
 from octue_dagster.core.cache import copies as cache
 from octue_dagster.core.metadata.values import crc32c_base64
+from scratch import scratch_folder
 
 
 def _make(client, bucket, name="data/readings.csv", content=b"a,b\n1,2\n", **kwargs) -> Datafile:
     """Put an object in the bucket by uploading a local file, so that no cached copy exists afterwards."""
-    folder = tempfile.mkdtemp()
+    folder = scratch_folder()
     local = Datafile(os.path.join(folder, os.path.basename(name)), storage_client=client, **kwargs)
     with local.open("wb") as file:
         file.write(content)
@@ -118,13 +119,16 @@ def test_content_and_metadata_go_in_one_upload(client, bucket, request_log):
     assert client.bucket(bucket).get_blob("one.txt").metadata["octue__labels"] == '{"_type": "set", "items": ["a"]}'
 
 
-def test_metadata_change_in_read_block_is_a_patch_keeping_generation(client, bucket, request_log):
+def test_metadata_change_after_a_read_block_is_a_patch_keeping_generation(client, bucket, request_log):
     datafile = _make(client, bucket)
     generation = datafile.generation
     request_log.clear()
-    with datafile.open() as file:
-        file.read()
-        datafile.tags["checked"] = True
+    with pytest.warns(OctueCompatibilityWarning, match="not saved"):
+        with datafile.open() as file:
+            file.read()
+            datafile.tags["checked"] = True
+    assert Datafile(datafile.cloud_path, storage_client=client).tags == {}  # Octue's rule: reading saves nothing
+    datafile.update_metadata()
     assert not [url for method, url in request_log.requests if "/upload/" in url]
     blob = client.bucket(bucket).get_blob("data/readings.csv")
     assert blob.generation == generation
@@ -222,7 +226,7 @@ def test_download_to_chosen_path(client, bucket, tmp_path):
 
 def test_missing_object_opened_for_reading(client, bucket):
     datafile = Datafile(f"gs://{bucket}/nope.txt", storage_client=client)
-    assert not datafile.exists_in_cloud
+    assert datafile.exists_in_cloud and datafile.object_info is None  # Octue's meaning: it has a cloud path
     with pytest.raises(FileNotFoundError, match="nope.txt"):
         with datafile.open():
             pass
@@ -251,7 +255,7 @@ def test_pristine_cached_copy_is_still_copied_server_side(client, bucket, reques
 
 def test_local_datafile_with_cloud_path_writes_both(client, bucket, tmp_path):
     datafile = Datafile(tmp_path / "pair.txt", cloud_path=f"gs://{bucket}/pair.txt", labels={"pair"}, storage_client=client)
-    assert not datafile.exists_in_cloud
+    assert datafile.object_info is None  # no local file yet, so nothing was uploaded at construction
     with datafile.open("w") as file:
         file.write("both places")
     assert (tmp_path / "pair.txt").read_text() == "both places"
@@ -286,7 +290,8 @@ def test_stale_file_at_chosen_local_path_is_replaced_by_the_objects_content(clie
     target = tmp_path / "copy.csv"
     target.write_bytes(b"an older version")
     datafile = Datafile(f"gs://{bucket}/data/readings.csv", local_path=target, storage_client=client)
-    assert not datafile.exists_locally
+    # As in Octue's SDK, a chosen local path is made to hold the object's content at construction.
+    assert target.read_bytes() == b"current content" and datafile.has_local_copy
     with datafile.open() as file:
         assert file.read() == "current content"
     assert target.read_bytes() == b"current content" and datafile.exists_locally

@@ -19,6 +19,7 @@ from octue_dagster import (
     InvalidTimestampError,
 )
 from octue_dagster.core.local import hashing
+from octue_dagster.exceptions import OctueCompatibilityWarning
 from octue_dagster.core.local.atomic import is_temporary
 from octue_dagster.core.metadata.values import crc32c_base64, decode_json
 
@@ -58,13 +59,17 @@ def test_reading_local_file_does_not_write_octue(tmp_path):
     assert not (tmp_path / ".octue").exists()
 
 
-def test_metadata_change_in_read_block_is_saved_locally(tmp_path):
+def test_metadata_change_in_read_block_is_not_saved_and_a_warning_says_so(tmp_path):
+    # Octue's rule (issue 14): a reading block saves nothing; `update_metadata()` is the explicit way.
     path = tmp_path / "plain.txt"
     path.write_text("hello")
     datafile = Datafile(path)
-    with datafile.open() as file:
-        file.read()
-        datafile.labels.add("seen")
+    with pytest.warns(OctueCompatibilityWarning, match="not saved"):
+        with datafile.open() as file:
+            file.read()
+            datafile.labels.add("seen")
+    assert Datafile(path).labels == set()
+    datafile.update_metadata()
     assert Datafile(path).labels == {"seen"}
     assert path.read_text() == "hello"
 

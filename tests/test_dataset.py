@@ -17,6 +17,7 @@ from octue_dagster.core.dataset.dataset import Dataset
 from octue_dagster.core.dataset.filters import FilterSet
 from octue_dagster.exceptions import (
     InvalidInputError,
+    OctueCompatibilityWarning,
     UnexpectedNumberOfResultsError,
 )
 
@@ -234,9 +235,13 @@ def test_local_metadata_is_written_in_octue_format_beside_the_file_entries(tmp_p
     assert Dataset(tmp_path / "farm").id == local.id
 
 
-def test_given_metadata_overrides_stored_but_ids_cannot_change(tmp_path):
-    make_local_dataset(tmp_path / "farm", count=1, name="farm").update_metadata()
-    assert Dataset(tmp_path / "farm", name="other").name == "other"
+def test_stored_metadata_wins_over_given_as_in_octue_but_ids_cannot_change(tmp_path):
+    make_local_dataset(tmp_path / "farm", count=1, name="farm", labels={"stored"}).update_metadata()
+    with pytest.warns(OctueCompatibilityWarning, match="The name, labels, tags given for .* were not used"):
+        reread = Dataset(tmp_path / "farm", name="other", labels={"given"}, tags={"given": 1})
+    assert (reread.name, set(reread.labels), dict(reread.tags)) == ("farm", {"stored"}, {})
+    assert Dataset(tmp_path / "farm", name="other", ignore_stored_metadata=True).name == "other"
+    assert Dataset(tmp_path / "empty", name="given", labels={"given"}).labels == {"given"}  # nothing stored
     with pytest.raises(InvalidInputError, match="ids cannot be reassigned"):
         Dataset(tmp_path / "farm", id=str(uuid.uuid4()))
     assert Dataset(tmp_path / "farm", id=str(uuid.UUID(int=1)), ignore_stored_metadata=True).name == "farm"

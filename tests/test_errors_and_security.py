@@ -140,8 +140,8 @@ def test_no_credentials_says_how_to_fix(tmp_path):
 
 def test_repr_and_metadata_hold_no_credentials(client, bucket):
     datafile = Datafile(f"gs://{bucket}/x.txt", storage_client=client, labels={"a"})
-    assert repr(datafile) == f"<Datafile('gs://{bucket}/x.txt')>"
-    assert set(datafile.metadata()) == {"id", "timestamp", "tags", "labels", "sdk_version"}
+    assert repr(datafile) == "<Datafile('x.txt')>"  # Octue's repr: the name
+    assert set(datafile.metadata(use_octue_namespace=False)) == {"id", "timestamp", "tags", "labels", "sdk_version"}
 
 
 def test_io_manager_without_credentials_fails_at_start_up(tmp_path):
@@ -172,3 +172,14 @@ def test_io_manager_without_credentials_fails_at_start_up(tmp_path):
 def test_hand_built_paths_with_bad_buckets_are_refused_by_the_cache(bucket_name, cache_dir):
     with pytest.raises(ValueError, match="bucket"):
         cache.cached_path(GCSPath(bucket_name, "x.csv"))
+
+
+def test_the_librarys_log_lines_are_redacted(caplog):
+    import logging
+
+    from octue_dagster.core.listing import selection
+
+    session = "https://storage.googleapis.com/upload/storage/v1/b/b/o?uploadType=resumable&upload_id=ADPycdu-x_1"
+    with caplog.at_level(logging.WARNING, logger=selection.logger.name):
+        selection.logger.warning("Could not re-tag %s: %s", "gs://b/o", f"PUT {session}: 503")
+    assert caplog.records and "ADPycdu" not in caplog.text and "upload_id=[REDACTED]" in caplog.text

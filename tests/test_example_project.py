@@ -13,7 +13,7 @@ import dagster as dg
 from dagster_gcp import GCSResource
 
 from example_project import demo, readings
-from example_project.definitions import RETAG_JOB_NAME, build_definitions
+from example_project.definitions import CHECKS_JOB_NAME, RETAG_JOB_NAME, build_definitions
 from example_project.partitions import daily_partitions
 from octue_dagster import Datafile, Dataset
 
@@ -110,6 +110,23 @@ def test_pipeline_materializes_every_asset_against_the_emulator(bucket: str, mon
     assert counts["dry_run"] is True and counts["deleted"] == 0
     assert counts["kept"] == len(DAYS) * 2 + 1 and counts["old_op_outputs"] == counts["unreferenced_asset_objects"] == 0
     assert set(by_path(bucket)) == set(after)
+
+    # The nightly checks job: every stored object is what Dagster recorded (re-tagging changed metadata only) ...
+    checks_job = definitions.resolve_job_def(CHECKS_JOB_NAME)
+    evaluations = checks_job.execute_in_process(instance=instance).get_asset_check_evaluations()
+    assert {(e.asset_key.to_user_string(), e.check_name) for e in evaluations} == {
+        (asset, check)
+        for asset in ("raw_readings", "cleaned_readings", "turbine_files", "turbine_summary")
+        for check in ("stored_object_intact", "required_labels_and_tags")
+    }
+    assert all(evaluation.passed for evaluation in evaluations), [e.description for e in evaluations if not e.passed]
+    # ... until one day's raw file is overwritten behind Dagster's back: that asset's check fails, naming the day.
+    client = GCSResource().get_client()
+    client.bucket(bucket).blob(f"dagster/raw_readings/partition={DAYS[1]}/raw_readings.csv").upload_from_string(b"x")
+    evaluations = checks_job.execute_in_process(instance=instance).get_asset_check_evaluations()
+    failed = {(e.asset_key.to_user_string(), e.check_name): e for e in evaluations if not e.passed}
+    assert set(failed) == {("raw_readings", "stored_object_intact"), ("raw_readings", "required_labels_and_tags")}
+    assert failed[("raw_readings", "stored_object_intact")].metadata["failed_partitions"].value == [DAYS[1]]
 
 
 def test_external_files_sensor_requests_a_summary_rebuild_only_for_new_content(bucket: str) -> None:

@@ -183,8 +183,8 @@ def test_explicit_data_version_helpers_store_the_file_and_set_the_crc32c(bucket,
         assert materialization.metadata["crc32c"].value == crc32c_base64(content)
 
 
-def test_cloud_datafile_is_copied_server_side_and_a_new_extension_replaces_the_old_object(bucket, client, request_log, monkeypatch):
-    source = Datafile(os.path.join(tempfile.mkdtemp(), "src.csv"), storage_client=client)
+def test_cloud_datafile_is_copied_server_side_and_a_new_extension_replaces_the_old_object(bucket, client, request_log, monkeypatch, tmp_path):
+    source = Datafile(os.path.join(tmp_path, "src.csv"), storage_client=client)
     with source.open("wb") as file:
         file.write(b"elsewhere")
     source.upload(f"gs://{bucket}/incoming/src.csv")
@@ -240,7 +240,8 @@ def test_loading_an_input_costs_one_listing_and_no_download(bucket, client, requ
 
 @op
 def make_file() -> Datafile:
-    datafile = Datafile(os.path.join(tempfile.mkdtemp(), "op.txt"))
+    # (This module is also loaded by path in step processes, where tests/scratch.py cannot be imported.)
+    datafile = Datafile(os.path.join(tempfile.mkdtemp(dir=os.environ["OCTUE_TEST_SCRATCH"]), "op.txt"))
     with datafile.open("w") as file:
         file.write("from an op")
     return datafile

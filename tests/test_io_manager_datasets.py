@@ -5,7 +5,6 @@ metadata, lazy cloud Datasets downstream, partitions as dicts."""
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 from dagster import (
@@ -23,6 +22,7 @@ from octue_dagster import Datafile, Dataset
 from octue_dagster.dagster.io_manager import DatafileIOManager
 from octue_dagster.dagster.ui_metadata import URI_KEY
 from octue_dagster.exceptions import ReadOnlyDatafileError
+from scratch import scratch_folder
 
 #: What the dataset asset writes: relative path -> (content, labels, tags). Tests change it between runs.
 FILES: dict[str, tuple[str, set[str], dict]] = {}
@@ -35,7 +35,7 @@ def _resources(bucket: str) -> dict:
 
 
 def _write_folder(files: dict[str, tuple[str, set[str], dict]]) -> Path:
-    folder = Path(tempfile.mkdtemp()) / "farm"
+    folder = Path(scratch_folder()) / "farm"
     for relative, (content, labels, tags) in files.items():
         path = folder / relative
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +56,7 @@ def farm_report(farm: Dataset) -> Datafile:
     turbine = farm.files.one(tags__turbine="T2")
     with turbine.open() as file:
         SEEN["t2"] = file.read()
-    report = Datafile(Path(tempfile.mkdtemp()) / "report.txt")
+    report = Datafile(Path(scratch_folder()) / "report.txt")
     with report.open("w") as file:
         file.write(", ".join(sorted(f.name for f in farm.files.filter(labels__contains="raw"))))
     return report
@@ -73,7 +73,7 @@ def daily_farm(context) -> Dataset:
 def all_days(daily_farm: dict[str, Dataset]) -> Datafile:
     SEEN["days"] = {day: sorted(f.name for f in dataset.files) for day, dataset in daily_farm.items()}
     SEEN["day_tags"] = {day: dataset.tags.get("day") for day, dataset in daily_farm.items()}
-    out = Datafile(Path(tempfile.mkdtemp()) / "all.txt")
+    out = Datafile(Path(scratch_folder()) / "all.txt")
     with out.open("w") as file:
         file.write(str(sum(len(dataset) for dataset in daily_farm.values())))
     return out

@@ -1,7 +1,6 @@
 """Observable GCS source assets and the prefix sensor, run by Dagster against the emulator."""
 
 import os
-import tempfile
 
 from dagster import (
     AssetKey,
@@ -18,10 +17,11 @@ from octue_dagster.core.listing.prefix_cursor import PrefixCursor, decode_cursor
 from octue_dagster.dagster.observation import OBJECT_TAG, gcs_observable_source_asset, gcs_prefix_sensor, prefix_hash
 from octue_dagster.core.storage.store import Store
 from octue_dagster.core.storage.gcs_path import GCSPath
+from scratch import scratch_folder
 
 
 def _put(client, bucket: str, name: str, content: bytes, **metadata) -> int:
-    local = Datafile(os.path.join(tempfile.mkdtemp(), os.path.basename(name)), storage_client=client, **metadata)
+    local = Datafile(os.path.join(scratch_folder(), os.path.basename(name)), storage_client=client, **metadata)
     with local.open("wb") as file:
         file.write(content)
     local.upload(f"gs://{bucket}/{name}")

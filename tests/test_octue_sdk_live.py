@@ -1,7 +1,8 @@
 """Datasets against the real Octue SDK (`octue==0.69.1`, in its own venv), both ways, on the test emulator.
 
-The venv is built once per machine under the temp directory and reused by path; if it cannot be built (no network,
-no venv module), these tests are skipped and the committed SDK fixtures (test_dataset.py) still prove compatibility.
+The venv is built once per checkout in `.venv-octue-sdk/` at the repository's root (gitignored; `$OCTUE_SDK_VENV_DIR`
+moves it, for example to a CI cache) and reused by path; if it cannot be built (no network, no venv module), these
+tests are skipped and the committed SDK fixtures (test_dataset.py) still prove compatibility.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
@@ -22,7 +22,8 @@ from octue_dagster import Datafile
 from octue_dagster.core.dataset.dataset import Dataset
 
 OCTUE_VERSION = "0.69.1"
-VENV = Path(tempfile.gettempdir()) / f"octue-dagster-test-octue-sdk-{OCTUE_VERSION}"
+VENV_ROOT = Path(os.environ.get("OCTUE_SDK_VENV_DIR") or Path(__file__).resolve().parents[1] / ".venv-octue-sdk")
+VENV = VENV_ROOT / f"octue-{OCTUE_VERSION}"
 
 # Octue's storage client calls google.auth.default(); the emulator needs no credentials, so anonymous ones are given.
 PRELUDE = textwrap.dedent(
@@ -48,8 +49,11 @@ def _sdk_works() -> bool:
 
 
 @pytest.fixture(scope="session")
-def octue_python() -> Path:
+def octue_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The Python of a venv holding the real Octue SDK, built once (under a lock) and reused across runs."""
+    VENV_ROOT.mkdir(parents=True, exist_ok=True)
+    # pip's build folders go in pytest's basetemp, not the system's temporary directory.
+    environment = {**os.environ, "TMPDIR": str(tmp_path_factory.mktemp("pip-tmp"))}
     with filelock.FileLock(str(VENV) + ".lock", timeout=900):
         if not _sdk_works():
             try:
@@ -59,6 +63,7 @@ def octue_python() -> Path:
                     check=True,
                     capture_output=True,
                     timeout=840,
+                    env=environment,
                 )
             except (subprocess.SubprocessError, OSError) as error:
                 pytest.skip(f"Cannot build a venv with octue=={OCTUE_VERSION} (no network?): {error}")

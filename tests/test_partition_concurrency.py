@@ -4,7 +4,6 @@ every materialization records that object (its generation) with the object's crc
 
 import multiprocessing
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from octue_dagster.core.metadata import values as md
 from octue_dagster.dagster.ui_metadata import URI_KEY
 from octue_dagster.dagster.io_manager import DatafileIOManager
 from reliability_summary import save_summary
+from scratch import scratch_folder
 
 WORKERS = 4
 PARTITIONS_PER_WORKER = 2
@@ -39,7 +39,7 @@ def content_for(day: str) -> bytes:
 @asset(partitions_def=DAYS)
 def daily(context: AssetExecutionContext) -> Datafile:
     day = context.partition_key
-    datafile = Datafile(Path(tempfile.mkdtemp()) / "day.csv", labels={"daily"}, tags={"day": day})
+    datafile = Datafile(Path(scratch_folder()) / "day.csv", labels={"daily"}, tags={"day": day})
     with datafile.open("wb") as file:
         file.write(content_for(day))
     return datafile

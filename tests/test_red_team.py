@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import tempfile
 
 import pytest
 from dagster import DagsterInstance, Definitions, asset, materialize
@@ -27,6 +26,7 @@ from octue_dagster.testing.emulator import EMULATOR_VARIABLE
 
 from faultproxy import Fault
 from test_retention import _local
+from scratch import scratch_folder
 
 PLAN: dict = {}
 
@@ -141,12 +141,12 @@ def test_a_negative_age_threshold_at_launch_is_refused_by_name(bucket):
 
 @asset
 def returns_a_folder() -> Datafile:
-    return Datafile(tempfile.mkdtemp())
+    return Datafile(scratch_folder())
 
 
 @asset
 def returns_a_missing_file() -> Datafile:
-    return Datafile(os.path.join(tempfile.mkdtemp(), "never-written.csv"))
+    return Datafile(os.path.join(scratch_folder(), "never-written.csv"))
 
 
 @pytest.mark.parametrize("returning", [returns_a_folder, returns_a_missing_file])

@@ -1,7 +1,6 @@
 """DatafileResource on the emulator: get, new, list (from listing metadata alone) and retag (metadata patches)."""
 
 import os
-import tempfile
 import threading
 
 import pytest
@@ -11,10 +10,11 @@ from dagster_gcp import GCSResource
 from octue_dagster import CloudObjectNotFoundError, Datafile, InvalidLabelError
 from octue_dagster.dagster.io_manager import DatafileIOManager
 from octue_dagster.dagster.resources import StoreConfig, DatafileResource
+from scratch import scratch_folder
 
 
 def _put(client, bucket: str, name: str, content: bytes, **metadata) -> None:
-    local = Datafile(os.path.join(tempfile.mkdtemp(), os.path.basename(name)), storage_client=client, **metadata)
+    local = Datafile(os.path.join(scratch_folder(), os.path.basename(name)), storage_client=client, **metadata)
     with local.open("wb") as file:
         file.write(content)
     local.upload(f"gs://{bucket}/{name}")

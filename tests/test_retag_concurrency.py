@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 
 import dagster as dg
 import pytest
@@ -21,10 +20,11 @@ from octue_dagster.dagster.resources import DatafileResource, StoreConfig
 from octue_dagster.dagster.retag_job import build_retag_job
 from octue_dagster.testing.emulator import EMULATOR_VARIABLE
 from octue_dagster.testing.latency_proxy import LatencyProxy
+from scratch import scratch_folder
 
 
 def _put(store: Store, bucket: str, name: str, content: str = "", **metadata) -> None:
-    local = Datafile(os.path.join(tempfile.mkdtemp(), os.path.basename(name)), store=store, **metadata)
+    local = Datafile(os.path.join(scratch_folder(), os.path.basename(name)), store=store, **metadata)
     with local.open("w") as file:
         file.write(content or name)
     local.upload(f"gs://{bucket}/{name}")

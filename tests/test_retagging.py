@@ -1,7 +1,6 @@
 """The re-tagging job and schedule factory, run by Dagster against the emulator."""
 
 import os
-import tempfile
 
 import pytest
 from dagster import DagsterInstance, Definitions, build_schedule_context
@@ -10,10 +9,11 @@ from dagster_gcp import GCSResource
 from octue_dagster import Datafile, InvalidTagError
 from octue_dagster.dagster.resources import DatafileResource
 from octue_dagster.dagster.retag_job import build_retag_job, build_retag_schedule
+from scratch import scratch_folder
 
 
 def _put(client, bucket: str, name: str, content: bytes, **metadata) -> None:
-    local = Datafile(os.path.join(tempfile.mkdtemp(), os.path.basename(name)), storage_client=client, **metadata)
+    local = Datafile(os.path.join(scratch_folder(), os.path.basename(name)), storage_client=client, **metadata)
     with local.open("wb") as file:
         file.write(content)
     local.upload(f"gs://{bucket}/{name}")

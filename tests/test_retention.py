@@ -3,7 +3,6 @@ objects no materialization points to are removed, current and foreign objects ne
 
 import datetime
 import os
-import tempfile
 
 from dagster import (
     AssetMaterialization,
@@ -23,10 +22,11 @@ from octue_dagster.dagster import retention as retention_module
 from octue_dagster.dagster.io_manager import DatafileIOManager
 from octue_dagster.dagster.resources import DatafileResource
 from octue_dagster.dagster.retention_job import build_retention_job, build_retention_schedule
+from scratch import scratch_folder
 
 
 def _local(name: str, content: bytes) -> Datafile:
-    datafile = Datafile(os.path.join(tempfile.mkdtemp(), name))
+    datafile = Datafile(os.path.join(scratch_folder(), name))
     with datafile.open("wb") as file:
         file.write(content)
     return datafile

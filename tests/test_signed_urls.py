@@ -15,7 +15,11 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from google.oauth2 import service_account
 
 from octue_dagster import Datafile, Dataset
-from octue_dagster.exceptions import CloudObjectNotFoundError, InvalidInputError, MissingCredentialsError
+from octue_dagster.exceptions import (
+    CloudLocationNotSpecifiedError,
+    InvalidInputError,
+    MissingCredentialsError,
+)
 
 EMAIL = "signer@test-project.iam.gserviceaccount.com"
 
@@ -117,7 +121,7 @@ def test_signed_url_inputs_are_checked(client, bucket, credentials, tmp_path):
     with pytest.raises(InvalidInputError, match="naive"):
         datafile.generate_signed_url(datetime.datetime(2030, 1, 1), credentials=credentials)
     (tmp_path / "local.txt").write_text("x")
-    with pytest.raises(CloudObjectNotFoundError, match="cloud"):
+    with pytest.raises(CloudLocationNotSpecifiedError, match="cloud"):  # Octue's CloudLocationNotSpecified
         Datafile(tmp_path / "local.txt").generate_signed_url(credentials=credentials)
     with pytest.raises(InvalidInputError, match="cloud"):
         Dataset(tmp_path).generate_signed_url(credentials=credentials)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -213,6 +214,41 @@ def world(proxy: FaultProxy, emulator, client, bucket, tmp_path, monkeypatch) ->
     return World(Store(through_proxy, settings=SETTINGS), Store(client), bucket, tmp_path)
 
 
+#: What a credential looks like in text, whatever redacts it: an upload session, a signature, a token, a header.
+CREDENTIAL_MARKS = re.compile(
+    r"(?i)(upload_id=(?!\[REDACTED\])|X-Goog-Signature=(?!\[REDACTED\])|access_token=(?!\[REDACTED\])"
+    r"|Bearer (?!\[REDACTED\]))"
+)
+
+
+def _secrets_seen(proxy: FaultProxy) -> set[str]:
+    """The upload session ids the proxy saw in this case's requests (the very values that must not be shown)."""
+    return {match for exchange in proxy.exchanges for match in re.findall(r"upload_id=([\w\-]+)", exchange.target)}
+
+
+def _error_texts(error: BaseException) -> list[str]:
+    """Everything of `error` that reaches a user or Dagster's event log: str and repr of it and of every chained
+    exception, and the text Dagster stores for a failed step (its serializable error info, causes and contexts)."""
+    from dagster._utils.error import serializable_error_info_from_exc_info
+
+    texts, seen, pending = [], set(), [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        texts += [str(current), repr(current), *map(str, getattr(current, "args", ()))]
+        pending += [current.__cause__, current.__context__]
+    texts.append(serializable_error_info_from_exc_info((type(error), error, error.__traceback__)).to_string())
+    return texts
+
+
+def assert_carries_no_credentials(error: BaseException, secrets: set[str] = frozenset()) -> None:
+    for text in _error_texts(error):
+        assert not CREDENTIAL_MARKS.search(text), f"a credential in an error: {text}"
+        assert not any(secret in text for secret in secrets), f"an upload session id in an error: {text}"
+
+
 @pytest.mark.parametrize("fault_name", list(FAULTS))
 @pytest.mark.parametrize("operation", OPERATIONS, ids=[operation.name for operation in OPERATIONS])
 def test_operation_under_status(operation: Operation, fault_name: str, world: World, proxy: FaultProxy):
@@ -232,6 +268,7 @@ def test_operation_under_status(operation: Operation, fault_name: str, world: Wo
 
     status = int(fault_name.split("-")[0]) if fault_name[0].isdigit() else None
     if error is not None:
+        assert_carries_no_credentials(error, _secrets_seen(proxy))
         assert isinstance(error, OctueDagsterError), f"leaked {type(error).__module__}.{type(error).__name__}: {error}"
         assert world.bucket in str(error), f"the error does not name the object: {error}"
         assert type(error).__module__.startswith("octue_dagster")
@@ -305,3 +342,51 @@ def test_a_datafile_recognises_its_own_resumable_write_whose_last_answer_was_gar
         file.write(b"more")
     assert Datafile(f"gs://{world.bucket}/large.bin", store=world.direct).labels == {"first", "second"}
     assert world.direct.require_object(world.path("large.bin")).size == len(LARGE) + 4
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 409, "always-503"])
+def test_a_failed_resumable_upload_does_not_show_its_session_uri(world: World, proxy: FaultProxy, status):
+    # The session URI's upload_id is all anyone needs to finish the upload with their own bytes.
+    if status == "always-503":
+        world.store = world.store.with_settings(ENDLESS_SETTINGS)
+        proxy.add(Fault("status", "PUT", r"upload_id=", status=503, times=10_000, skip=1))
+    else:
+        proxy.add(Fault("status", "PUT", r"upload_id=", status=status, skip=1))
+    with pytest.raises(OctueDagsterError) as raised:
+        _upload(LARGE)(world)
+    secrets = _secrets_seen(proxy)
+    assert secrets, "no resumable session was opened: the case tested nothing"
+    assert_carries_no_credentials(raised.value, secrets)
+    if status in (400, 403, 409):  # GCS's answer quoted in the message names the request, its session redacted
+        assert "upload_id=[REDACTED]" in "".join(_error_texts(raised.value)), "the message no longer names the request"
+
+
+def test_redaction_removes_every_kind_of_bearer_credential():
+    from octue_dagster.core.storage.redaction import redact, redact_exception
+
+    signed = ("https://storage.googleapis.com/b/o?X-Goog-Algorithm=GOOG4-RSA-SHA256&X-Goog-Credential=sa%40p.iam"
+              "&X-Goog-Date=20261207T000000Z&X-Goog-Expires=600&X-Goog-SignedHeaders=host&X-Goog-Signature=0a1b2c3d4e")
+    texts = [
+        "PUT https://storage.googleapis.com/upload/storage/v1/b/b/o?uploadType=resumable&upload_id=ADPycdu-x_1: bad",
+        signed,
+        "POST https://oauth2.googleapis.com/token: {\"access_token\": \"ya29.a0AfB_by\", \"expires_in\": 3599}",
+        "GET https://example.com/o?access_token=ya29.a0AfB_by&alt=json",
+        "{'Authorization': 'Bearer ya29.a0AfB_by', 'User-Agent': 'x'}",
+        "Authorization: Bearer eyJhbGciOi.eyJzdWIi.c2lnbmF0dXJl",
+    ]
+    for text in texts:
+        redacted = redact(text)
+        assert "[REDACTED]" in redacted and not CREDENTIAL_MARKS.search(redacted), redacted
+        assert "ya29" not in redacted and "0a1b2c3d4e" not in redacted and "ADPycdu" not in redacted, redacted
+    # What is not a credential is kept, so that the message still says what happened.
+    assert redact(signed).startswith("https://storage.googleapis.com/b/o?X-Goog-Algorithm=GOOG4-RSA-SHA256")
+    for kept in ("error code=400, tag key=value, uploadType=resumable", "the caller lacks authorization: check IAM"):
+        assert redact(kept) == kept
+    # The whole chain of an exception, including google-api-core's `message`.
+    try:
+        try:
+            raise ValueError(texts[0])
+        except ValueError as inner:
+            raise RuntimeError(f"wrapped: {texts[3]}") from inner
+    except RuntimeError as outer:
+        assert_carries_no_credentials(redact_exception(outer))

@@ -1,7 +1,7 @@
 """The Dagster UI shows a datafile's metadata: the webserver's GraphQL API returns it with proper types, and the asset
 page renders it (checked in headless Chromium's DOM, and kept as a screenshot).
 
-A real `dagster dev` (webserver and daemon, as `make dev` runs it) runs in a subprocess on a free loopback port, with
+A real `dagster dev` (webserver and daemon, as `make dev-python` runs it) runs in a subprocess on a free loopback port, with
 its own DAGSTER_HOME, loading `workspace.yaml` against the emulator; it is always stopped, with every process it
 started, when the test ends.
 """
@@ -67,6 +67,32 @@ query ($path: [String!]!) {
           ... on TimestampMetadataEntry { timestamp }
           ... on IntMetadataEntry { intValue intRepr }
           ... on UrlMetadataEntry { url }
+        }
+      }
+    }
+  }
+}
+"""
+
+CHECKS_QUERY = """
+query ($path: [String!]!) {
+  assetNodeOrError(assetKey: {path: $path}) {
+    __typename
+    ... on AssetNode {
+      assetChecksOrError {
+        __typename
+        ... on AssetChecks {
+          checks {
+            name
+            executionForLatestMaterialization {
+              status
+              evaluation {
+                success
+                description
+                metadataEntries { __typename label ... on TextMetadataEntry { text } }
+              }
+            }
+          }
         }
       }
     }
@@ -181,7 +207,7 @@ def webserver(emulator, bucket: str, dagster_home: Path, tmp_path: Path) -> Iter
     }
     with open(log, "wb") as output:
         process = subprocess.Popen(
-            # What `make dev` runs: the webserver and the daemon, loading workspace.yaml.
+            # What `make dev-python` runs: the webserver and the daemon, loading workspace.yaml.
             [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
             cwd=ROOT,
             env=environment,
@@ -267,6 +293,21 @@ def test_asset_page_shows_datafile_metadata(
     assert entries["generation"]["text"] == str(stored.generation)
     tags = {tag["key"]: tag["value"] for tag in materialization["tags"]}
     assert tags["dagster/data_version"] == stored.hash_value
+
+    # The asset's Checks tab: both stored-object checks ran after the materialization and passed, with the
+    # generation as text (it exceeds GraphQL's Int).
+    node = _graphql(url, CHECKS_QUERY, {"path": ["turbine_summary"]})["assetNodeOrError"]
+    checks = {check["name"]: check for check in node["assetChecksOrError"]["checks"]}
+    assert set(checks) == {"stored_object_intact", "required_labels_and_tags"}
+    for check in checks.values():
+        execution = check["executionForLatestMaterialization"]
+        assert execution["status"] == "SUCCEEDED" and execution["evaluation"]["success"], check
+    evaluation = checks["stored_object_intact"]["executionForLatestMaterialization"]["evaluation"]
+    intact = {entry["label"]: entry for entry in evaluation["metadataEntries"]}
+    assert intact["current_generation"]["text"] == intact["recorded_generation"]["text"] == str(stored.generation)
+    dom = _chromium(chromium, ["--dump-dom", f"{url}/assets/turbine_summary?view=checks"], tmp_path / "chromium-checks")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "stored_object_intact" in dom.stdout and "required_labels_and_tags" in dom.stdout
 
     # The asset page's events view, rendered: the metadata is in the DOM, and a screenshot shows it.
     page = f"{url}/assets/turbine_summary?view=events"

@@ -2,7 +2,11 @@
 retries and re-execution, each step's folder removed by its own process once its outputs are stored."""
 
 import os
+import stat
+import tempfile
 from pathlib import Path
+
+import pytest
 
 from dagster import (
     Definitions,
@@ -19,7 +23,10 @@ from dagster_gcp import GCSResource
 
 from octue_dagster import Datafile
 from octue_dagster.dagster.io_manager import DatafileIOManager
+from octue_dagster.core.local import private_folders
 from octue_dagster.dagster.resources import DatafileResource
+from octue_dagster.dagster.working_files import OUTSIDE_STEPS, WorkingFolders, default_base
+from octue_dagster.exceptions import UnsafeFolderError
 
 
 def _write_new(datafiles: DatafileResource, text: str) -> Datafile:
@@ -194,3 +201,106 @@ def test_in_process_runs_remove_their_folders_at_the_end_and_keep_them_when_aske
     assert client.bucket(bucket).get_blob("dagster/left/=/left.csv") is not None
     del os.environ["OCTUE_TEST_SEEN"]
 
+
+
+# --- private working folders (round-3 attack: a shared temp folder hijacked by another local user) ------------------
+
+OTHER_UID = 54321
+
+
+def _give_to_another_user(folder: Path, monkeypatch) -> None:
+    """Make `folder` another user's: really (as root), or by making this process a different user to the check."""
+    if os.getuid() == 0:
+        os.chown(folder, OTHER_UID, OTHER_UID)
+    else:
+        real_uid = os.getuid()
+        monkeypatch.setattr(private_folders.os, "getuid", lambda: real_uid + 1)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+@asset
+def hijack_target(datafiles: DatafileResource) -> Datafile:
+    datafile = datafiles.new("data.csv")
+    with datafile.open("w") as file:
+        file.write("the owner's bytes")
+    return datafile
+
+
+def test_the_default_base_is_per_user_and_every_working_folder_is_private(bucket, client, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    seen: list[Path] = []
+
+    @asset
+    def private(datafiles: DatafileResource) -> Datafile:
+        datafile = datafiles.new("data.csv")
+        with datafile.open("w") as file:
+            file.write("private")
+        seen.append(Path(datafile.local_path))
+        for folder in [Path(datafile.local_path).parent, *Path(datafile.local_path).parent.parents][:4]:
+            seen.append(folder)
+            assert _mode(folder) == 0o700, folder
+            assert os.lstat(folder).st_uid == os.getuid()
+        return datafile
+
+    gcs = GCSResource()
+    resources = {"io_manager": DatafileIOManager(bucket=bucket, gcs=gcs), "datafiles": DatafileResource(gcs=gcs)}
+    assert materialize([private], resources=resources).success
+    base = default_base()
+    assert base == tmp_path / f"octue-dagster-{os.getuid()}"
+    assert seen[0].is_relative_to(base) and seen[-1] == base
+    assert _mode(base) == 0o700
+
+
+def test_a_base_another_user_created_first_is_refused_and_nothing_is_uploaded(bucket, client, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    base = default_base()
+    base.mkdir(mode=0o755)  # made first by "the attacker", who owns it
+    _give_to_another_user(base, monkeypatch)
+    gcs = GCSResource()
+    resources = {"io_manager": DatafileIOManager(bucket=bucket, gcs=gcs), "datafiles": DatafileResource(gcs=gcs)}
+    with pytest.raises(UnsafeFolderError, match="belongs to another user") as raised:
+        materialize([hijack_target], resources=resources)
+    assert isinstance(raised.value, PermissionError) and "working_dir" in str(raised.value)
+    assert list(client.list_blobs(bucket)) == []
+    assert list(base.iterdir()) == []  # nothing was written in the attacker's folder
+
+
+@pytest.mark.parametrize("how", ["world-writable", "symlink", "run-folder-of-another-user"])
+def test_a_tampered_working_folder_is_refused(tmp_path, monkeypatch, how):
+    base = tmp_path / "base"
+    folders = WorkingFolders(base, chosen=False)
+    if how == "world-writable":
+        base.mkdir()
+        base.chmod(0o777)
+        match = "may be written by other users"
+    elif how == "symlink":
+        elsewhere = tmp_path / "attackers"
+        elsewhere.mkdir()
+        base.symlink_to(elsewhere)
+        match = "symbolic link"
+    else:
+        # Below a private base nobody else can create anything; a base the user chose (and so does not own
+        # exclusively) may hold a run folder someone else made.
+        folders = WorkingFolders(base, chosen=True)
+        run = base / OUTSIDE_STEPS
+        run.mkdir(parents=True)
+        _give_to_another_user(run, monkeypatch)
+        match = "belongs to another user"
+    with pytest.raises(UnsafeFolderError, match=match):
+        folders.folder_for_current_step()
+
+
+def test_a_folder_of_ours_readable_by_others_is_closed_and_a_chosen_one_is_left_as_it_is(tmp_path):
+    default = tmp_path / "default"
+    default.mkdir(mode=0o755)
+    default.chmod(0o755)  # as made by an earlier version with a usual umask
+    folder = WorkingFolders(default, chosen=False).folder_for_current_step()
+    assert _mode(default) == 0o700 and _mode(folder) == 0o700 and _mode(folder.parent) == 0o700
+    chosen = tmp_path / "chosen"
+    chosen.mkdir()
+    chosen.chmod(0o755)
+    folder = WorkingFolders(chosen).folder_for_current_step()
+    assert _mode(chosen) == 0o755 and _mode(folder) == 0o700

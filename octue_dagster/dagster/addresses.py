@@ -157,12 +157,19 @@ def asset_address(
     if not asset_key_path:
         raise InvalidCloudPathError("An asset key must have at least one part.")
     segments = [encode_segment(part) for part in asset_key_path] + partition_segments(partition_key)
-    owner = json.dumps(
+    return Address(
+        _join(bucket, prefix, segments), asset_owner(asset_key_path, partition_key), encode_segment(asset_key_path[-1])
+    )
+
+
+def asset_owner(asset_key_path: Sequence[str], partition_key: PartitionKey = None) -> str:
+    """The owner mark of one asset (partition)'s objects. It does not depend on the bucket or prefix, so whoever
+    knows the asset key and partition (an asset check) can tell the I/O manager's objects from others'."""
+    return json.dumps(
         {"asset_key": list(asset_key_path), "partition": _partition_json(partition_key)},
         sort_keys=True,
         separators=(",", ":"),
     )
-    return Address(_join(bucket, prefix, segments), owner, encode_segment(asset_key_path[-1]))
 
 
 def op_output_address(
@@ -229,6 +236,7 @@ __all__ = [
     "PARTITION_DIMENSION",
     "UNPARTITIONED_FOLDER",
     "asset_address",
+    "asset_owner",
     "default_object_name",
     "encode_segment",
     "extension_of",

@@ -47,9 +47,8 @@ class ReadOnlyDatafile(Datafile):
             raise self._refuse("upload to the stored object of")
         return super().upload(cloud_path, update_metadata)
 
-    def _persist_metadata_changes(self) -> None:
-        # Reading never writes an input's metadata back; in-memory changes stay in memory.
-        return None
+    # Octue's one-store forms are refused too.
+    update_cloud_metadata = update_local_metadata = update_metadata
 
 
 __all__ = ["ReadOnlyDatafile"]

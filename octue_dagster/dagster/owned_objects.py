@@ -28,11 +28,13 @@ from octue_dagster.core.datafile.datafile import Datafile
 from octue_dagster.core.storage.gcs_path import GCSPath
 from octue_dagster.core.metadata.merge import merge
 from octue_dagster.core.storage.store import ObjectInfo, Store
-from octue_dagster.exceptions import ForeignObjectError, InvalidMetadataError
+from octue_dagster.exceptions import ConflictError, ForeignObjectError, InvalidMetadataError
 
 OWNER_KEY = "octue_dagster__owner"
 WRITTEN_KEY = "octue_dagster__written"
 _OWN_PREFIXES = (f"{md.NAMESPACE}__", "octue_dagster__")
+#: How many times storing new content re-reads and re-merges metadata that other writers keep patching.
+UPLOAD_ATTEMPTS = 5
 
 
 def owner_of(info: ObjectInfo) -> str | None:
@@ -150,17 +152,31 @@ def write_owned(store: Store, write: Write, destination: GCSPath, current: Objec
         # ignores metageneration preconditions (the emulator); across machines the precondition does.
         with filelock.FileLock(cache.lock_path(f"patch:{destination}"), timeout=cache.LOCK_TIMEOUT_SECONDS):
             return store.patch_metadata(destination, change, if_generation_match=current.generation)
-    metadata = write.custom_metadata(current, same_content=False)
     generation = current.generation if current is not None else 0
     datafile = write.datafile
     if datafile.cloud_path is None:
-        return store.upload_file(
-            datafile.local_path,
-            destination,
-            crc32c=datafile.hash_value,
-            custom_metadata=metadata,
-            if_generation_match=generation,
+        for _ in range(UPLOAD_ATTEMPTS):
+            try:
+                # Conditional on the metageneration merged against too: a re-tag landing before the upload makes
+                # GCS refuse it (412), and the merge is redone over the re-tagged metadata instead of dropping it.
+                return store.upload_file(
+                    datafile.local_path,
+                    destination,
+                    crc32c=datafile.hash_value,
+                    custom_metadata=write.custom_metadata(current, same_content=False),
+                    if_generation_match=generation,
+                    if_metageneration_match=current.metageneration if current is not None else None,
+                )
+            except ConflictError:
+                latest = store.get_object(destination) if current is not None else None
+                if latest is None or latest.generation != generation or owner_of(latest) != write.owner:
+                    raise  # new content, a new object or another owner mark, from another writer: never overwritten
+                current = latest
+        raise ConflictError(
+            f"Could not store {destination}: its metadata kept changing under {UPLOAD_ATTEMPTS} attempts by other "
+            f"writers. Nothing was overwritten; try again."
         )
+    metadata = write.custom_metadata(current, same_content=False)
     source = datafile.object_info or store.require_object(datafile.gcs_path)  # type: ignore[arg-type]
     return store.copy_object(source, destination, custom_metadata=metadata, if_generation_match=generation)
 

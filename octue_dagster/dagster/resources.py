@@ -54,7 +54,10 @@ class StoreConfig(Config):
 
 
 def store_from(gcs: Any, config: StoreConfig | None = None) -> Store:
-    """A `Store` over the client of a `GCSResource` (or over a client Dagster attached for one)."""
+    """A `Store` over the client of a `GCSResource` (or over a client Dagster attached for one), or a
+    `DatafileResource`'s own store (the components watch GCS through it, so that it alone chooses the client)."""
+    if isinstance(gcs, DatafileResource):
+        return gcs.store if config is None else gcs.store.with_settings(config.to_settings())
     return Store(client_from(gcs), settings=config.to_settings() if config is not None else _DEFAULTS)
 
 
@@ -75,7 +78,8 @@ class DatafileResource(ConfigurableResource):
     """Datafiles for assets and ops: `get` one by URI, `new` local ones to return, `list` and `retag` a prefix.
 
     `new` files live in a working folder of their own step attempt (`working_dir/<run id>/<step key>/attempt-<n>/`,
-    by default under the system's temporary directory), so parallel steps, retries and re-executions never meet;
+    by default under the system's temporary directory), each private to the user (created with mode 0o700; a folder
+    another user made first is refused with `UnsafeFolderError`), so parallel steps, retries and re-executions never meet;
     each folder is removed by the process that made it once the step is over and the I/O manager has stored its
     outputs (`keep_working_files=True` keeps them, e.g. for debugging).
 
@@ -132,8 +136,10 @@ class DatafileResource(ConfigurableResource):
     def working_folder(self) -> Path:
         """The working folder of the step attempt running now, where `new` puts local datafiles."""
         if self._folders is None:
-            base = Path(self.working_dir) if self.working_dir else default_base()
-            self._folders = WorkingFolders(base, keep=self.keep_working_files)
+            if self.working_dir:
+                self._folders = WorkingFolders(Path(self.working_dir), keep=self.keep_working_files)
+            else:
+                self._folders = WorkingFolders(default_base(), keep=self.keep_working_files, chosen=False)
         return self._folders.folder_for_current_step()
 
     def get(self, path: str) -> Datafile:

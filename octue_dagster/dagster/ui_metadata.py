@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from dagster import DataVersion, MetadataValue, TableColumn, TableRecord, TableSchema
@@ -71,8 +72,13 @@ def dataset_data_version(dataset: Dataset) -> DataVersion:
     It changes exactly when a file is added, removed, renamed or changed, whatever the order the files were listed
     or written in, and metadata-only changes (labels, tags) keep it, as for a single datafile.
     """
-    pairs = sorted((str(dataset.relative_path(file)), file.hash_value) for file in dataset.files)
-    return DataVersion(hashlib.sha256(json.dumps(pairs).encode()).hexdigest()[:32])
+    return DataVersion(files_digest((str(dataset.relative_path(file)), file.hash_value) for file in dataset.files))
+
+
+def files_digest(pairs: Iterable[tuple[str, str | None]]) -> str:
+    """A digest of a dataset's (relative path, crc32c) pairs, whatever their order: its data version, and what the
+    asset checks compare a folder's listing with for files beyond the recorded table."""
+    return hashlib.sha256(json.dumps(sorted(pairs)).encode()).hexdigest()[:32]
 
 
 def dataset_metadata(dataset: Dataset) -> dict[str, MetadataValue]:
@@ -99,6 +105,8 @@ def dataset_metadata(dataset: Dataset) -> dict[str, MetadataValue]:
                 "size_bytes": int(file.size_bytes or 0),
                 "crc32c": file.hash_value,
                 "labels": ", ".join(sorted(file.labels)),
+                # Text: generations are 64-bit (GraphQL's Int is 32-bit). The asset checks compare it with GCS's.
+                "generation": str(file.object_info.generation) if file.object_info is not None else "",
             }
         )
         for file in files[:DATASET_TABLE_ROWS]
@@ -106,6 +114,10 @@ def dataset_metadata(dataset: Dataset) -> dict[str, MetadataValue]:
     metadata["files"] = MetadataValue.table(rows, schema=_FILES_SCHEMA)
     if len(files) > DATASET_TABLE_ROWS:
         metadata["files_not_listed"] = MetadataValue.int(len(files) - DATASET_TABLE_ROWS)
+        # The asset checks compare the files the table leaves out through this digest of every file.
+        metadata["files_digest"] = MetadataValue.text(
+            files_digest((str(dataset.relative_path(file)), file.hash_value) for file in files)
+        )
     return metadata
 
 
@@ -115,8 +127,16 @@ _FILES_SCHEMA = TableSchema(
         TableColumn("size_bytes", "int"),
         TableColumn("crc32c", "string", description="The object's crc32c, as GCS reports it"),
         TableColumn("labels", "string"),
+        TableColumn("generation", "string", description="The object's GCS generation when it was stored"),
     ]
 )
 
 
-__all__ = ["URI_KEY", "dataset_data_version", "dataset_metadata", "datafile_data_version", "datafile_metadata"]
+__all__ = [
+    "URI_KEY",
+    "dataset_data_version",
+    "dataset_metadata",
+    "datafile_data_version",
+    "datafile_metadata",
+    "files_digest",
+]

@@ -7,11 +7,18 @@ its own folder, `{base}/{run id}/{step key}/attempt-{n}/`, found from the step t
 is over and its outputs stored: when its process starts the next step, or when the resource is torn down (at the
 end of the step's own process under the multiprocess executor). Another step's folder, and the run's folder while
 other steps use it, are never touched.
+
+Every one of these folders is private to the user running the step (see `octue_dagster.core.local.private_folders`):
+created with mode 0o700, and refused (`UnsafeFolderError`) if another user made it first, since that user could swap
+a working file between the asset writing it and its upload. The default base is per user,
+`{temporary directory}/octue-dagster-{uid}`; a `working_dir` given by the user must be theirs and not writable by
+others (its mode is left as it is).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 import uuid
@@ -19,6 +26,7 @@ from pathlib import Path
 
 from dagster import DagsterInvariantViolationError, OpExecutionContext
 
+from octue_dagster.core.local.private_folders import make_private_folder, user_suffix
 from octue_dagster.dagster.addresses import encode_segment
 
 #: Outside a step (a sensor, a schedule, direct invocation), new files go to a folder of the resource instance.
@@ -43,9 +51,11 @@ class WorkingFolders:
     multiprocess executor one per process), or when the resource is torn down, whichever comes first.
     """
 
-    def __init__(self, base: Path, *, keep: bool = False) -> None:
-        self.base = base
+    def __init__(self, base: Path, *, keep: bool = False, chosen: bool = True) -> None:
+        # A folder the user chose may be reached through symbolic links they made; the default one may not.
+        self.base = Path(os.path.realpath(base)) if chosen else base
         self.keep = keep
+        self.chosen = chosen
         self._created: dict[tuple[str, str, int] | None, Path] = {}
 
     def folder_for_current_step(self) -> Path:
@@ -60,13 +70,31 @@ class WorkingFolders:
                 self._remove([earlier for earlier in self._created if earlier is not None])
                 run_id, step_key, attempt = step
                 folder = self.base / encode_segment(run_id) / encode_segment(step_key) / f"attempt-{attempt}"
-            _make_folder(folder)
+            self._make_folder(folder)
             self._created[step] = folder
         return folder
 
     def remove_all(self) -> None:
         """Remove every folder this instance created (unless `keep`), and their parents if that left them empty."""
         self._remove(list(self._created))
+
+    def _make_folder(self, folder: Path, attempts: int = 5) -> None:
+        """Create `folder` and the folders between it and the base, each private to this user (see the module
+        docstring); another process removing an emptied parent at that moment is retried."""
+        levels = [folder, *(parent for parent in folder.parents if self.base in parent.parents)]
+        for attempt in range(attempts):
+            try:
+                if not self.chosen:
+                    make_private_folder(self.base)
+                else:
+                    self.base.parent.mkdir(parents=True, exist_ok=True)
+                    make_private_folder(self.base, fix_mode=False)
+                for level in reversed(levels):
+                    make_private_folder(level)
+                return
+            except FileNotFoundError:
+                if attempt == attempts - 1:
+                    raise
 
     def _remove(self, steps: list[tuple[str, str, int] | None]) -> None:
         if self.keep:
@@ -81,20 +109,10 @@ class WorkingFolders:
                     parent.rmdir()
 
 
-def _make_folder(folder: Path, attempts: int = 5) -> None:
-    """Create `folder` and its parents; another process removing an emptied parent at that moment is retried."""
-    for attempt in range(attempts):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            return
-        except FileNotFoundError:
-            if attempt == attempts - 1:
-                raise
-
-
 def default_base() -> Path:
-    """Where working folders go unless `working_dir` is set: a folder under the system's temporary directory."""
-    return Path(tempfile.gettempdir()) / "octue-dagster"
+    """Where working folders go unless `working_dir` is set: this user's folder under the system's temporary
+    directory (private to them; see the module docstring)."""
+    return Path(tempfile.gettempdir()) / f"octue-dagster-{user_suffix()}"
 
 
 __all__ = ["OUTSIDE_STEPS", "WorkingFolders", "current_step", "default_base"]

@@ -27,6 +27,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from octue_dagster.core.local.private_folders import make_private_folder, user_suffix
+
 EMULATOR_VARIABLE = "STORAGE_EMULATOR_HOST"
 REAL_GCS_VARIABLE = "OCTUE_DAGSTER_REAL_GCS"
 
@@ -72,12 +74,18 @@ class Emulator:
         #: The address the server writes into the links it hands out (media links, resumable-upload sessions): a
         #: proxy in front of the emulator passes its own, so that follow-up requests go through it too.
         self.external_url = external_url or self.url
-        self.log_path = Path(log_path) if log_path else Path(tempfile.gettempdir()) / f"fake-gcs-{self.port}.log"
+        # The default log goes in a folder private to this user, never at a fixed name in the shared temporary
+        # directory, where another user could plant a link to one of this user's files for the log to append to.
+        self._default_log = not log_path
+        self.log_path = Path(log_path) if log_path else default_log_folder() / f"fake-gcs-{self.port}.log"
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> Emulator:
         """Start the server and wait until it answers."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self._default_log:
+            make_private_folder(self.log_path.parent)
+        else:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self._process = subprocess.Popen(
             [
@@ -124,6 +132,11 @@ class Emulator:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def default_log_folder() -> Path:
+    """Where emulator logs go unless a log path is given: this user's private folder in the temporary directory."""
+    return Path(tempfile.gettempdir()) / f"octue-dagster-emulator-{user_suffix()}"
 
 
 @contextlib.contextmanager

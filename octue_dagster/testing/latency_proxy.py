@@ -179,15 +179,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             time.sleep(proxy.latency_seconds)  # the round trip a real request would wait for
             book = proxy.preconditions
             target = book.written_object(self.command, self.path) if book is not None else None
+            body = None
+            if book is not None and target is None and book.is_conditional_upload(self.command, self.path):
+                # An upload names its object in its body (small: the JSON resource, or a multipart upload's parts).
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                target = book.uploaded_object(self.path, body)
             if target is None:
-                self._forward(book)
+                self._forward(book, body=body)
                 return
             with book.lock_for(target):  # check and write as one step, as GCS does
                 if not book.preconditions_hold(target, self.path, self._upstream_generation):
-                    self._discard_body()
+                    if body is None:
+                        self._discard_body()
                     self._answer_precondition_failed(target)
                     return
-                self._forward(book, patched=target if self.command == "PATCH" else None)
+                self._forward(book, patched=target if self.command == "PATCH" else None, body=body)
         except (OSError, http.client.HTTPException):
             self.close_connection = True  # the client sees a dropped connection, as it would from a broken network
             if self._upstream is not None:
@@ -196,8 +202,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         finally:
             proxy._end()
 
-    def _forward(self, book: PreconditionBook | None, patched: tuple[str, str] | None = None) -> None:
-        """Send the request upstream and relay the answer (a successful patch of `patched` counts as one)."""
+    def _forward(
+        self, book: PreconditionBook | None, patched: tuple[str, str] | None = None, body: bytes | None = None
+    ) -> None:
+        """Send the request upstream and relay the answer (a successful patch of `patched` counts as one); `body` is
+        the request's body if it was read already."""
         proxy = self.server.proxy
         length = int(self.headers.get("Content-Length") or 0)
         if self._upstream is None:
@@ -208,7 +217,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if key.lower() not in _HOP_BY_HOP:
                 upstream.putheader(key, value)
         upstream.endheaders()
-        for block in _blocks(self.rfile, length):
+        for block in [body] if body is not None else _blocks(self.rfile, length):
             upstream.send(block)
         response = upstream.getresponse()
         self.send_response_only(response.status, response.reason)
@@ -298,8 +307,9 @@ class PreconditionBook:
     The proxy counts the metadata patches it forwards: each successful PATCH of an object adds one to its
     metageneration (back to 1 when the generation changes), and the `metageneration` of every object resource it
     relays (reads, listings, patch and upload answers) is rewritten to the count. A PATCH or DELETE whose
-    `ifMetagenerationMatch` or `ifGenerationMatch` does not hold is answered 412 without being forwarded (the
-    generation is read from the emulator on the side). Only writes that go through the proxy are counted.
+    `ifMetagenerationMatch` or `ifGenerationMatch` does not hold, or an upload (multipart, or the start of a resumable
+    session) whose `ifMetagenerationMatch` does not, is answered 412 without being forwarded (the generation is read
+    from the emulator on the side). Only writes that go through the proxy are counted.
     """
 
     def __init__(self) -> None:
@@ -312,6 +322,20 @@ class PreconditionBook:
         """The (bucket, name) a metadata patch or a delete writes to, else `None`."""
         match = _OBJECT_PATH.match(path) if method in ("PATCH", "DELETE") else None
         return None if match is None else (unquote(match["bucket"]), unquote(match["name"]))
+
+    @staticmethod
+    def is_conditional_upload(method: str, path: str) -> bool:
+        """Whether a request starts an upload (multipart, or a resumable session) with a metageneration
+        precondition, which GCS checks against the object being replaced."""
+        return method == "POST" and path.startswith("/upload/storage/v1/b/") and "ifMetagenerationMatch=" in path
+
+    @staticmethod
+    def uploaded_object(path: str, body: bytes) -> tuple[str, str] | None:
+        """The (bucket, name) an upload writes to: the name is in its JSON resource (the body, or a multipart
+        body's first part)."""
+        bucket = unquote(path.split("/upload/storage/v1/b/", 1)[1].split("/", 1)[0])
+        name = re.search(rb'"name"\s*:\s*("(?:[^"\\]|\\.)*")', body)
+        return None if name is None else (bucket, json.loads(name[1]))
 
     def preconditions_hold(
         self, target: tuple[str, str], path: str, generation_of: Callable[[tuple[str, str]], int]

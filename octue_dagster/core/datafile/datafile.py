@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -30,12 +31,9 @@ from octue_dagster.core.storage.store import ObjectInfo, Store
 from octue_dagster.core.storage.gcs_path import GCSPath, is_gcs_path, parse_gcs_path
 from octue_dagster.core.datafile.datafile_metadata import OctueMetadata
 from octue_dagster.core.datafile.opener import DatafileOpener
-from octue_dagster.core.datafile.upload_plan import UploadAction, plan_upload
-from octue_dagster.exceptions import (
-    CloudObjectNotFoundError,
-    ConflictError,
-    InvalidInputError,
-)
+from octue_dagster.core.datafile.datafile_transfers import DatafileTransfers
+from octue_dagster.core.datafile.octue_api import OctueDatafileAPI, warn_if_octue_names_it_differently
+from octue_dagster.exceptions import InvalidInputError
 
 T = TypeVar("T")
 HDF5_EXTENSIONS = (".hdf5", ".h5")
@@ -43,54 +41,55 @@ EMPTY_HASH = hashing.crc32c_base64(b"")
 
 
 
-class Datafile(OctueMetadata):
+class Datafile(DatafileTransfers, OctueDatafileAPI, OctueMetadata):
     """One file with Octue metadata (id, timestamp, labels, tags), local, in GCS (`gs://bucket/name`) or both.
 
-    `path` is a local path or a `gs://` URI. For a cloud path, `local_path` says where to keep a downloaded copy
-    (else a private cache is used). For a local path, `cloud_path` names the object it is uploaded to. Metadata given
-    here overrides what is stored; `ignore_stored_metadata=True` does not read stored metadata at all.
+    `path` is a local path, a `gs://` URI or an `https://` URL (a signed URL: read-only, see `url_datafile`). For a
+    cloud path, `local_path` names a local copy, downloaded at once unless it already holds the object's content. For
+    a local path, `cloud_path` names the object it mirrors: an existing local file is uploaded to it at once. As in
+    Octue's SDK, metadata stored with the file (the object's, or the `.octue` entry) wins over the `timestamp`,
+    `labels` and `tags` given here (a warning says so when they differ); `ignore_stored_metadata=True` uses what is
+    given. To change stored metadata, set attributes and call `update_metadata()`.
+
+    Octue's context-manager form opens the file with `mode` (and `update_metadata`, and `open`'s keyword arguments):
+
+        with Datafile("gs://bucket/readings.csv", mode="w") as (datafile, file):
+            file.write("a,b\n")
+            datafile.labels.add("raw")
     """
+
+    def __new__(cls, path: Any = None, *args: Any, **kwargs: Any) -> Datafile:
+        if cls is Datafile and isinstance(path, str) and path.lower().startswith(("https://", "http://")):
+            from octue_dagster.core.datafile.url_datafile import UrlDatafile
+
+            cls = UrlDatafile
+        return super().__new__(cls)
 
     def __init__(
         self,
         path: str | os.PathLike[str],
-        *,
         local_path: str | os.PathLike[str] | None = None,
         cloud_path: str | None = None,
         timestamp: datetime.datetime | float | None = None,
+        mode: str = "r",
+        update_metadata: bool = True,
+        ignore_stored_metadata: bool = False,
         id: str | None = None,
         tags: Mapping[str, Any] | None = None,
         labels: Iterable[str] | str | None = None,
-        ignore_stored_metadata: bool = False,
+        *,
         store: Store | None = None,
         storage_client: storage.Client | None = None,
+        name: str | None = None,
         _object: ObjectInfo | None = None,
+        **open_kwargs: Any,
     ) -> None:
         self._store = store if store is not None else (Store(storage_client) if storage_client is not None else None)
         self._object: ObjectInfo | None = None
         self._local: Path | None = None
         self._cloud: GCSPath | None = None
-
-        self._cloud_is_source = is_gcs_path(path)
-        if self._cloud_is_source:
-            if cloud_path is not None:
-                raise InvalidInputError("Give cloud_path only with a local path; `path` is already a gs:// path.")
-            self._cloud = parse_gcs_path(str(path))
-            self._local = Path(local_path).absolute() if local_path is not None else None
-        else:
-            if local_path is not None:
-                raise InvalidInputError("Give local_path only with a gs:// path; `path` is already a local path.")
-            if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-                raise InvalidInputError(f"A datafile path must be a non-empty local path or gs:// URI; got {path!r}.")
-            if "\x00" in str(os.fspath(path)):
-                raise InvalidInputError(f"The local path {path!r} contains a NUL character, which no file system allows.")
-            self._local = Path(path).absolute()
-            self._cloud = parse_gcs_path(cloud_path) if cloud_path is not None else None
-
-        if _object is not None:
-            self._object = _object
-        elif self._cloud is not None:
-            self._object = self.store.get_object(self._cloud)
+        self._open_attributes = {"mode": mode, "update_metadata": update_metadata, **open_kwargs}
+        self._locate(path, local_path, cloud_path, _object)
 
         self._ignore_stored_metadata = ignore_stored_metadata
         stored = md.StoredMetadata() if ignore_stored_metadata else self._read_stored_metadata()
@@ -101,6 +100,51 @@ class Datafile(OctueMetadata):
             )
         new_id = md.validate_id(id) if id is not None else (stored.id or str(uuid.uuid4()))
         self._init_metadata(stored, new_id, timestamp, labels, tags)
+        if name is not None and name != self.name:
+            raise InvalidInputError(
+                f"The name {name!r} given for {self} differs from its file name {self.name!r}: a datafile's name is "
+                f"the last part of its path here (Octue's SDK lets it differ). Leave name out."
+            )
+        self._after_init()
+
+    def _locate(self, path: Any, local_path: Any, cloud_path: Any, _object: ObjectInfo | None) -> None:
+        """Set where the datafile is (`_cloud`, `_local`, `_object`) from the constructor's arguments."""
+        self._cloud_is_source = is_gcs_path(path)
+        if self._cloud_is_source:
+            if cloud_path is not None and cloud_path != path:
+                raise InvalidInputError("Give cloud_path only with a local path; `path` is already a gs:// path.")
+            self._cloud = parse_gcs_path(str(path))
+            if _object is None:  # a path written by the user, not a name read from a listing
+                warn_if_octue_names_it_differently(self._cloud)
+            self._local = Path(local_path).absolute() if local_path is not None else None
+        else:
+            if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+                raise InvalidInputError(f"A datafile path must be a non-empty local path or gs:// URI; got {path!r}.")
+            if "\x00" in str(os.fspath(path)):
+                raise InvalidInputError(f"The local path {path!r} contains a NUL character, which no file system allows.")
+            self._local = Path(path).absolute()
+            if local_path is not None and Path(local_path).absolute() != self._local:
+                raise InvalidInputError(
+                    f"`path` {str(path)!r} is already a local path, and local_path {str(local_path)!r} names another; "
+                    f"give local_path only with a gs:// path."
+                )
+            if cloud_path is not None:
+                self._cloud = warn_if_octue_names_it_differently(parse_gcs_path(cloud_path))
+        if _object is not None:
+            self._object = _object
+        elif self._cloud is not None:
+            self._object = self.store.get_object(self._cloud)
+
+    def _after_init(self) -> None:
+        """Octue's construction rules for a second location: a cloud datafile's chosen `local_path` is made to hold the
+        object's content now, and an existing local file given a `cloud_path` is uploaded now."""
+        if self._cloud is None or self._local is None:
+            return
+        if self._cloud_is_source:
+            if self._object is not None and not self._has_valid_local_copy():
+                self.download()
+        elif self._local.is_file():
+            self.upload()
 
     # --- construction helpers --------------------------------------------------------------------------------------
 
@@ -127,8 +171,14 @@ class Datafile(OctueMetadata):
 
     @property
     def cloud_path(self) -> str | None:
-        """The `gs://bucket/name` URI of this datafile's object, or `None` for a local-only datafile."""
+        """The `gs://bucket/name` URI of this datafile's object, or `None` for a local-only datafile.
+
+        Setting it uploads there (as in Octue's SDK); setting `None` detaches a local datafile from its object."""
         return str(self._cloud) if self._cloud is not None else None
+
+    @cloud_path.setter
+    def cloud_path(self, path: str | None) -> None:
+        self._move_cloud_location(path)
 
     @property
     def gcs_path(self) -> GCSPath | None:
@@ -169,18 +219,29 @@ class Datafile(OctueMetadata):
 
     @property
     def local_path(self) -> str:
-        """The path of a local copy, downloading the object first if there is no valid copy yet."""
+        """The path of a local copy, downloading the object first if there is no valid copy yet.
+
+        Setting it (as in Octue's SDK) makes a new path, which must not exist yet, the local copy (downloaded or
+        copied there); setting `None` makes a cloud datafile forget its chosen local copy and use the cache."""
+        return str(self._ready_local_copy())
+
+    @local_path.setter
+    def local_path(self, path: str | os.PathLike[str] | None) -> None:
+        self._move_local_copy(path)
+
+    def _ready_local_copy(self) -> Path:
         if self._cloud is not None and self._object is not None:
             if self._uses_cache():
-                return self.download()
+                return Path(self.download())
             if not self._has_valid_local_copy():
                 self.download()
-        return str(self._local_target())
+        return self._local_target()
 
     def _open_content(self, hold: contextlib.ExitStack, open_file: Callable[[Path], T]) -> T:
         """`open_file(path)` on a local copy of the content; a cached copy is held against eviction until `hold`
         closes."""
         if self._uses_cache() and self._object is not None:
+            self._fetched = True
             return local_copy.open_cached(self.store, self._object, hold, open_file)
         return open_file(Path(self.local_path))
 
@@ -200,15 +261,20 @@ class Datafile(OctueMetadata):
 
     @property
     def exists_locally(self) -> bool:
-        """Whether a local copy is on disk now."""
-        return self._has_valid_local_copy()
+        """As in Octue's SDK: whether the datafile has a local path (given, or a copy this datafile downloaded). It
+        says nothing of what the file holds now: see `has_local_copy`."""
+        return self._local is not None or (self._fetched and self._has_valid_local_copy())
 
     @property
     def exists_in_cloud(self) -> bool:
-        """Whether the object exists in GCS now (one metadata request)."""
-        if self._cloud is None:
-            return False
-        return self.store.get_object(self._cloud) is not None
+        """As in Octue's SDK: whether the datafile has a cloud location (no request is made; `object_info` is what
+        GCS said when the datafile last read or wrote the object, `None` if there was none)."""
+        return self.cloud_path is not None
+
+    @property
+    def has_local_copy(self) -> bool:
+        """Whether a local copy is on disk now that holds the datafile's content (for a cloud file: its generation)."""
+        return self._has_valid_local_copy()
 
     @property
     def size_bytes(self) -> int | None:
@@ -235,183 +301,35 @@ class Datafile(OctueMetadata):
             return self._object.crc32c
         return EMPTY_HASH
 
-    # --- moving content ----------------------------------------------------------------------------------------------
-
-    def download(self, local_path: str | os.PathLike[str] | None = None) -> str:
-        """Download the object (checksum-verified, to a temporary name, then renamed) and return the local path.
-
-        A copy already downloaded at the object's current generation is reused. Giving `local_path` makes that the
-        datafile's local copy.
-        """
-        if self._cloud is None:
-            raise InvalidInputError(f"{self} has no cloud path to download from.")
-        if local_path is not None:
-            self._local = Path(local_path).absolute()
-        if self._object is None:
-            self._object = self.store.require_object(self._cloud)
-        return str(local_copy.fetch(self.store, self._object, self._local_target(), cached=self._uses_cache()))
-
-    def upload(self, cloud_path: str | None = None, update_metadata: bool = True) -> str:
-        """Upload to `cloud_path` (default: this datafile's own) and return the `gs://` URI.
-
-        The transfer is skipped when the object already holds the same crc32c; a cloud-only datafile going to another
-        path is copied server side. The upload is conditional on the generation this datafile knows, so another
-        writer's object is never silently overwritten (a `ConflictError` says so).
-        """
-        destination = parse_gcs_path(cloud_path) if cloud_path is not None else self._cloud
-        if destination is None:
-            raise InvalidInputError(f"{self} has no cloud path: call upload('gs://bucket/name').")
-        own_path = destination == self._cloud
-        existing = self._existing_at(destination, own_path)
-        local_crc32c = self._local_content_crc32c()
-        if local_crc32c is None and self._object is None:
-            raise CloudObjectNotFoundError(f"Cannot upload {self}: it has neither a local file nor a cloud object.")
-        metadata = self._cloud_metadata() if update_metadata else {}
-        if own_path:
-            metadata_differs = update_metadata and self._metadata_changed()
-        else:
-            stored = dict(existing.custom_metadata) if existing is not None else {}
-            metadata_differs = update_metadata and {**stored, **metadata} != stored
-        action = plan_upload(
-            content_crc32c=local_crc32c or self._object.crc32c,  # type: ignore[union-attr]
-            has_local_bytes=local_crc32c is not None,
-            existing=existing,
-            metadata_differs=metadata_differs,
-        )
-        if action is UploadAction.PATCH and own_path:
-            self._patch_cloud_metadata()
-            return str(destination)
-        if action is UploadAction.NOTHING and own_path:
-            return str(destination)
-        if action is UploadAction.PATCH:
-            info = self.store.patch_metadata(destination, lambda _: metadata)
-        elif action is UploadAction.NOTHING:
-            info = existing
-        elif action is UploadAction.COPY:
-            info = self.store.copy_object(
-                self._object,
-                destination,
-                custom_metadata=metadata or dict(self._object.custom_metadata),
-                if_generation_match=existing.generation if existing else 0,
-            )
-        else:
-            info = self.store.upload_file(
-                str(self._local_target()),
-                destination,
-                crc32c=local_crc32c,
-                custom_metadata=metadata,
-                if_generation_match=existing.generation if existing else 0,
-            )
-        self._switch_to(destination, info)
-        return str(destination)
-
-    def _existing_at(self, destination: GCSPath, own_path: bool) -> ObjectInfo | None:
-        """What `destination` holds now; for this datafile's own object, checked to be the generation it last saw."""
-        if not own_path or self._object is None:
-            return self._object if own_path else self.store.get_object(destination)
-        # Check that nobody replaced the object since we read it, before deciding anything from its hash.
-        latest = self.store.get_object(destination)
-        if latest is None or latest.generation != self._object.generation:
-            raise ConflictError(
-                f"Could not upload to {destination}: another writer replaced or deleted it since this datafile "
-                f"read it, so nothing was overwritten. Re-read the datafile and repeat the change."
-            )
-        return latest
-
-    def _local_content_crc32c(self) -> str | None:
-        """The crc32c of local bytes that would have to be sent, or `None` if there are none.
-
-        A user's own local file counts whatever it holds. A cached copy never does: content changed through the
-        library (`open` in a write mode) is uploaded when the file is closed, and a copy that differs from its object
-        was changed by something else, so it is neither served nor sent. A local copy identical to this datafile's
-        object adds nothing either, as the object can be copied server side.
-        """
-        if self._local is None or not self._local_target().is_file():
-            return None
-        local_crc32c = hashing.hash_file(self._local_target())
-        if self._object is not None and local_crc32c == self._object.crc32c:
-            return None
-        return local_crc32c
-
-    def _switch_to(self, destination: GCSPath, info: ObjectInfo) -> None:
-        """After writing `info` at `destination`, make that this datafile's cloud location."""
-        self._cloud, self._object = destination, info
-        if info.custom_metadata:
-            self._mark_persisted(md.from_cloud_metadata(info.custom_metadata, str(destination)))
-
     # --- open --------------------------------------------------------------------------------------------------------
 
-    def open(self, mode: str = "r", **kwargs: Any) -> DatafileOpener:
+    def open(self, mode: str = "r", update_metadata: bool = True, **kwargs: Any) -> DatafileOpener:
         """Open the content like the builtin `open` (`.h5`/`.hdf5` files as `h5py.File`), as a context manager.
 
-        Reading modes download a cloud object first; `w` and `x` do not. When the block ends normally, changed
-        content is uploaded with the metadata in one request and other metadata changes are persisted as a patch.
-        If the block raises, nothing is uploaded and the local file is as it was.
+        Reading modes download a cloud object first; `w` and `x` do not. When a writing block ends normally, the
+        content is uploaded with the metadata (unless `update_metadata=False`) in one request. As in Octue's SDK,
+        metadata changed inside a reading block is not saved (a warning says so): call `update_metadata()`. If the
+        block raises, nothing is uploaded and the local file is as it was.
         """
-        exists = self._object is not None if self._cloud is not None else self._local_target().is_file()
+        self._open_attributes["mode"] = mode
+        before = self._current()
         return DatafileOpener(
             mode,
             kwargs,
             name=str(self),
             hdf5=self._is_hdf5(),
-            exists=exists,
+            exists=self._content_exists(),
             open_content=self._open_content,
             target=self._local_target(),
-            commit=self._commit_written_file,
-            after_read=self._persist_metadata_changes,
+            commit=functools.partial(self._commit_written_file, update_metadata=update_metadata),
+            after_read=functools.partial(self._warn_unsaved_read_changes, before),
         )
+
+    def _content_exists(self) -> bool:
+        return self._object is not None if self._cloud is not None else self._local_target().is_file()
 
     def _is_hdf5(self) -> bool:
         return Path(self.name).suffix.lower() in HDF5_EXTENSIONS
-
-    def _commit_written_file(self, temporary: Path) -> None:
-        """Make a fully written temporary file this datafile's content: upload first (if cloud), then rename."""
-        target = self._local_target()
-        if self._cloud is not None:
-            crc32c = hashing.hash_file(temporary)
-            if not self._uses_cache():
-                # Refuse before uploading if the local copy's metadata could not be recorded afterwards.
-                local_metadata.read_metadata_file(local_metadata.metadata_path_for(target))
-            info = self.store.upload_file(
-                str(temporary),
-                self._cloud,
-                crc32c=crc32c,
-                custom_metadata=self._cloud_metadata(),
-                if_generation_match=self._object.generation if self._object is not None else 0,
-            )
-            if self._uses_cache():
-                local_copy.commit_written(temporary, target, info, crc32c, cached=True)
-            else:
-                # Merged against what this datafile read before the upload; the content is renamed into place only
-                # once its metadata entry is ready to be committed.
-                self._write_local_metadata(
-                    before_commit=lambda: local_copy.commit_written(temporary, target, info, crc32c, cached=False)
-                )
-            self._object = info
-            self._mark_persisted()
-        else:
-            # The content is renamed into place only once its metadata entry is written and can be committed.
-            self._write_local_metadata(before_commit=lambda: os.replace(temporary, target))
-
-    def generate_signed_url(
-        self,
-        expiration: datetime.timedelta | datetime.datetime = datetime.timedelta(days=7),
-        *,
-        credentials: Any = None,
-    ) -> str:
-        """A V4 signed URL that lets anyone holding it read the object until `expiration` (at most 7 days).
-
-        Signed with a service-account key (`credentials`, the client's, or `GOOGLE_APPLICATION_CREDENTIALS`), with
-        no request; else through IAM as the service account the code runs as.
-        """
-        if self._cloud is None or self._object is None:
-            raise CloudObjectNotFoundError(f"{self} must exist in the cloud for a signed URL to be generated for it.")
-        from octue_dagster.core.storage import signing
-
-        return signing.generate_signed_url(self.store.client, self._cloud, expiration, credentials=credentials)
-
-    def __repr__(self) -> str:
-        return f"<Datafile({self.cloud_path or str(self._local)!r})>"
 
     def __str__(self) -> str:
         return self.cloud_path or str(self._local)

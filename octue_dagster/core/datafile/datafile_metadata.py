@@ -8,6 +8,7 @@ what changed and write only that: a metadata patch on the cloud object, merged w
 from __future__ import annotations
 
 import datetime
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,11 @@ from octue_dagster.core.metadata import octue_files as local_metadata
 from octue_dagster.core.storage.gcs_path import GCSPath
 from octue_dagster.core.metadata.merge import merge
 from octue_dagster.core.storage.store import ObjectInfo, Store
-from octue_dagster.exceptions import CloudObjectNotFoundError
+from octue_dagster.exceptions import CloudObjectNotFoundError, OctueCompatibilityWarning
+
+
+#: The custom metadata keys Octue metadata lives in; the others belong to other tools and people.
+OCTUE_KEYS = f"{md.NAMESPACE}__"
 
 
 class OctueMetadata(md.LabelsAndTags):
@@ -42,14 +47,38 @@ class OctueMetadata(md.LabelsAndTags):
     store: Store
 
     def _init_metadata(self, stored: md.StoredMetadata, id: str, timestamp: Any, labels: Any, tags: Any) -> None:
-        """Start from `stored`, overridden by whatever of `timestamp`, `labels` and `tags` was given (not `None`)."""
+        """Octue's rule: what is stored wins; `timestamp`, `labels` and `tags` given are used where nothing is stored.
+
+        Given values are validated either way, and an `OctueCompatibilityWarning` names any that stored metadata
+        overrode (this library's releases before 0.3 let them override it)."""
+        given_timestamp = md.normalise_timestamp(timestamp)
+        given_labels = md.LabelSet(labels) if labels is not None else None
+        given_tags = md.TagDict(tags) if tags is not None else None
+        has_stored = stored.id is not None
         self._id = id
-        self._timestamp = md.normalise_timestamp(timestamp) if timestamp is not None else stored.timestamp
-        self._labels = md.LabelSet(labels if labels is not None else stored.labels)
-        self._tags = md.TagDict(tags if tags is not None else stored.tags)
+        self._timestamp = stored.timestamp if has_stored else given_timestamp
+        self._labels = md.LabelSet(stored.labels if stored.labels is not None else given_labels)
+        self._tags = md.TagDict(stored.tags if stored.tags is not None else given_tags)
         self._persisted = None
-        if stored.id is not None:
+        if has_stored:
             self._mark_persisted(stored)
+            overridden = [
+                field
+                for field, given, kept in (
+                    ("timestamp", given_timestamp, self._timestamp),
+                    ("labels", given_labels, self._labels),
+                    ("tags", given_tags, self._tags),
+                )
+                if given is not None and given != kept
+            ]
+            if overridden:
+                warnings.warn(
+                    f"The {', '.join(overridden)} given for {self} were not used: the metadata stored with it takes "
+                    f"precedence, as in Octue's SDK. Pass ignore_stored_metadata=True to use what you give, or set "
+                    f"the attributes and call update_metadata() to change what is stored.",
+                    OctueCompatibilityWarning,
+                    stacklevel=4,
+                )
 
     @property
     def metadata_hash_value(self) -> str:
@@ -76,13 +105,18 @@ class OctueMetadata(md.LabelsAndTags):
         """The timestamp as POSIX seconds, or `None`."""
         return md.posix_seconds(self._timestamp) if self._timestamp is not None else None
 
-    def metadata(self, include_id: bool = True, include_sdk_version: bool = True) -> dict[str, Any]:
-        """The metadata as a dict: `id`, `timestamp`, `tags`, `labels` (a set) and `sdk_version`."""
+    def metadata(
+        self, include_id: bool = True, include_sdk_version: bool = True, use_octue_namespace: bool = True
+    ) -> dict[str, Any]:
+        """The metadata as Octue's SDK gives it: `id`, `timestamp`, `tags`, `labels` (a set) and `sdk_version`, with
+        names prefixed `octue__` (as stored on objects) unless `use_octue_namespace=False`."""
         record = md.metadata_record(self._id, self._timestamp, self._labels, self._tags)
         if not include_id:
             del record["id"]
         if not include_sdk_version:
             del record["sdk_version"]
+        if use_octue_namespace:
+            return {f"{md.NAMESPACE}__{key}": value for key, value in record.items()}
         return record
 
     def _current(self) -> md.StoredMetadata:
@@ -111,11 +145,15 @@ class OctueMetadata(md.LabelsAndTags):
 
     def _adopt(self, stored: md.StoredMetadata) -> None:
         """Make `stored` (just written to or read from the store) both the in-memory and the persisted metadata."""
+        self._show(stored)
+        self._mark_persisted()
+
+    def _show(self, stored: md.StoredMetadata) -> None:
+        """Make `stored` the in-memory metadata (what is persisted is unchanged)."""
         self._id = stored.id or self._id
         self._timestamp = stored.timestamp
         self._labels = md.LabelSet(stored.labels)
         self._tags = md.TagDict(stored.tags)
-        self._mark_persisted()
 
     def update_metadata(self, *, fresh: bool = False) -> None:
         """Persist the in-memory metadata: a metadata patch on the object (content and generation untouched) and/or
@@ -130,11 +168,14 @@ class OctueMetadata(md.LabelsAndTags):
             raise CloudObjectNotFoundError(
                 f"Cannot update the metadata of {self._cloud}: the object does not exist yet. Write or upload it first."
             )
+        self._update_stored_metadata(cloud=True, local=True, fresh=fresh)
+
+    def _update_stored_metadata(self, *, cloud: bool, local: bool, fresh: bool = False) -> None:
         # Both stores merge against what this datafile last read, not against each other's result.
         base = self._persisted
-        if self._object is not None:
+        if cloud and self._object is not None:
             self._patch_cloud_metadata(fresh)
-        if self._local is not None:
+        if local and self._local is not None:
             self._write_local_metadata(base=base)
 
     def _patch_cloud_metadata(self, fresh: bool = False) -> None:
@@ -157,6 +198,29 @@ class OctueMetadata(md.LabelsAndTags):
             with filelock.FileLock(cache.lock_path(f"patch:{self._cloud}"), timeout=cache.LOCK_TIMEOUT_SECONDS):
                 self._object = self.store.patch_metadata(self._cloud, change)
         self._adopt(md.from_cloud_metadata(self._object.custom_metadata, where))
+
+    def _content_write_metadata(self, latest: ObjectInfo | None) -> tuple[dict[str, str], md.StoredMetadata]:
+        """The custom metadata to upload with new content over `latest` (the object as it is now; `None`: no object
+        yet), and the Octue metadata it holds.
+
+        A content write replaces all of an object's custom metadata, so it follows the rule of a patch: this
+        datafile's changes since it read the object (`_persisted` -> in memory) are merged onto what the object holds
+        now (`octue_dagster.core.metadata.merge`), and keys outside the `octue__` namespace, which other tools and
+        people own, are carried over as they are. A datafile told to ignore stored metadata replaces the Octue keys
+        (only).
+        """
+        ours = self._current()
+        if latest is None:
+            return self._cloud_metadata(), ours
+        if self._replaces_stored_metadata():
+            merged = ours
+        else:
+            theirs = md.from_cloud_metadata(latest.custom_metadata, str(self._cloud))
+            merged = merge(self._persisted or md.StoredMetadata(), ours, theirs)
+            merged = md.StoredMetadata(merged.id or self._id, merged.timestamp, merged.labels, merged.tags)
+        octue = md.to_cloud_metadata(merged.id or self._id, merged.timestamp, merged.labels or (), merged.tags or {})
+        foreign = {key: value for key, value in latest.custom_metadata.items() if not key.startswith(OCTUE_KEYS)}
+        return {**foreign, **octue}, merged
 
     def _write_local_metadata(
         self, before_commit: Callable[[], None] | None = None, base: md.StoredMetadata | None = None
@@ -184,9 +248,15 @@ class OctueMetadata(md.LabelsAndTags):
         local_metadata.update_entry(self._local, change, before_commit)
         self._adopt(merged[0])
 
-    def _persist_metadata_changes(self) -> None:
-        if self._metadata_changed():
-            self.update_metadata()
+    def _warn_unsaved_read_changes(self, before: md.StoredMetadata) -> None:
+        """After a reading block: as in Octue's SDK nothing is saved, and a warning says so if metadata changed."""
+        if self._current() != before:
+            warnings.warn(
+                f"Metadata of {self} changed inside a reading `open()` block is not saved (as in Octue's SDK); call "
+                f"update_metadata() to save it.",
+                OctueCompatibilityWarning,
+                stacklevel=3,
+            )
 
 
 __all__ = ["OctueMetadata"]

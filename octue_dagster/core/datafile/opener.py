@@ -8,6 +8,7 @@ file is discarded and nothing changes. The opener knows nothing of GCS: the data
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -72,8 +73,9 @@ class DatafileOpener:
     def _open(self, path: Path, mode: str) -> Any:
         if self.hdf5:
             try:
+                importlib.metadata.version("h5py")  # as Octue's SDK checks it: an installed distribution
                 import h5py
-            except ImportError:
+            except (ImportError, importlib.metadata.PackageNotFoundError):
                 raise MissingDependencyError(
                     f"Opening {self.name} needs h5py: pip install 'octue-dagster[hdf5]'."
                 ) from None

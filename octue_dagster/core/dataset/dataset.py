@@ -9,36 +9,29 @@ bounded thread pool with bounded memory (see `storage/runner.py`).
 
 The dataset's own metadata lives where Octue keeps it: in the `"dataset"` entry of the folder's `.octue` file, or
 in a `<prefix>/.octue` object holding `{"dataset": {...}}`. Entries and keys this library does not own are kept.
+A dataset can also be read (not written) from a signed URL made by `generate_signed_url()` here or in Octue's SDK.
+The Octue-named methods that are not about storage (serialisation, hashes, signed URLs) are in `octue_api.py`.
 """
 
 from __future__ import annotations
 
 import bisect
 import collections
-import datetime
+import logging
 import os
-import shutil
-import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from google.cloud import storage
 
-from octue_dagster.core.local import hashing
-
-from octue_dagster.core.metadata import json_objects
-
 from octue_dagster.core.metadata import values as md
 
-from octue_dagster.core.storage import signing
 from octue_dagster.core.storage.store import ObjectInfo, Store
-from octue_dagster.core.local.atomic import atomic_replace
 from octue_dagster.core.datafile.datafile import Datafile
 from octue_dagster.core.dataset.dataset_metadata import DatasetMetadata
 from octue_dagster.core.dataset.dataset_files import (
     METADATA_FILENAME,
-    SIGNED_METADATA_DIRECTORY,
     is_octue_metadata_object,
     local_file_paths,
     prefix_of,
@@ -47,18 +40,21 @@ from octue_dagster.core.dataset.dataset_files import (
 )
 from octue_dagster.core.dataset.dataset_transfers import TransferReport, download_files, upload_files
 from octue_dagster.core.dataset.filters import FilterList, FilterSet
+from octue_dagster.core.dataset.octue_api import OctueDatasetAPI
+from octue_dagster.core.dataset import signed_datasets
 from octue_dagster.core.storage.gcs_path import GCSPath, is_gcs_path, parse_gcs_path
 from octue_dagster.exceptions import (
+    CloudLocationNotSpecifiedError,
     InvalidInputError,
-    InvalidMetadataError,
 )
 
 #: The keys of the `"dataset"` entry this library owns; other keys found there are kept as they are.
 _OWN_KEYS = ("id", "name", "tags", "labels", "path")
 _ABSENT = object()
+logger = logging.getLogger(__name__)
 
 
-class Dataset(DatasetMetadata):
+class Dataset(DatasetMetadata, OctueDatasetAPI):
     """A set of Datafiles in one folder (local or `gs://bucket/prefix`) with an id, name, labels and tags.
 
     `Dataset(path)` holds every file under the folder (only its top level with `recursive=False`), skipping Octue's
@@ -66,9 +62,11 @@ class Dataset(DatasetMetadata):
     serialised datafile dicts). `files` is a `FilterSet`: `dataset.files.filter(labels__contains="raw")`,
     `dataset.files.one(name__ends_with=".csv")`, `dataset.files.order_by("timestamp")`.
 
-    Stored metadata (the folder's `.octue` file or object) is read unless `ignore_stored_metadata=True`. Metadata
-    given here overrides what is stored, as it does for `Datafile` (Octue's SDK prefers the stored values); an id
-    that differs from the stored id is refused. `update_metadata()` (or leaving a `with dataset:` block) persists it.
+    Stored metadata (the folder's `.octue` file or object) is read unless `ignore_stored_metadata=True`, and, as in
+    Octue's SDK, what is stored wins over the id, name, labels and tags given here (they are used for what is not
+    stored); an id that differs from the stored id is refused rather than dropped. `update_metadata()` (or leaving a
+    `with dataset:` block) persists the metadata. `path` may also be a signed URL from `generate_signed_url()` (here
+    or Octue's SDK): such a dataset is read-only.
     `max_workers` bounds concurrent transfers (default 16, or `$OCTUE_DAGSTER_TRANSFER_WORKERS`).
     """
 
@@ -94,20 +92,12 @@ class Dataset(DatasetMetadata):
         self._ignore_stored_metadata = ignore_stored_metadata
         self._include_octue_metadata_files = include_octue_metadata_files
         self.max_workers = max_workers
-        self._cloud: GCSPath | None = None
-        self._local: Path | None = None
         self._metadata_object: ObjectInfo | None = None
         self._stored_document: dict[str, Any] = {}
         self._instantiated_from_files_argument = False
         self.files: FilterSet = FilterSet()
 
-        path = os.getcwd() if path is None else path
-        if is_gcs_path(path):
-            self._cloud = prefix_of(parse_gcs_path(str(path), allow_empty_name=True))
-        elif isinstance(path, (str, os.PathLike)) and os.fspath(path):
-            self._local = Path(path).absolute()
-        else:
-            raise InvalidInputError(f"A dataset path must be a local folder or a gs:// prefix; got {path!r}.")
+        self._locate(os.getcwd() if path is None else path)
 
         if files is not None:
             if isinstance(files, (str, bytes, Mapping)) or not isinstance(files, Iterable):
@@ -118,28 +108,17 @@ class Dataset(DatasetMetadata):
             self._instantiated_from_files_argument = True
             # As in Octue's SDK, a dataset of given files does not read the folder's stored metadata.
             stored: Mapping[str, Any] = {}
+        elif self._url is not None:
+            stored = {} if ignore_stored_metadata else self._instantiate_from_signed_url()
         elif self._cloud is not None:
             stored = self._instantiate_from_cloud(_listing)
         else:
             stored = self._instantiate_from_local_folder()
 
-        stored_id = stored.get("id")
-        if id is not None and stored_id is not None and md.validate_id(id) != md.validate_id(stored_id):
-            raise InvalidInputError(
-                f"The id {id!r} given for the dataset at {self.path} differs from its stored id {stored_id!r}; ids "
-                f"cannot be reassigned. Leave id out, or pass ignore_stored_metadata=True."
-            )
-        where = f"the dataset metadata at {self.metadata_path}"
-        try:
-            self._id = md.validate_id(id if id is not None else stored_id) if (id or stored_id) else str(uuid.uuid4())
-            self._name: str | None = name if name is not None else stored.get("name")
-            self.labels = labels if labels is not None else stored.get("labels")
-            self.tags = tags if tags is not None else stored.get("tags")
-        except InvalidInputError as error:
-            if id is None and labels is None and tags is None:
-                raise InvalidMetadataError(f"{where} cannot be read: {error}") from None
-            raise
+        self._use_stored_metadata_first(stored, id=id, name=name, labels=labels, tags=tags)
         self._persisted = self._own_metadata() if stored else None
+        if self._local is not None and files is None and not self.files:
+            logger.warning("%r is empty at instantiation time (path %r).", self, self.path)
 
     # --- construction ------------------------------------------------------------------------------------------------
 
@@ -182,6 +161,12 @@ class Dataset(DatasetMetadata):
             self._instantiated_from_files_argument = True
         return stored
 
+    def _instantiate_from_signed_url(self) -> Mapping[str, Any]:
+        assert self._url is not None
+        document, files = signed_datasets.read_signed_dataset(self._url, self._store)
+        self.files = FilterSet(files)
+        return document
+
     def _instantiate_from_local_folder(self) -> Mapping[str, Any]:
         assert self._local is not None
         paths = local_file_paths(
@@ -193,12 +178,37 @@ class Dataset(DatasetMetadata):
 
     # --- identity and metadata ---------------------------------------------------------------------------------------
 
+    def _locate(self, path: str | os.PathLike[str]) -> None:
+        """Point the dataset at `path` (a local folder, a `gs://` prefix or a signed URL); its files do not move."""
+        if signed_datasets.is_url(path):
+            self._cloud, self._local, self._url = None, None, str(path)
+        elif is_gcs_path(path):
+            prefix = prefix_of(parse_gcs_path(str(path), allow_empty_name=True))
+            self._cloud, self._local, self._url = prefix, None, None
+        elif isinstance(path, (str, os.PathLike)) and os.fspath(path):
+            self._cloud, self._local, self._url = None, Path(path).absolute(), None
+            self._local_path_as_given = os.fspath(path)
+        else:
+            raise InvalidInputError(
+                f"A dataset path must be a local folder, a gs:// prefix or a signed URL; got {path!r}."
+            )
+
     @property
     def path(self) -> str:
-        """The dataset's folder: a `gs://bucket/prefix` URI (no trailing `/`) or an absolute local path."""
+        """The dataset's folder: a `gs://bucket/prefix` URI (no trailing `/`), a signed URL, or the local path as
+        given (as in Octue's SDK; the default is the current directory)."""
+        if self._url is not None:
+            return self._url
         if self._cloud is not None:
             return f"gs://{self._cloud.bucket}/{self._cloud.name.rstrip('/')}".rstrip("/")
-        return str(self._local)
+        return str(self._local_path_as_given)
+
+    @path.setter
+    def path(self, value: str | os.PathLike[str]) -> None:
+        # What the manifest says the dataset is (Octue's `Manifest.update_dataset_paths`): the files stay where they
+        # are, and metadata read at the old place is no base for writing at the new one.
+        self._locate(value)
+        self._metadata_object, self._stored_document, self._persisted = None, {}, None
 
     @property
     def cloud_path(self) -> str | None:
@@ -220,91 +230,40 @@ class Dataset(DatasetMetadata):
         """The dataset's name: as given or stored, else the last part of its path."""
         if self._name:
             return self._name
-        return self.path.rstrip("/").rsplit("/", 1)[-1] if self._cloud is not None else Path(self.path).name
+        if self._url is not None:
+            return signed_datasets.url_name(self._url)
+        return self.path.rstrip("/").rsplit("/", 1)[-1] if self._cloud is not None else self._local.name  # type: ignore[union-attr]
 
     @name.setter
     def name(self, value: str | None) -> None:
-        if value is not None and not isinstance(value, str):
-            raise InvalidInputError(f"A dataset name must be a string; got {value!r}.")
-        self._name = value
-
-    @property
-    def exists_in_cloud(self) -> bool:
-        """Whether the dataset is a cloud dataset (its path is a `gs://` prefix)."""
-        return self._cloud is not None
-
-    @property
-    def exists_locally(self) -> bool:
-        """Whether the dataset is a local one (as in Octue's SDK: the opposite of `exists_in_cloud`)."""
-        return not self.exists_in_cloud
+        self._name = _checked_name(value)
 
     @property
     def all_files_are_in_cloud(self) -> bool:
-        """Whether every file is known to be stored in GCS (from the listing or the last write: no requests)."""
-        return all(file.cloud_path is not None and file.object_info is not None for file in self.files)
+        """Whether every file has a cloud location (as in Octue's SDK; no requests are made to check the objects)."""
+        return all(file.cloud_path is not None for file in self.files)
 
     @property
     def metadata_path(self) -> str:
-        """Where the dataset's own metadata lives: its folder's `.octue` file or object."""
+        """Where the dataset's own metadata lives: its folder's `.octue` file or object (or its signed URL)."""
+        if self._url is not None:
+            return self._url
         if self._cloud is not None:
             return str(self._cloud.join(METADATA_FILENAME))
-        return os.path.join(self.path, METADATA_FILENAME)
-
-    @property
-    def hash_value(self) -> str:
-        """A crc32c over the sorted crc32c hashes of the files, computed exactly as Octue's SDK computes it."""
-        return hashing.crc32c_base64(str(sorted(file.hash_value for file in self.files)).encode())
+        return os.path.join(str(self._local), METADATA_FILENAME)
 
     @property
     def size_bytes(self) -> int:
         """The total size of the files (from the listing for cloud files: nothing is downloaded)."""
         return sum(file.size_bytes or 0 for file in self.files)
 
-    def generate_signed_url(
-        self,
-        expiration: datetime.timedelta | datetime.datetime = datetime.timedelta(days=7),
-        *,
-        credentials: Any = None,
-    ) -> str:
-        """A signed URL to a new metadata object describing the dataset with signed URLs to each of its files, as
-        Octue's SDK makes it (`<folder>/.signed_metadata_files/<name>`), so that the whole dataset can be read
-        without credentials until `expiration` (at most 7 days)."""
-        if self._cloud is None or not self.all_files_are_in_cloud:
-            raise InvalidInputError(f"{self} and all its files must be in the cloud to generate a signed URL for it.")
-        signing.expiration_seconds(expiration)
-        document = self.to_primitive()
-        document["files"] = [file.generate_signed_url(expiration, credentials=credentials) for file in self.files]
-        path = self._cloud.join(SIGNED_METADATA_DIRECTORY, uuid.uuid4().hex)
-        json_objects.write_document(self.store, path, document, if_generation_match=0)
-        return signing.generate_signed_url(self.store.client, path, expiration, credentials=credentials)
-
-    # --- the container -----------------------------------------------------------------------------------------------
-
-    def __iter__(self) -> Iterator[Datafile]:
-        yield from self.files
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __contains__(self, item: object) -> bool:
-        return item in self.files
-
-    def __enter__(self) -> Dataset:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
-        if exc_type is None:
-            self.update_metadata()
-
-    def __repr__(self) -> str:
-        return f"<Dataset({self.name!r}: {len(self.files)} files at {self.path!r})>"
-
-    def get_file_by_label(self, label: str) -> Datafile:
-        """The only file with `label`; `UnexpectedNumberOfResultsError` if there is none or more than one."""
-        return self.files.one(labels__contains=label)
+    # --- the files ---------------------------------------------------------------------------------------------------
 
     def relative_path(self, datafile: Datafile) -> PurePosixPath:
         """Where a file sits inside the dataset's folder (its name alone if it is outside the folder)."""
+        if self._url is not None and signed_datasets.is_url(datafile.cloud_path):
+            relative = signed_datasets.relative_path_in_signed_dataset(self._url, str(datafile.cloud_path))
+            return safe_relative_path(relative or datafile.name, datafile.name)
         if self._cloud is not None and datafile.gcs_path is not None:
             if datafile.gcs_path.bucket == self._cloud.bucket and datafile.gcs_path.name.startswith(self._cloud.name):
                 return safe_relative_path(datafile.gcs_path.name[len(self._cloud.name) :], str(datafile))
@@ -325,6 +284,7 @@ class Dataset(DatasetMetadata):
         """
         if not isinstance(datafile, Datafile):
             raise InvalidInputError(f"Only Datafiles can be added to a dataset; got {datafile!r}.")
+        self._refuse_if_signed("add files to it")
         relative = safe_relative_path(path_in_dataset or datafile.name, "path_in_dataset")
         if self._cloud is not None:
             destination = self._cloud.join(str(relative))
@@ -338,7 +298,9 @@ class Dataset(DatasetMetadata):
         if datafile.gcs_path is not None and datafile._cloud_is_source:  # noqa: SLF001
             datafile.download(local_path=target)
         elif datafile._local is not None and not _is_within(datafile._local, self._local):  # noqa: SLF001
-            datafile = _copy_local_datafile(datafile, target)
+            # As in Octue's SDK: the datafile's local path becomes a copy inside the folder (content and metadata,
+            # same id); the original file stays where it was.
+            datafile.local_path = str(target)
         self.files.add(datafile)
         return datafile
 
@@ -365,8 +327,11 @@ class Dataset(DatasetMetadata):
 
         `listing` is the destination's listing if the caller has just made it (it saves listing it again).
         """
+        self._refuse_if_signed("upload it")
         if cloud_path is None and self._cloud is None:
-            raise InvalidInputError(f"{self} is local: give upload() a cloud path such as 'gs://bucket/folder'.")
+            raise CloudLocationNotSpecifiedError(
+                f"{self!r} is local: give upload() a cloud path such as 'gs://bucket/folder'."
+            )
         destination = prefix_of(parse_gcs_path(cloud_path, allow_empty_name=True)) if cloud_path else self._cloud
         assert destination is not None
         plan = [(file, destination.join(str(self.relative_path(file)))) for file in self.files]
@@ -403,17 +368,26 @@ class Dataset(DatasetMetadata):
         kept); without, files go to the shared download cache (each file's `local_path` says where) and `None` is
         returned, where Octue's SDK would use a temporary directory.
         """
-        if self._cloud is None:
-            raise InvalidInputError(f"Only cloud datasets can be downloaded; {self} is at {self.path!r}.")
+        if self._cloud is None and self._url is None:
+            raise CloudLocationNotSpecifiedError(
+                f"Only cloud datasets (gs:// or signed URLs) can be downloaded; {self!r} is at {self.path!r}."
+            )
         root = Path(local_directory).absolute() if local_directory is not None else None
         plan: list[tuple[Datafile, Path | None]] = []
         for file in self.files:
-            if file.gcs_path is None:
+            if file.gcs_path is None and self._url is None:
                 continue
             target = root.joinpath(*self.relative_path(file).parts) if root is not None else None
             plan.append((file, target))
         download_files(plan, max_workers=self.max_workers, description=f"Downloading {self.name}")
+        logger.info("Downloaded %r to %r.", self, str(root) if root is not None else "the download cache")
         return str(root) if root is not None else None
+
+
+def _checked_name(value: object) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidInputError(f"A dataset name must be a string; got {value!r}.")
+    return value
 
 
 def _is_within(path: Path, folder: Path) -> bool:
@@ -422,24 +396,6 @@ def _is_within(path: Path, folder: Path) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _copy_local_datafile(datafile: Datafile, target: Path) -> Datafile:
-    """Copy a local datafile (content and metadata, same id) to `target`, which must not exist."""
-    if target.exists():
-        raise FileExistsError(f"Cannot add {datafile} to the dataset: {target} already exists.")
-    with atomic_replace(target) as temporary:
-        shutil.copyfile(datafile.local_path, temporary)
-    copy = Datafile(
-        target,
-        id=datafile.id,
-        timestamp=datafile.timestamp,
-        labels=datafile.labels,
-        tags=datafile.tags,
-        ignore_stored_metadata=True,
-    )
-    copy.update_metadata()
-    return copy
 
 
 def list_datasets(

@@ -20,7 +20,7 @@ from octue_dagster.core.dataset.filters import FilterSet
 from octue_dagster.core.storage.gcs_path import GCSPath
 from octue_dagster.core.metadata.merge import merge
 from octue_dagster.core.storage.store import ObjectInfo, Store
-from octue_dagster.exceptions import ConflictError, CorruptMetadataFileError, InvalidInputError
+from octue_dagster.exceptions import ConflictError, CorruptMetadataFileError, InvalidInputError, ReadOnlyDatasetError
 
 #: How often a `.octue` object write is re-read and re-applied after losing a race with another writer.
 _METADATA_WRITE_ATTEMPTS = 10
@@ -32,6 +32,7 @@ class DatasetMetadata(md.LabelsAndTags):
     # Provided by `Dataset`.
     _cloud: GCSPath | None
     _local: Path | None
+    _url: str | None
     _metadata_object: ObjectInfo | None
     _stored_document: dict[str, Any]
     _persisted: dict[str, Any] | None
@@ -77,8 +78,17 @@ class DatasetMetadata(md.LabelsAndTags):
     def _own_metadata(self) -> dict[str, Any]:
         return self.to_primitive(include_files=False)
 
+    def _refuse_if_signed(self, action: str) -> None:
+        """A dataset read from a signed URL only reads: say so instead of writing anything."""
+        if self._url is not None:
+            raise ReadOnlyDatasetError(
+                f"{self!r} was read from a signed URL, which only reads: cannot {action}. Download it "
+                f"(dataset.download('folder')) and make a Dataset of that folder to change or upload it."
+            )
+
     def update_metadata(self) -> None:
         """Persist the dataset's metadata: to its `.octue` object for a cloud dataset, else its folder's `.octue` file."""
+        self._refuse_if_signed("update its metadata")
         if self._cloud is not None:
             self.update_cloud_metadata()
         else:
@@ -86,6 +96,7 @@ class DatasetMetadata(md.LabelsAndTags):
 
     def update_local_metadata(self) -> None:
         """Write the `"dataset"` entry of the local folder's `.octue` file, keeping every other entry and key."""
+        self._refuse_if_signed("update its metadata")
         if self._local is None:
             raise InvalidInputError(f"{self} is a cloud dataset; use update_cloud_metadata().")
         self._local.mkdir(parents=True, exist_ok=True)
@@ -104,6 +115,7 @@ class DatasetMetadata(md.LabelsAndTags):
         If another writer changed it since, their version is read again and this dataset's own changes (labels and
         tags added or removed, a new name) are applied on top, so neither writer's change is lost.
         """
+        self._refuse_if_signed("update its metadata")
         if self._cloud is None:
             raise InvalidInputError(f"{self} is a local dataset: upload it first, or use update_local_metadata().")
         path = self._cloud.join(METADATA_FILENAME)

@@ -184,6 +184,14 @@ def satisfies(item: Any, filter_name: str, value: Any, *, ignore_items_without_a
     try:
         whole = get_nested(item, parts)
     except AttributeError:
+        if len(parts) == 1:
+            # Not an attribute and no action (such as `name_icontains`, a single underscore): a malformed filter, which
+            # raises as in Octue's SDK rather than matching nothing.
+            raise InvalidFilterError(
+                f"Invalid filter name {filter_name!r}. Filter names should be in the form "
+                f"'<attribute_name_0>__<attribute_name_1>__<...>__<filter_kind>' with at least one attribute name "
+                f"included, e.g. 'name__icontains'."
+            ) from None
         if parent is not _MISSING and not isinstance(parent, Mapping):
             # Not a key that some items may lack, so a misspelt or unsupported action: say so whatever the setting.
             raise InvalidFilterError(
@@ -217,7 +225,7 @@ def _raise_unless_one(count: int, filters: Mapping[str, Any]) -> None:
     if count == 0:
         raise UnexpectedNumberOfResultsError(f"No results found for filters {dict(filters)}.")
     if count > 1:
-        raise UnexpectedNumberOfResultsError(f"More than one result ({count}) found for filters {dict(filters)}.")
+        raise UnexpectedNumberOfResultsError(f"More than one result found for filters {dict(filters)} ({count} results).")
 
 
 class FilterContainer:

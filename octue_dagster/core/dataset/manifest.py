@@ -2,13 +2,18 @@
 
 The JSON form is `{"datasets": {"<name>": "<path>" | {<serialised dataset>}}, "id": "<uuid>", "name": ...}`: a
 dataset found at a path is written as its path; one made from an explicit list of files is written whole (with
-its files), as Octue's SDK does.
+its files), as Octue's SDK does. The Octue-named methods that are not about storage (`deserialise`, `hash_value`,
+`update_dataset_paths`, `use_signed_urls_for_datasets`) are in `octue_api.py`.
 """
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
+import logging
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -20,12 +25,16 @@ from octue_dagster.core.metadata import json_objects
 from octue_dagster.core.metadata import values as md
 from octue_dagster.core.storage.store import Store
 from octue_dagster.core.dataset.dataset import Dataset
+from octue_dagster.core.dataset.octue_api import OctueManifestAPI
 from octue_dagster.core.storage.gcs_path import parse_gcs_path
 from octue_dagster.core.storage.runner import default_workers
 from octue_dagster.exceptions import InvalidInputError
 
 
-class Manifest:
+logger = logging.getLogger(__name__)
+
+
+class Manifest(OctueManifestAPI):
     """Named datasets (`{"training": Dataset(...), ...}`) with an id, as in Octue's SDK.
 
     Each value of `datasets` may be a `Dataset`, a path to one (local or `gs://`), or a serialised dataset dict.
@@ -116,10 +125,6 @@ class Manifest:
             },
         }
 
-    def serialise(self) -> str:
-        """The JSON text Octue's `Manifest.serialise()` writes (sorted keys, indented)."""
-        return md.encode_json(self.to_primitive(), sort_keys=True, indent=4)
-
     def to_cloud(self, cloud_path: str) -> str:
         """Write the manifest's JSON to `cloud_path` (replacing what is there, conditionally on the version seen)."""
         store = self._store or Store.default()
@@ -151,24 +156,34 @@ class Manifest:
 
     def download(
         self, paths: Mapping[str, str | os.PathLike[str]] | None = None, download_all: bool = True
-    ) -> dict[str, str | None]:
-        """Download the datasets: each into `paths[name]` if given, else into the download cache.
+    ) -> dict[str, str]:
+        """Download the datasets, each into `paths[name]` if given, else into `<a temporary directory>/<name>`, and
+        return each downloaded dataset's directory by name, as Octue's SDK does.
 
-        With `download_all=False`, only the datasets named in `paths` are downloaded. Returns each downloaded
-        dataset's directory (`None` for those in the cache).
+        With `download_all=False`, only the datasets named in `paths` are downloaded. The temporary directory (one
+        per call) is removed when the interpreter exits, as Octue's is; files are checksum-verified as they arrive.
         """
-        paths = dict(paths or {})
-        if not paths:
-            download_all = True
-        result: dict[str, str | None] = {}
+        if paths is None:
+            paths, download_all = {}, True
+        result: dict[str, str] = {}
+        temporary: str | None = None
         for key, dataset in self.datasets.items():
-            if key not in paths and not download_all:
+            target = paths.get(key)
+            if not target and not download_all:
+                logger.info("%r dataset download skipped as its download path wasn't specified.", key)
                 continue
-            result[key] = dataset.download(local_directory=paths.get(key))
+            if not target:
+                temporary = temporary or _temporary_directory()
+                target = os.path.join(temporary, key)
+            result[key] = dataset.download(local_directory=target)  # type: ignore[assignment]
         return result
 
-    def __repr__(self) -> str:
-        return f"<Manifest({self.id!r}: {sorted(self.datasets)})>"
+
+def _temporary_directory() -> str:
+    """A new temporary directory, removed when the interpreter exits (Octue's `RegisteredTemporaryDirectory`)."""
+    path = tempfile.mkdtemp(prefix="octue-dagster-datasets-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 __all__ = ["Manifest"]

@@ -18,10 +18,12 @@ from octue_dagster.core.storage.runner import run_concurrently
 from octue_dagster.core.datafile.datafile import Datafile
 from octue_dagster.core.dataset.dataset_files import is_octue_metadata_object
 from octue_dagster.core.storage.gcs_path import GCSPath, parse_gcs_path
+from octue_dagster.core.storage.redaction import RedactingFilter
 from octue_dagster.core.storage.store import ObjectInfo, Store
 from octue_dagster.exceptions import CloudObjectNotFoundError, InvalidInputError, InvalidMetadataError
 
 logger = logging.getLogger(__name__)
+logger.addFilter(RedactingFilter())  # its lines quote errors, which must not carry credentials
 
 
 _MISSING = object()

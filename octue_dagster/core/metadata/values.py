@@ -33,6 +33,7 @@ from octue_dagster.exceptions import (
     InvalidMetadataError,
     InvalidTagError,
     InvalidTimestampError,
+    InvalidTimestampTypeError,
 )
 
 NAMESPACE = "octue"
@@ -129,7 +130,7 @@ def normalise_timestamp(value: object) -> datetime.datetime | None:
             return datetime.datetime.fromtimestamp(value, tz=datetime.timezone.utc)
         except (OverflowError, OSError, ValueError) as error:
             raise InvalidTimestampError(f"The timestamp {value!r} is not a representable POSIX time: {error}.") from None
-    raise InvalidTimestampError(
+    raise InvalidTimestampTypeError(
         f"Invalid timestamp {value!r} of type {type(value).__name__}: give a datetime.datetime, POSIX seconds (an int "
         f"or float, taken as UTC), or None."
     )
@@ -259,6 +260,15 @@ class LabelsAndTags:
     @tags.setter
     def tags(self, value: Mapping[str, Any] | None) -> None:
         self._tags = TagDict(value)
+
+    def add_labels(self, *labels: str) -> None:
+        """Add labels (each checked), as Octue's SDK's `add_labels("a", "b")`."""
+        for label in labels:
+            self._labels.update(LabelSet(label))
+
+    def add_tags(self, tags: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        """Add or replace tags (each checked), as Octue's SDK's `add_tags({"a": 1}, b=2)`."""
+        self._tags.update({**(tags or {}), **kwargs})
 
 
 # --- JSON in Octue's dialect ---------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from google.api_core import exceptions as api_exceptions
 from google.cloud.storage.exceptions import InvalidResponse
 
 from octue_dagster.core.storage.client import emulator_host as _emulator
+from octue_dagster.core.storage import redaction
 from octue_dagster.core.storage.gcs_path import GCSPath
 from octue_dagster.core.storage.settings import RETRY_DEADLINE_VARIABLE
 from octue_dagster.exceptions import (
@@ -63,7 +64,16 @@ def translate_errors(
     path: GCSPath | str, action: str, *, endpoint: str | None = None, deadline: float | None = None
 ) -> Iterator[None]:
     """Re-raise the client's errors as this library's, naming the object, the action and (where it helps) the
-    endpoint; every error that reaches users is an `OctueDagsterError` that says what happened."""
+    endpoint; every error that reaches users is an `OctueDagsterError` that says what happened, and neither it nor
+    the errors chained to it carry a credential (upload session URIs, signatures, tokens: see `redaction`)."""
+    with redaction.redacting_errors(), _translated_errors(path, action, endpoint=endpoint, deadline=deadline):
+        yield
+
+
+@contextlib.contextmanager
+def _translated_errors(
+    path: GCSPath | str, action: str, *, endpoint: str | None = None, deadline: float | None = None
+) -> Iterator[None]:
     where = f" at {endpoint}" if endpoint else ""
     try:
         try:

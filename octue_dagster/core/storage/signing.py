@@ -16,6 +16,7 @@ from google.auth import credentials as auth_credentials
 from google.auth.transport import requests as auth_requests
 from google.cloud import storage
 
+from octue_dagster.core.storage import redaction
 from octue_dagster.core.storage.gcs_path import GCSPath
 from octue_dagster.exceptions import InvalidInputError, MissingCredentialsError
 
@@ -62,7 +63,9 @@ def _signing_arguments(
         try:
             credentials.refresh(auth_requests.Request())
         except google.auth.exceptions.RefreshError as error:
-            raise MissingCredentialsError(f"Could not refresh credentials to sign a URL: {error}") from None
+            raise MissingCredentialsError(
+                f"Could not refresh credentials to sign a URL: {redaction.redact(str(error))}"
+            ) from None
         return {"service_account_email": email, "access_token": credentials.token}
     raise MissingCredentialsError(
         "Signing a URL needs a service account: set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, "
@@ -83,12 +86,23 @@ def generate_signed_url(
     lifetime = expiration_seconds(expiration)
     endpoint = os.environ.get(EMULATOR_VARIABLE)
     blob = client.bucket(path.bucket).blob(path.name)
-    return blob.generate_signed_url(
-        expiration=lifetime,
-        version="v4",
-        method="GET",
-        generation=generation,
-        api_access_endpoint=endpoint or None,
-        scheme="http" if endpoint and endpoint.startswith("http://") else "https",
-        **_signing_arguments(client, credentials),  # type: ignore[arg-type]
-    )
+    options = {
+        "expiration": lifetime,
+        "version": "v4",
+        "method": "GET",
+        "generation": generation,
+        "api_access_endpoint": endpoint or None,
+        "scheme": "http" if endpoint and endpoint.startswith("http://") else "https",
+    }
+    try:
+        signer = _signing_arguments(client, credentials)
+    except MissingCredentialsError as missing:
+        # As Octue's SDK does last: let google-cloud-storage sign with the client's own credentials (it can if they
+        # hold a key it finds itself); when they cannot sign, our error says what to do.
+        try:
+            with redaction.redacting_errors():
+                return blob.generate_signed_url(**options)  # type: ignore[arg-type]
+        except (AttributeError, TypeError, google.auth.exceptions.GoogleAuthError):
+            raise missing from None
+    with redaction.redacting_errors():  # a failed IAM signBlob call names the request, with its access token
+        return blob.generate_signed_url(**options, **signer)  # type: ignore[arg-type]

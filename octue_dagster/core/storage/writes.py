@@ -74,8 +74,10 @@ class ObjectWrites:
         custom_metadata: Mapping[str, str],
         if_generation_match: int,
         content_type: str | None = None,
+        if_metageneration_match: int | None = None,
     ) -> ObjectInfo:
-        """Upload a local file with its custom metadata, only if the object's generation is still `if_generation_match`.
+        """Upload a local file with its custom metadata, only if the object's generation is still `if_generation_match`
+        (and, if given, its metageneration `if_metageneration_match`: its metadata as the caller merged against).
 
         `if_generation_match=0` means "only if the object does not exist". GCS checks `crc32c` before committing the
         object, so a file that changed while being sent is rejected and the old object stays as it was.
@@ -94,6 +96,7 @@ class ObjectWrites:
                     size=size,
                     content_type=content_type,
                     if_generation_match=if_generation_match,
+                    if_metageneration_match=if_metageneration_match,
                     checksum=None if resumable else "crc32c",
                     crc32c_checksum_value=crc32c,
                     retry=self.retry,

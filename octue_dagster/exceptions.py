@@ -184,3 +184,8 @@ class StaleMaterializationError(ConflictError):
 
 class PartitionBusyError(OctueDagsterError, TimeoutError):
     """Another run held the store lock of an asset partition for too long; nothing was stored."""
+
+
+class LocalFileChangedError(OctueDagsterError, OSError):
+    """A local file kept changing in place (truncated or rewritten) while it was being read to hash it; no hash was
+    recorded. Hash it again once whatever writes it has finished."""

@@ -1,8 +1,8 @@
 """`python -m benchmarks [--quick] [--only NAMES] ...`: run the benchmarks against a fresh emulator, print the table.
 
 Benchmarks (choose with `--only hash,metadata,...`; default all): hash, metadata, transfer, sliced, memory,
-dataset, catalog, and the latency ones: retag, list, inputs, sensor, dataset-latency (through a proxy adding `--latency-ms`
-to each request).
+dataset, catalog, and the latency ones: retag, list, inputs, sensor, dataset-latency, scale (through a proxy adding
+`--latency-ms` to each request; scale runs its operations at 1k/5k/20k objects, or `--scale-sizes`).
 
 The emulator (fake-gcs-server, in-memory) and the download cache are private to the run; big files go in a temporary
 folder that is deleted at the end. The table is also written to benchmarks/results/latest.txt.
@@ -29,6 +29,7 @@ from benchmarks import (
     latency_bench,
     memory_bench,
     metadata_bench,
+    scale_bench,
     sliced_bench,
     transfer_bench,
 )
@@ -40,7 +41,7 @@ from octue_dagster.testing.emulator import running_emulator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ALL_BENCHMARKS = (
-    "hash", "metadata", "transfer", "sliced", "memory", "dataset", "catalog", *latency_bench.LATENCY_BENCHMARKS
+    "hash", "metadata", "transfer", "sliced", "memory", "dataset", "catalog", *latency_bench.LATENCY_BENCHMARKS, "scale"
 )
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.txt"
 
@@ -58,6 +59,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-ms", type=float, default=25.0, help="delay the proxy adds per request (25)")
     parser.add_argument("--latency-objects", type=int, help="objects for the latency benchmarks (default 1000)")
     parser.add_argument("--sensor-objects", type=int, help="objects under the sensor's prefix (default 20000)")
+    parser.add_argument("--scale-sizes", help="object counts for the scale benchmark (default 1000,5000,20000)")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight for many-object work (16)")
     arguments = parser.parse_args(argv)
     defaults = (64, 64, 100, 2, 200, 2000) if arguments.quick else (1024, 256, 1000, 2, 1000, 20000)
@@ -101,6 +103,15 @@ def run(arguments: argparse.Namespace, workdir: Path) -> list[Row]:
             sensor_objects=arguments.sensor_objects,
             concurrency=arguments.concurrency,
             which=latency,
+        )
+    if "scale" in arguments.only:
+        sizes = tuple(int(size) for size in (arguments.scale_sizes or "1000,5000,20000").split(","))
+        _step(f"8. scale: {', '.join(map(str, sizes))} objects at {arguments.latency_ms:g} ms per request")
+        rows += scale_bench.scale_rows(
+            workdir,
+            latency_ms=arguments.latency_ms,
+            concurrency=arguments.concurrency,
+            sizes=sizes,
         )
     return rows
 

@@ -28,7 +28,7 @@ from google.cloud import storage
 from benchmarks.dataset_bench import make_local_dataset
 from benchmarks.table import Row
 from octue_dagster.core.metadata import values as md
-from octue_dagster.core.storage.bulk import run_concurrently
+from octue_dagster.core.storage.runner import run_concurrently
 from octue_dagster.core.dataset.dataset import Dataset
 from octue_dagster.core.storage.gcs_path import GCSPath
 from octue_dagster.core.listing.prefix_cursor import DEFAULT_SETTLE, decode_cursor, scan

@@ -186,6 +186,11 @@ class PartitionBusyError(OctueDagsterError, TimeoutError):
     """Another run held the store lock of an asset partition for too long; nothing was stored."""
 
 
+class LocalFileChangedError(OctueDagsterError, OSError):
+    """A local file kept changing in place (truncated or rewritten) while it was being read to hash it; no hash was
+    recorded. Hash it again once whatever writes it has finished."""
+
+
 class UnknownArgumentError(InvalidInputError, TypeError):
     """A keyword argument no parameter takes (such as `Datafile(path, lables=[...])`, which would otherwise be kept
     for `open()` and silently unused); the message names the parameters there are."""

@@ -142,3 +142,21 @@ def test_upload_plan_never_sends_content_the_destination_already_holds(crc32c, l
         assert action is (UploadAction.PATCH if differs else UploadAction.NOTHING)
     else:
         assert action is (UploadAction.UPLOAD if local else UploadAction.COPY)
+
+
+#: The longest a class may grow before it is split into parts that read on their own (as `Datafile` is, into its
+#: metadata, transfers and Octue-named API).
+MAX_CLASS_LINES = 350
+
+
+def test_no_class_of_the_package_is_longer_than_the_limit():
+    package = Path(octue_dagster.__file__).parent
+    lengths = {
+        f"{module.relative_to(package)}:{node.name}": node.end_lineno - node.lineno + 1
+        for module in package.rglob("*.py")
+        for node in ast.walk(ast.parse(module.read_text()))
+        if isinstance(node, ast.ClassDef)
+    }
+    assert len(lengths) > 50, "the package's classes were not found"
+    too_long = {name: length for name, length in lengths.items() if length > MAX_CLASS_LINES}
+    assert not too_long, f"split these classes (over {MAX_CLASS_LINES} lines): {too_long}"

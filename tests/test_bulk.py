@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from octue_dagster import InvalidInputError
-from octue_dagster.core.storage.bulk import run_concurrently
+from octue_dagster.core.storage.runner import run_concurrently
 
 
 class Meter:

@@ -20,6 +20,7 @@ import pytest
 
 from octue_dagster.core.metadata import values as md
 from octue_dagster.core.storage import store as storage
+from octue_dagster.core.storage import writes
 from octue_dagster.core.storage.gcs_path import GCSPath
 from octue_dagster.core.storage.store import Store, StoreSettings
 from octue_dagster.exceptions import (
@@ -207,9 +208,9 @@ def world(proxy: FaultProxy, emulator, client, bucket, tmp_path, monkeypatch) ->
     monkeypatch.setenv(EMULATOR_VARIABLE, proxy.url)
     through_proxy = storage.make_client()
     monkeypatch.setenv(EMULATOR_VARIABLE, emulator.url)
-    monkeypatch.setattr(storage, "MULTIPART_LIMIT_BYTES", 64 * 1024)
+    monkeypatch.setattr(writes, "MULTIPART_LIMIT_BYTES", 64 * 1024)
     monkeypatch.setattr("google.cloud.storage.blob._MAX_MULTIPART_SIZE", 64 * 1024)
-    monkeypatch.setattr(storage, "UPLOAD_CHUNK_BYTES", 256 * 1024)
+    monkeypatch.setattr(writes, "UPLOAD_CHUNK_BYTES", 256 * 1024)
     return World(Store(through_proxy, settings=SETTINGS), Store(client), bucket, tmp_path)
 
 

@@ -1,4 +1,4 @@
-"""The bounded concurrent runner behind dataset uploads and downloads."""
+"""The bounded concurrent runner behind dataset uploads and downloads (`run_all`: results, stop at the first error)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from octue_dagster.core.storage import transfers
-from octue_dagster.core.storage.transfers import MemoryBudget, run_concurrently
+from octue_dagster.core.storage import runner as transfers
+from octue_dagster.core.storage.runner import MemoryBudget, run_all
 from octue_dagster.exceptions import InvalidInputError
 
 
@@ -26,7 +26,7 @@ def test_runs_every_item_with_bounded_concurrency():
             running[0] -= 1
         return item * 2
 
-    results = sorted(run_concurrently(work, range(50), max_workers=3))
+    results = sorted(run_all(work, range(50), concurrency=3))
     assert results == [item * 2 for item in range(50)]
     assert peak[0] == 3
 
@@ -41,7 +41,7 @@ def test_the_first_error_is_raised_and_stops_new_work():
         return item
 
     with pytest.raises(ValueError, match="boom"):
-        list(run_concurrently(work, range(10_000), max_workers=2))
+        list(run_all(work, range(10_000), concurrency=2))
     assert len(started) < 100  # a bounded window, not all 10,000 submitted
 
 
@@ -56,7 +56,7 @@ def test_memory_budget_never_exceeds_its_limit():
             with lock:
                 held[0] -= min(size, 100)
 
-    list(run_concurrently(work, [60, 60, 60, 500, 40, 40], max_workers=6))
+    list(run_all(work, [60, 60, 60, 500, 40, 40], concurrency=6))
     assert peak[0] <= 100
 
 
@@ -67,7 +67,7 @@ def test_worker_setting_is_validated(monkeypatch):
     with pytest.raises(InvalidInputError, match="OCTUE_DAGSTER_TRANSFER_WORKERS"):
         transfers.default_workers()
     with pytest.raises(InvalidInputError, match="1 to 256"):
-        list(run_concurrently(str, [1], max_workers=0))
+        list(run_all(str, [1], concurrency=0))
 
 
 def test_progress_bar_only_when_stderr_is_a_terminal(monkeypatch):

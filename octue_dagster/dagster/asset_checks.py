@@ -4,7 +4,7 @@
 `stored_object_intact` and (when labels or tags are required) `required_labels_and_tags`. A check execution reads the
 latest materialization of the asset (of every materialized partition, for a partitioned asset) from the instance,
 then asks GCS for each object's metadata only (one request per datafile, one listing per dataset folder), with
-requests for many partitions in flight at once (`core.bulk.run_concurrently`, bounded). Nothing is downloaded.
+requests for many partitions in flight at once (`core.storage.runner.run_concurrently`, bounded). Nothing is downloaded.
 
 Partitioned assets get one check execution covering every materialized partition (Dagster 1.13's partitioned asset
 checks are a preview feature, evaluated one partition per run): it fails if any partition fails and names the failing
@@ -35,7 +35,7 @@ from dagster import (
 from google.cloud import storage as gcs_client
 
 from octue_dagster.core.metadata import values as md
-from octue_dagster.core.storage.bulk import run_concurrently, validate_concurrency
+from octue_dagster.core.storage.runner import run_concurrently, validate_concurrency
 from octue_dagster.core.dataset.dataset_files import prefix_of
 from octue_dagster.core.storage.gcs_path import parse_gcs_path
 from octue_dagster.core.storage.store import Store

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from dagster import DataVersion, InputContext, MetadataValue, OutputContext
 
-from octue_dagster.core.storage.bulk import run_concurrently
+from octue_dagster.core.storage.runner import run_concurrently
 from octue_dagster.core.datafile.datafile import Datafile
 from octue_dagster.core.dataset.dataset import Dataset
 from octue_dagster.dagster.ui_metadata import dataset_data_version, dataset_metadata

@@ -5,7 +5,7 @@ A cloud dataset is built from one paged listing of its prefix, whose entries alr
 metadata (Octue's SDK makes one request per file), plus one read of the dataset's `.octue` object; no content is
 downloaded until a file is opened. Uploads send only files whose crc32c differs from the stored object's (copying
 server side when the file is already in GCS), downloads go through the checksum-verified cache, and both run on a
-bounded thread pool with bounded memory (see `transfers.py`).
+bounded thread pool with bounded memory (see `storage/runner.py`).
 
 The dataset's own metadata lives where Octue keeps it: in the `"dataset"` entry of the folder's `.octue` file, or
 in a `<prefix>/.octue` object holding `{"dataset": {...}}`. Entries and keys this library does not own are kept.
@@ -15,6 +15,8 @@ The Octue-named methods that are not about storage (serialisation, hashes, signe
 
 from __future__ import annotations
 
+import bisect
+import collections
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -344,8 +346,8 @@ class Dataset(DatasetMetadata, OctueDatasetAPI):
         destination = prefix_of(parse_gcs_path(cloud_path, allow_empty_name=True)) if cloud_path else self._cloud
         assert destination is not None
         plan = [(file, destination.join(str(self.relative_path(file)))) for file in self.files]
-        names = [target.name for _, target in plan]
-        duplicates = {name for name in names if names.count(name) > 1} if len(set(names)) != len(names) else set()
+        names = collections.Counter(target.name for _, target in plan)
+        duplicates = {name for name, count in names.items() if count > 1}
         if duplicates:
             raise InvalidInputError(
                 f"Several files of {self} would be uploaded to the same objects {sorted(duplicates)[:5]}: give them "
@@ -355,7 +357,7 @@ class Dataset(DatasetMetadata, OctueDatasetAPI):
         existing = {info.path.name: info for info in found}
         report = upload_files(plan, existing, max_workers=self.max_workers, description=f"Uploading {self.name}")
         metadata_name = destination.name + METADATA_FILENAME
-        report.others = [info for name, info in existing.items() if name not in set(names) | {metadata_name}]
+        report.others = [info for name, info in existing.items() if name not in names and name != metadata_name]
         if destination != self._cloud:
             # Metadata read elsewhere is no base for merging with what is at the destination: this dataset's wins.
             self._persisted = None
@@ -426,9 +428,17 @@ def list_datasets(
     folders = sorted(
         {info.path.name[: -len(METADATA_FILENAME)] for info in listing if info.path.name.rsplit("/", 1)[-1] == METADATA_FILENAME}
     )
+    # Each folder's objects are one run of the listing sorted by name (bisected), not a scan of the whole listing per
+    # folder, which grew as folders x objects.
+    listing.sort(key=lambda info: info.path.name)
+    sorted_names = [info.path.name for info in listing]
     found = []
     for folder in folders:
-        within = [info for info in listing if info.path.name.startswith(folder)]
+        start = bisect.bisect_left(sorted_names, folder)
+        end = start
+        while end < len(sorted_names) and sorted_names[end].startswith(folder):
+            end += 1
+        within = listing[start:end]
         dataset = Dataset(f"gs://{root.bucket}/{folder}", store=store, _listing=within)
         if labels is not None and not set(md.LabelSet(labels)) <= set(dataset.labels):
             continue

@@ -29,7 +29,7 @@ from octue_dagster.core.storage.store import Store
 from octue_dagster.core.dataset.dataset import Dataset
 from octue_dagster.core.dataset.octue_api import OctueManifestAPI
 from octue_dagster.core.storage.gcs_path import parse_gcs_path
-from octue_dagster.core.storage.transfers import default_workers
+from octue_dagster.core.storage.runner import default_workers
 from octue_dagster.exceptions import InvalidInputError
 
 

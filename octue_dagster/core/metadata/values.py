@@ -20,6 +20,7 @@ import dataclasses
 import datetime
 import json
 import re
+import threading
 import uuid
 from collections import UserString
 from collections.abc import Iterable, Mapping
@@ -76,6 +77,10 @@ def validate_tag_name(name: object) -> str:
     return name
 
 
+#: Types (exactly these, not subclasses such as enums) whose values JSON stores and reads back unchanged.
+_STORED_AS_THEMSELVES = frozenset({str, int, float, bool, type(None)})
+
+
 def validate_tag_value(name: str, value: Any) -> Any:
     """Return `value` as it will be read back once stored, if Octue's SDK can store it, else raise `InvalidTagError`.
 
@@ -84,6 +89,10 @@ def validate_tag_value(name: str, value: Any) -> Any:
     is the stored form (a numpy array becomes a list, a tuple a list), so that what a datafile holds in memory is
     what every reader of the stored metadata sees.
     """
+    if type(value) in _STORED_AS_THEMSELVES and not (type(value) is int and value.bit_length() > 10_000):
+        # Immutable, and read back exactly as given: no need to round-trip it through JSON (ints of thousands of
+        # digits go the long way, to meet Python's limit on converting them to text as they would when stored).
+        return value
     try:
         return decode_json(encode_json(value))
     except (TypeError, ValueError, RecursionError) as error:
@@ -103,6 +112,8 @@ def _shorten(value: object, limit: int = 200) -> str:
         text = repr(value)
     except RecursionError:
         text = f"<{type(value).__name__} nested too deeply to show>"
+    except ValueError:  # an int of more digits than Python converts to text
+        text = f"<{type(value).__name__} too large to show>"
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -297,15 +308,44 @@ def _decode_hook(obj: dict[str, Any]) -> Any:
     return obj
 
 
+#: Encoders by their options, made once: `json.dumps(..., cls=...)` builds a new encoder on every call, which costs
+#: more than encoding a label set (every listed or uploaded datafile encodes five fields).
+_ENCODERS: dict[tuple[tuple[str, Any], ...], OctueJSONEncoder] = {}
+#: One decoder per thread (its scanner is not shared while the decode hook runs Python code), made once, for the
+#: same reason.
+_decoders = threading.local()
+
+
 def encode_json(value: Any, **kwargs: Any) -> str:
     """Serialise `value` to JSON as Octue's SDK does (sets and datetimes tagged with `_type`, NaN as `NaN`)."""
-    return json.dumps(value, cls=OctueJSONEncoder, **kwargs)
+    try:
+        key = tuple(sorted(kwargs.items()))
+        encoder = _ENCODERS.get(key)
+    except TypeError:  # an option whose value cannot be a key (a `default` function, say): made for this call
+        return json.dumps(value, cls=OctueJSONEncoder, **kwargs)
+    if encoder is None:
+        encoder = OctueJSONEncoder(**kwargs)
+        if len(_ENCODERS) < 16:
+            _ENCODERS[key] = encoder
+    return encoder.encode(value)
 
 
 def decode_json(text: str | bytes) -> Any:
-    """Parse JSON written by `encode_json` or by Octue's SDK; anything unparseable raises `ValueError`."""
+    """Parse JSON written by `encode_json` or by Octue's SDK; anything unparseable raises `ValueError`.
+
+    Exactly `json.loads(text, object_hook=...)`, with the decoder made once per thread.
+    """
+    if isinstance(text, (bytes, bytearray)):
+        text = text.decode(json.detect_encoding(text), "surrogatepass")
+    elif not isinstance(text, str):
+        raise TypeError(f"the JSON object must be str, bytes or bytearray, not {type(text).__name__}")
+    if text.startswith("\ufeff"):
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    decoder = getattr(_decoders, "decoder", None)
+    if decoder is None:
+        decoder = _decoders.decoder = json.JSONDecoder(object_hook=_decode_hook)
     try:
-        return json.loads(text, object_hook=_decode_hook)
+        return decoder.decode(text)
     except RecursionError:
         raise ValueError("the JSON is nested too deeply to read") from None
 
@@ -460,6 +500,23 @@ def _unreadable_field(field: str, where: str, error: BaseException) -> InvalidMe
         f"The stored metadata field {field!r} of {where} cannot be read: {_reason(error).rstrip('.')}. Fix it, or "
         f"instantiate the datafile with ignore_stored_metadata=True to replace it."
     )
+
+
+#: What `stored_field` returns for a field that cannot be read.
+UNREADABLE: Any = object()
+
+
+def stored_field(custom_metadata: Mapping[str, str] | None, field: str) -> Any:
+    """One Octue field of a GCS object's custom metadata, parsed as `from_cloud_metadata` parses it (labels as a
+    frozenset, tags as a dict), `None` if absent, or `UNREADABLE`: for filters that need one field of many objects."""
+    raw = (custom_metadata or {}).get(f"{NAMESPACE}__{field}")
+    if raw is None:
+        return None
+    try:
+        value = decode_json(raw)
+        return None if value is None else _FIELD_PARSERS[field](value)
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        return UNREADABLE
 
 
 def from_cloud_metadata(custom_metadata: Mapping[str, str] | None, where: str) -> StoredMetadata:

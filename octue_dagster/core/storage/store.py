@@ -10,379 +10,37 @@ metadata between paths.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import datetime
-import json
-import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import IO, Any
+from collections.abc import Iterable, Iterator
+from typing import IO
 
-import google.auth.exceptions
-import requests
-import requests.adapters
 from google.api_core import exceptions as api_exceptions
 from google.cloud import storage
-from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
-from google.api_core.retry import Retry
-from google.cloud.storage.retry import DEFAULT_RETRY
+from google.cloud.storage.exceptions import DataCorruption
 
 from octue_dagster.core.local import hashing
-from octue_dagster.core.storage.bulk import DEFAULT_CONCURRENCY, Outcome, run_concurrently, validate_concurrency
+from octue_dagster.core.storage.client import emulator_host as _emulator
+from octue_dagster.core.storage.client import guard_client, make_client
+from octue_dagster.core.storage.client import size_connection_pool as _size_connection_pool
+from octue_dagster.core.storage.errors import GARBLED_ANSWERS as _GARBLED_ANSWERS
+from octue_dagster.core.storage.errors import translate_errors
 from octue_dagster.core.storage.gcs_path import GCSPath
-from octue_dagster.core.storage import redaction
-from octue_dagster.exceptions import (
-    BucketNotFoundError,
-    ChecksumMismatchError,
-    CloudObjectNotFoundError,
-    ConflictError,
-    InvalidInputError,
-    MissingCredentialsError,
-    StoragePermissionError,
-    StorageRequestError,
-    StorageUnavailableError,
+from octue_dagster.core.storage.object_info import ObjectInfo
+from octue_dagster.core.storage.runner import Outcome, run_concurrently
+from octue_dagster.core.storage.settings import (
+    DEFAULT_RETRY_DEADLINE_SECONDS,
+    RETRY_DEADLINE_VARIABLE,
+    StoreSettings,
 )
-
-logger = logging.getLogger(__name__)
-
-#: Failures the client retries; once they escape its retries they mean "GCS is unavailable now".
-_TRANSIENT_ERRORS = (
-    api_exceptions.RetryError,
-    api_exceptions.ServerError,
-    api_exceptions.TooManyRequests,
-    InvalidResponse,
-    requests.exceptions.ConnectionError,
-    requests.exceptions.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-    ConnectionError,
-)
-
-#: An answer GCS sent but that could not be read (garbled or empty JSON). Reads report it as unavailability; writes
-#: check whether their write was carried out (see `Store._own_write`).
-_GARBLED_ANSWERS = (json.JSONDecodeError,)
-
-#: The environment variable that sets the default retry deadline (seconds) of every `Store`.
-RETRY_DEADLINE_VARIABLE = "OCTUE_DAGSTER_RETRY_DEADLINE_SECONDS"
-DEFAULT_RETRY_DEADLINE_SECONDS = 30.0
-
-#: Resumable uploads send the file in chunks of this size, read into one reused buffer (see `_ChunkReader`).
-UPLOAD_CHUNK_BYTES = 64 * 1024 * 1024
-#: Files up to this size go in one multipart request (content and metadata together).
-MULTIPART_LIMIT_BYTES = 8 * 1024 * 1024
-#: How many times a metadata patch is re-read and re-applied after losing a race with another writer.
-PATCH_ATTEMPTS = 20
+from octue_dagster.core.storage.writes import MULTIPART_LIMIT_BYTES, PATCH_ATTEMPTS, UPLOAD_CHUNK_BYTES, ObjectWrites
+from octue_dagster.exceptions import BucketNotFoundError, ChecksumMismatchError, CloudObjectNotFoundError, ConflictError
 
 _default_lock = threading.Lock()
 _default_stores: dict[tuple[int, str | None], "Store"] = {}
 
 
-@dataclasses.dataclass(frozen=True)
-class ObjectInfo:
-    """What GCS says about one object, from a single metadata request: no content."""
-
-    path: GCSPath
-    generation: int
-    metageneration: int
-    size: int
-    crc32c: str | None
-    md5_hash: str | None
-    content_type: str | None
-    updated: datetime.datetime | None
-    custom_metadata: Mapping[str, str]
-    #: When this generation (this content) was created; metadata patches change `updated`, never this.
-    time_created: datetime.datetime | None = None
-
-    @classmethod
-    def from_blob(cls, blob: storage.Blob) -> ObjectInfo:
-        return cls(
-            path=GCSPath(blob.bucket.name, blob.name),
-            generation=int(blob.generation),
-            metageneration=int(blob.metageneration or 1),
-            size=int(blob.size or 0),
-            crc32c=blob.crc32c,
-            md5_hash=blob.md5_hash,
-            content_type=blob.content_type,
-            updated=blob.updated,
-            custom_metadata=dict(blob.metadata or {}),
-            time_created=blob.time_created,
-        )
-
-
-def _size_connection_pool(client: storage.Client, size: int) -> storage.Client:
-    """Let `size` requests share the client's session without waiting for or discarding connections.
-
-    google-cloud-storage's client is safe to share between threads (its `requests` session draws connections from
-    urllib3's thread-safe pools), but `requests` keeps at most 10 connections per host: more threads than that
-    open and throw away a connection per request ("Connection pool is full"). Mounting adapters sized for the
-    concurrency keeps every thread on a reused connection. Adapters made for other purposes (mutual TLS) are kept.
-    """
-    session = client._http
-    for scheme in ("https://", "http://"):
-        adapter = session.adapters.get(scheme)
-        if type(adapter) is not requests.adapters.HTTPAdapter or adapter._pool_maxsize >= size:
-            continue
-        session.mount(
-            scheme,
-            requests.adapters.HTTPAdapter(pool_connections=10, pool_maxsize=size, max_retries=adapter.max_retries),
-        )
-    return client
-
-
-def make_client(project: str | None = None) -> storage.Client:
-    """Create a storage client, turning a missing-credentials failure into a message that says how to fix it."""
-    try:
-        return guard_client(storage.Client(project=project))
-    except google.auth.exceptions.DefaultCredentialsError:
-        raise MissingCredentialsError(
-            "No Google Cloud credentials were found. Run `gcloud auth application-default login`, set "
-            "GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, or set STORAGE_EMULATOR_HOST to use a GCS "
-            "emulator."
-        ) from None
-
-
-def guard_client(client: storage.Client) -> storage.Client:
-    """Give a client made elsewhere (e.g. by dagster-gcp's `GCSResource`) the check `make_client` adds: an answer
-    cut inside its headers is retried as a dropped connection instead of crashing the client (idempotent)."""
-    hooks = client._http.hooks["response"]
-    for hook in (_reject_unframed_response, _reject_unreadable_answer):
-        if hook not in hooks:
-            hooks.append(hook)
-    return client
-
-
-def _reject_unframed_response(response: requests.Response, *args: Any, **kwargs: Any) -> None:
-    """Treat a success without Content-Length or chunked framing as a dropped connection, so that it is retried.
-
-    GCS frames every answer; one without framing was cut inside its headers, and http.client would otherwise hand
-    the client an empty 200, which google-cloud-storage fails on with an AttributeError or TypeError.
-    """
-    if response.status_code in (200, 201, 206) and response.request.method != "HEAD":
-        framed = "Content-Length" in response.headers or "chunked" in response.headers.get("Transfer-Encoding", "")
-        if not framed:
-            raise requests.exceptions.ConnectionError(
-                f"The answer to {response.request.method} {response.url} was cut short (no Content-Length).",
-                response=response,
-            )
-
-
-def _http_error(error: BaseException) -> BaseException:
-    """google-resumable-media's `InvalidResponse` (uploads, downloads) as the api-core error of its HTTP status."""
-    if isinstance(error, InvalidResponse) and getattr(error, "response", None) is not None:
-        try:
-            return api_exceptions.from_http_response(error.response)
-        except Exception:  # an answer too broken to describe: keep the original
-            return error
-    return error
-
-
-def _emulator() -> str | None:
-    return os.environ.get("STORAGE_EMULATOR_HOST")
-
-
-def _reject_unreadable_answer(response: requests.Response, *args: Any, **kwargs: Any) -> None:
-    """Treat a success whose JSON answer is empty or cut short as a dropped connection, so that it is retried.
-
-    Without this, google-cloud-storage fails on such an answer with a JSONDecodeError, AttributeError or TypeError,
-    after a write may already have been carried out. Retried, a read gets a readable answer, and a write (every write
-    here carries a generation or metageneration precondition) finds its own write and is recognised by
-    `Store._own_write`. Only JSON answers are checked (metadata, listings: never downloaded content), by their first
-    and last bytes, without parsing them twice.
-    """
-    method, url = response.request.method, response.url or ""
-    if response.status_code not in (200, 201) or method in ("HEAD", "DELETE") or "Location" in response.headers:
-        return  # deletes and resumable-upload initiations answer without a body
-    if "json" not in response.headers.get("Content-Type", "") or "alt=media" in url:
-        return
-    body = response.content.strip()
-    if body[:1] not in (b"{", b"[") or body[-1:] not in (b"}", b"]"):
-        raise requests.exceptions.ConnectionError(
-            f"The answer to {response.request.method} {response.url} could not be read (empty or cut short: "
-            f"{body[:60]!r}).",
-            response=response,
-        )
-
-
-@contextlib.contextmanager
-def translate_errors(
-    path: GCSPath | str, action: str, *, endpoint: str | None = None, deadline: float | None = None
-) -> Iterator[None]:
-    """Re-raise the client's errors as this library's, naming the object, the action and (where it helps) the
-    endpoint; every error that reaches users is an `OctueDagsterError` that says what happened, and neither it nor
-    the errors chained to it carry a credential (upload session URIs, signatures, tokens: see `redaction`)."""
-    with redaction.redacting_errors(), _translated_errors(path, action, endpoint=endpoint, deadline=deadline):
-        yield
-
-
-@contextlib.contextmanager
-def _translated_errors(
-    path: GCSPath | str, action: str, *, endpoint: str | None = None, deadline: float | None = None
-) -> Iterator[None]:
-    where = f" at {endpoint}" if endpoint else ""
-    try:
-        try:
-            yield
-        except InvalidResponse as error:
-            raise _http_error(error) from error
-    except api_exceptions.PreconditionFailed:
-        raise ConflictError(
-            f"Could not {action} {path}: another writer changed the object since it was read, so nothing was "
-            f"overwritten. Re-read the datafile (instantiate it again) and repeat the change."
-        ) from None
-    except api_exceptions.NotFound as error:
-        raise CloudObjectNotFoundError(f"Could not {action} {path}: it does not exist ({error.message}).") from None
-    except api_exceptions.Forbidden as error:
-        raise StoragePermissionError(
-            f"Permission denied to {action} {path}: Google Cloud Storage{where} answered 403 Forbidden, so the "
-            f"credentials in use lack the needed IAM permission ({error.message})."
-        ) from None
-    except api_exceptions.Unauthorized as error:
-        if _emulator():
-            advice = f"the storage emulator set by STORAGE_EMULATOR_HOST={_emulator()} refused the request"
-        else:
-            advice = "check the Google Cloud credentials in use (`gcloud auth application-default login`)"
-        raise MissingCredentialsError(
-            f"Could not {action} {path}: Google Cloud Storage{where} answered 401 Unauthorized ({error.message}); "
-            f"{advice}."
-        ) from None
-    except api_exceptions.Conflict as error:
-        raise ConflictError(
-            f"Could not {action} {path}: Google Cloud Storage{where} answered 409 Conflict ({error.message}): another "
-            f"request is changing the same object or bucket. Nothing was changed; try again."
-        ) from None
-    except google.auth.exceptions.RefreshError as error:
-        raise MissingCredentialsError(
-            f"Could not {action} {path}: the Google Cloud credentials could not be refreshed ({error}). Run "
-            f"`gcloud auth application-default login` again."
-        ) from None
-    except google.auth.exceptions.DefaultCredentialsError as error:
-        if _emulator():
-            # Anonymous credentials (used with an emulator) cannot be refreshed, which is how google-auth meets a 401.
-            raise MissingCredentialsError(
-                f"Could not {action} {path}: the storage emulator set by STORAGE_EMULATOR_HOST={_emulator()} answered "
-                f"401 Unauthorized, and the anonymous credentials used with an emulator cannot be refreshed ({error})."
-            ) from None
-        raise MissingCredentialsError(
-            f"Could not {action} {path}: no Google Cloud credentials were found. Run `gcloud auth "
-            f"application-default login` or set STORAGE_EMULATOR_HOST."
-        ) from None
-    except _TRANSIENT_ERRORS as error:
-        # Raised once the client's retries are used up: say so, rather than leak the transport's own exception.
-        within = f" within the {deadline:g} s retry deadline" if deadline is not None else ""
-        raise StorageUnavailableError(
-            f"Could not {action} {path}: Google Cloud Storage{where} did not answer successfully{within}, even after "
-            f"retries ({type(error).__name__}: {str(error)[:300]}). Each object is as it was or fully changed, never "
-            f"half changed; try again later, or allow longer with StoreSettings(retry_deadline_seconds=...) or "
-            f"{RETRY_DEADLINE_VARIABLE}."
-        ) from error
-    except api_exceptions.ClientError as error:
-        hint = ""
-        if "requester pays" in str(error.message).lower() or "user project" in str(error.message).lower():
-            hint = (
-                " The bucket is requester-pays: give the project to bill with Store(user_project=...) (or "
-                "StoreSettings(user_project=...))."
-            )
-        raise StorageRequestError(
-            f"Could not {action} {path}: Google Cloud Storage{where} refused the request with {error.code} "
-            f"{getattr(error, 'reason', None) or type(error).__name__} ({error.message}).{hint}"
-        ) from None
-    except _GARBLED_ANSWERS as error:
-        raise StorageUnavailableError(
-            f"Could not {action} {path}: the answer from Google Cloud Storage{where} could not be read (garbled or "
-            f"empty: {error}). Nothing is known to have changed; try again."
-        ) from None
-
-
-class _ChunkReader:
-    """A read-only view of a binary file whose `read` fills and returns one reused buffer.
-
-    google-cloud-storage reads each resumable-upload chunk with `stream.read(chunk_size)` and keeps the previous
-    chunk alive (through the last response's request body) while reading the next, so plain files cost two chunks of
-    memory. Handing out views of one buffer keeps that to one chunk: by the time the buffer is refilled, the request
-    that sent it has finished, and a retried chunk is re-read from the file after a `seek`.
-    """
-
-    def __init__(self, file: IO[bytes]) -> None:
-        self._file = file
-        self._buffer = bytearray()
-
-    def read(self, size: int = -1) -> memoryview | bytes:
-        if size is None or size < 0:
-            return self._file.read()
-        if size > len(self._buffer):
-            self._buffer = bytearray(size)
-        view = memoryview(self._buffer)[:size]
-        count = self._file.readinto(view)  # type: ignore[attr-defined]
-        return view[:count]
-
-    def tell(self) -> int:
-        return self._file.tell()
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        return self._file.seek(offset, whence)
-
-    def seekable(self) -> bool:
-        return True
-
-
-@dataclasses.dataclass(frozen=True)
-class StoreSettings:
-    """How a `Store` waits and retries, as data: one value to configure, compare and pass between processes.
-
-    Retries follow google-cloud-storage's own rules (which failures are transient); these numbers say how long.
-    """
-
-    #: How long one operation keeps retrying transient failures (and an unreachable endpoint) before it raises
-    #: `StorageUnavailableError`; the default is 30 s, or `$OCTUE_DAGSTER_RETRY_DEADLINE_SECONDS`. An attempt under
-    #: way when the deadline passes still finishes, so the worst case is this plus one connect timeout.
-    retry_deadline_seconds: float = dataclasses.field(default_factory=lambda: _deadline_from_environment())
-    #: The first pause between retries; each later pause doubles, up to `maximum_retry_delay_seconds`.
-    initial_retry_delay_seconds: float = 1.0
-    maximum_retry_delay_seconds: float = 60.0
-    #: How long to wait for a connection, and then for each answer.
-    connect_timeout_seconds: float = 5.0
-    read_timeout_seconds: float = 60.0
-    #: Objects per list request (GCS allows up to 1000): each page is one request carrying every object's metadata.
-    list_page_size: int = 1000
-    #: Requests in flight at once for many-object work (re-tagging, bulk deletes): GCS answers in 20-40 ms, so
-    #: overlapping requests is what makes thousands of objects fast. 1 runs one request at a time.
-    concurrency: int = DEFAULT_CONCURRENCY
-
-    def __post_init__(self) -> None:
-        validate_concurrency(self.concurrency)
-
-    #: The project billed for requests to requester-pays buckets (`None`: the bucket's owner pays).
-    user_project: str | None = None
-
-    @property
-    def retry(self) -> Retry:
-        """The client's default retry rules with these pauses and deadline."""
-        return DEFAULT_RETRY.with_delay(
-            initial=self.initial_retry_delay_seconds, maximum=self.maximum_retry_delay_seconds, multiplier=2.0
-        ).with_timeout(self.retry_deadline_seconds)
-
-    @property
-    def timeout(self) -> tuple[float, float]:
-        """(connect, read) seconds, as `requests` takes them."""
-        return (self.connect_timeout_seconds, self.read_timeout_seconds)
-
-
-def _deadline_from_environment() -> float:
-    text = os.environ.get(RETRY_DEADLINE_VARIABLE)
-    if not text:
-        return DEFAULT_RETRY_DEADLINE_SECONDS
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0 or value == float("inf"):
-        raise InvalidInputError(
-            f"{RETRY_DEADLINE_VARIABLE}={text!r} is not a retry deadline: give a positive number of seconds, such as 30."
-        )
-    return value
-
-
-class Store:
+class Store(ObjectWrites):
     """A GCS client with the settings every call uses: the library's only way to reach GCS.
 
     Reads are retried on transient failures; writes are retried by the client because each carries a generation or
@@ -471,66 +129,6 @@ class Store:
             raise CloudObjectNotFoundError(f"There is no object at {path}.")
         return info
 
-    def upload_file(
-        self,
-        local_path: str,
-        path: GCSPath,
-        *,
-        crc32c: str,
-        custom_metadata: Mapping[str, str],
-        if_generation_match: int,
-        content_type: str | None = None,
-        if_metageneration_match: int | None = None,
-    ) -> ObjectInfo:
-        """Upload a local file with its custom metadata, only if the object's generation is still `if_generation_match`
-        (and, if given, its metageneration `if_metageneration_match`: its metadata as the caller merged against).
-
-        `if_generation_match=0` means "only if the object does not exist". GCS checks `crc32c` before committing the
-        object, so a file that changed while being sent is rejected and the old object stays as it was.
-        """
-        blob = self._bucket(path).blob(path.name, chunk_size=UPLOAD_CHUNK_BYTES)
-        blob.metadata = dict(custom_metadata)
-        size = os.path.getsize(local_path)
-        with self._translate(path, "upload to"), open(local_path, "rb") as file:
-            try:
-                resumable = size > MULTIPART_LIMIT_BYTES
-                # Multipart uploads carry the client's crc32c in the request, which GCS checks before committing.
-                # Resumable uploads send ours in the initiation request for the same check (the client's own running
-                # checksum would need a copy of every chunk), and the result is compared below as well.
-                blob.upload_from_file(
-                    _ChunkReader(file) if resumable else file,
-                    size=size,
-                    content_type=content_type,
-                    if_generation_match=if_generation_match,
-                    if_metageneration_match=if_metageneration_match,
-                    checksum=None if resumable else "crc32c",
-                    crc32c_checksum_value=crc32c,
-                    retry=self.retry,
-                    timeout=self.timeout,
-                )
-            except api_exceptions.BadRequest as error:
-                if "crc32c" in str(error).lower() or "checksum" in str(error).lower():
-                    raise ChecksumMismatchError(
-                        f"GCS rejected the upload to {path}: the file {local_path!r} changed while it was being uploaded "
-                        f"({error.message}). The object was not changed; try again."
-                    ) from None
-                raise
-            except (api_exceptions.PreconditionFailed, api_exceptions.NotFound, *_GARBLED_ANSWERS):
-                # A retry of an upload whose answer was lost finds its own object there (412, or 404 from a resumable
-                # session that already finished), and an upload whose answer was garbled may have been committed: if
-                # the object is exactly ours, that is success, not a conflict.
-                own = self._own_write(path, if_generation_match, crc32c, custom_metadata)
-                if own is None:
-                    raise
-                return own
-        info = ObjectInfo.from_blob(blob)
-        if info.crc32c is not None and info.crc32c != crc32c:
-            raise ChecksumMismatchError(
-                f"The object stored at {path} (generation {info.generation}) has crc32c {info.crc32c}, but {local_path!r} "
-                f"hashed to {crc32c}: the file changed while it was being uploaded. Upload it again."
-            )
-        return info
-
     def download_file(self, info: ObjectInfo, file: IO[bytes]) -> str:
         """Stream the object's content, at exactly `info.generation`, into an open binary file, verifying every byte.
 
@@ -575,113 +173,6 @@ class Store:
             )
         return writer.crc32c
 
-    def patch_metadata(
-        self,
-        path: GCSPath,
-        change: Callable[[ObjectInfo], Mapping[str, str | None]],
-        *,
-        if_generation_match: int | None = None,
-        current: ObjectInfo | None = None,
-    ) -> ObjectInfo:
-        """Apply a metadata change without touching content (the generation stays), safe against concurrent patchers.
-
-        `change` gets the object's current state and returns the custom metadata keys to set (`None` deletes a key). The
-        patch is conditional on the metageneration it was computed from; if another writer patched in between, the
-        object is re-read and `change` is applied again, so neither writer's change is lost.
-
-        `current` is the object's state as just read (for example by a listing): the first attempt uses it instead
-        of reading the object again, so an unchanged object costs one request.
-        """
-        info = current if current is not None else self.require_object(path)
-        for _ in range(PATCH_ATTEMPTS):
-            if if_generation_match is not None and info.generation != if_generation_match:
-                raise ConflictError(
-                    f"Could not update the metadata of {path}: its content was replaced by another writer (generation "
-                    f"{info.generation}, expected {if_generation_match}). Re-read the datafile and repeat the change."
-                )
-            blob = self._bucket(path).blob(path.name)
-            wanted = dict(change(info))
-            blob.metadata = wanted
-            try:
-                with self._translate(path, "update the metadata of"):
-                    try:
-                        blob.patch(
-                            if_generation_match=info.generation,
-                            if_metageneration_match=info.metageneration,
-                            retry=self.retry,
-                            timeout=self.timeout,
-                        )
-                    except _GARBLED_ANSWERS:
-                        # The answer was garbled, but the patch may have been applied: if so, it is ours.
-                        current = self.require_object(path)
-                        if current.generation == info.generation and all(
-                            current.custom_metadata.get(key) == value for key, value in wanted.items()
-                        ):
-                            return current
-                        raise
-                return ObjectInfo.from_blob(blob)
-            except ConflictError:
-                info = self.require_object(path)
-        raise ConflictError(
-            f"Could not update the metadata of {path}: it kept changing under {PATCH_ATTEMPTS} attempts by other writers."
-        )
-
-    def copy_object(
-        self,
-        source: ObjectInfo,
-        destination: GCSPath,
-        *,
-        custom_metadata: Mapping[str, str],
-        if_generation_match: int,
-    ) -> ObjectInfo:
-        """Copy an object server side (no bytes pass through this process), replacing the copy's custom metadata."""
-        source_bucket = self._bucket(source.path)
-        source_blob = source_bucket.blob(source.path.name)
-        destination_blob = self._bucket(destination).blob(destination.name)
-        destination_blob.metadata = dict(custom_metadata)
-        if source.content_type:
-            destination_blob.content_type = source.content_type
-        rewrite_token = None
-        with self._translate(destination, f"copy {source.path} to"):
-            try:
-                while True:
-                    rewrite_token, _, _ = destination_blob.rewrite(
-                        source_blob,
-                        token=rewrite_token,
-                        if_generation_match=if_generation_match,
-                        if_source_generation_match=source.generation,
-                        retry=self.retry,
-                        timeout=self.timeout,
-                    )
-                    if rewrite_token is None:
-                        break
-            except (api_exceptions.PreconditionFailed, *_GARBLED_ANSWERS):
-                # A retried copy whose first answer was lost (or a copy whose answer was garbled) finds its own copy
-                # there: success, not a conflict.
-                own = self._own_write(destination, if_generation_match, source.crc32c, custom_metadata)
-                if own is None:
-                    raise
-                return own
-        return ObjectInfo.from_blob(destination_blob)
-
-    def _own_write(
-        self,
-        path: GCSPath,
-        if_generation_match: int,
-        crc32c: str | None,
-        custom_metadata: Mapping[str, str],
-    ) -> ObjectInfo | None:
-        """After a 412, the object at `path` if it is exactly what this writer was writing (content and metadata)."""
-        current = self.get_object(path)
-        if (
-            current is None
-            or current.generation == if_generation_match
-            or current.crc32c != crc32c
-            or any(current.custom_metadata.get(key) != value for key, value in custom_metadata.items())
-        ):
-            return None
-        return current
-
     def list_objects(
         self, prefix: GCSPath, *, delimiter: str | None = None
     ) -> Iterator[ObjectInfo]:
@@ -698,8 +189,10 @@ class Store:
                 retry=self.retry,
                 timeout=self.timeout,
             )
-            for blob in blobs:
-                yield ObjectInfo.from_blob(blob)
+            # Each item becomes an ObjectInfo straight from its JSON resource, not through a Blob first (which costs
+            # as much as the rest of the listing): `item_to_value` is api-core's hook for what an item becomes.
+            blobs.item_to_value = lambda iterator, resource: ObjectInfo.from_resource(prefix.bucket, resource)
+            yield from blobs
 
     def delete_object(self, path: GCSPath, *, if_generation_match: int | None = None) -> None:
         """Delete an object (only at the given generation, if one is given).
@@ -742,4 +235,16 @@ class Store:
                 pass
 
 
-__all__ = ["ObjectInfo", "Store", "StoreSettings", "guard_client", "make_client", "translate_errors"]
+__all__ = [
+    "DEFAULT_RETRY_DEADLINE_SECONDS",
+    "MULTIPART_LIMIT_BYTES",
+    "ObjectInfo",
+    "PATCH_ATTEMPTS",
+    "RETRY_DEADLINE_VARIABLE",
+    "Store",
+    "StoreSettings",
+    "UPLOAD_CHUNK_BYTES",
+    "guard_client",
+    "make_client",
+    "translate_errors",
+]

@@ -16,7 +16,7 @@ from dagster._utils.schedules import is_valid_cron_string
 from pydantic import AfterValidator, BaseModel, Field
 
 from octue_dagster.core.metadata import values as md
-from octue_dagster.core.storage.bulk import MAX_CONCURRENCY
+from octue_dagster.core.storage.runner import MAX_CONCURRENCY
 from octue_dagster.core.storage.gcs_path import parse_gcs_path, validate_bucket_name
 from octue_dagster.core.storage.store import StoreSettings
 from octue_dagster.dagster import addresses

@@ -1,9 +1,9 @@
 """The Dagster UI shows a datafile's metadata: the webserver's GraphQL API returns it with proper types, and the asset
-page renders it (checked in headless Chromium's DOM, and kept as a screenshot).
+page and its Checks tab render it (checked in headless Chromium's DOM, and kept as screenshots).
 
-A real `dagster dev` (webserver and daemon, as `make dev-python` runs it) runs in a subprocess on a free loopback port, with
-its own DAGSTER_HOME, loading `workspace.yaml` against the emulator; it is always stopped, with every process it
-started, when the test ends.
+A real `dg dev` in example_dg_project/ (webserver and daemon, as `make dev` runs it) runs in a subprocess on a free
+loopback port, with its own DAGSTER_HOME, against the emulator; it is always stopped, with every process it started,
+when the test ends.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from octue_dagster.core.storage.store import Store
 from octue_dagster.core.storage.gcs_path import parse_gcs_path
 
 ROOT = Path(__file__).resolve().parents[1]
-#: Set to 1 to copy the screenshot to docs/asset-page.png (for the README).
+DG_PROJECT = ROOT / "example_dg_project"
+#: Set to 1 to copy the screenshots to docs/asset-page.png and docs/asset-checks.png (for the README).
 UPDATE_SCREENSHOT_VARIABLE = "OCTUE_DAGSTER_UPDATE_SCREENSHOT"
 SERVER_TIMEOUT_SECONDS = 90
 CHROMIUM_FLAGS = [
@@ -121,6 +122,8 @@ query ($path: [String!]!) {
 """
 #: The screenshot's window (a later flag overrides CHROMIUM_FLAGS'): tall enough for the columns and the preview.
 SCREENSHOT_WINDOW = "--window-size=1400,1700"
+#: The Checks tab's screenshot: its list of checks and the selected check's latest evaluation fit in less.
+CHECKS_SCREENSHOT_WINDOW = "--window-size=1400,900"
 
 LOCATION_QUERY = """
 query {
@@ -196,14 +199,14 @@ def _wait_until_loaded(url: str, process: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + SERVER_TIMEOUT_SECONDS
     while True:
         if process.poll() is not None:
-            pytest.fail(f"dagster dev exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            pytest.fail(f"dg dev exited with {process.returncode}:\n{log.read_text()[-3000:]}")
         with contextlib.suppress(urllib.error.URLError, ConnectionError, OSError, TimeoutError):
             entries = _graphql(url, LOCATION_QUERY)["workspaceOrError"]["locationEntries"]
             if entries and all(entry["loadStatus"] == "LOADED" for entry in entries):
                 assert [entry["locationOrLoadError"]["__typename"] for entry in entries] == ["RepositoryLocation"], entries
                 return
         if time.monotonic() > deadline:
-            pytest.fail(f"dagster dev did not load the workspace in {SERVER_TIMEOUT_SECONDS} s:\n{log.read_text()[-3000:]}")
+            pytest.fail(f"dg dev did not load the workspace in {SERVER_TIMEOUT_SECONDS} s:\n{log.read_text()[-3000:]}")
         time.sleep(0.25)
 
 
@@ -218,20 +221,23 @@ def dagster_home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def webserver(emulator, bucket: str, dagster_home: Path, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen, Path]]:
-    """`dagster dev -w workspace.yaml` for the test's bucket; yields its URL, process and log file."""
+    """`dg dev` in example_dg_project/ for the test's bucket; yields its URL, process and log file."""
     port = _free_port()
     log = tmp_path / "webserver.log"
     environment = {
         **os.environ,
+        # What `make dev` puts on the path: this checkout (octue_dagster, example_project) and the dg project.
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(DG_PROJECT / "src")]),
+        "TMPDIR": str(tmp_path),
         "DAGSTER_HOME": str(dagster_home),
         "STORAGE_EMULATOR_HOST": emulator.url,
         "OCTUE_DAGSTER_BUCKET": bucket,
     }
     with open(log, "wb") as output:
         process = subprocess.Popen(
-            # What `make dev-python` runs: the webserver and the daemon, loading workspace.yaml.
-            [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-            cwd=ROOT,
+            # What `make dev` runs: dg validates the project's defs.yaml files, then starts the webserver and daemon.
+            [str(Path(sys.executable).with_name("dg")), "dev", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=DG_PROJECT,
             env=environment,
             stdin=subprocess.DEVNULL,
             stdout=output,
@@ -291,6 +297,8 @@ def test_asset_page_shows_datafile_metadata(
     uri = f"gs://{bucket}/dagster/turbine_summary/=/turbine_summary.h5"
     stored = Datafile.from_object_info(Store.default().require_object(parse_gcs_path(uri)))
     _wait_until_loaded(url, process, log)
+    locations = _graphql(url, LOCATION_QUERY)["workspaceOrError"]["locationEntries"]
+    assert [entry["name"] for entry in locations] == ["example_dg_project"]  # the dg project's, as `make dev` serves
 
     # The latest materialization as the UI fetches it: every value with its own metadata type.
     asset = _graphql(url, MATERIALIZATION_QUERY, {"path": ["turbine_summary"]})["assetOrError"]
@@ -363,5 +371,26 @@ def test_asset_page_shows_datafile_metadata(
     assert shot.returncode == 0, shot.stderr[-2000:]
     assert _png_size(screenshot) == (1400, 1700)
     assert screenshot.stat().st_size > 50_000  # a rendered page, not a blank one (which is about 5 kB)
+
+    # The same asset's Checks tab, at the link the overview's "Checks" tab points to, with the stored-object check
+    # opened: every check by name with its latest status, and the opened one's evaluation. The second screenshot.
+    assert 'href="/assets/cleaned_readings?view=checks"' in dom.stdout
+    checks_page = f"{url}/assets/cleaned_readings?view=checks&checkDetail=stored_object_intact"
+    dom = _chromium(chromium, ["--dump-dom", checks_page], tmp_path / "chromium-checks-tab-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    for text in ("Checks (3)", "stored_object_intact", "required_labels_and_tags", "column_schema_change", "Passed"):
+        assert text in dom.stdout, f"{text!r} is not on the cleaned_readings Checks tab"
+    assert dom.stdout.count("Succeeded") == 3  # each check's latest execution, in the list
+    for text in ("Latest execution", "partitions_checked", "partitions_failed"):  # the opened check's evaluation
+        assert text in dom.stdout, f"{text!r} is not in stored_object_intact's latest execution"
+    checks_screenshot = tmp_path / "asset-checks.png"
+    shot = _chromium(
+        chromium, [f"--screenshot={checks_screenshot}", CHECKS_SCREENSHOT_WINDOW, checks_page], tmp_path / "chromium-checks-shot"
+    )
+    assert shot.returncode == 0, shot.stderr[-2000:]
+    assert _png_size(checks_screenshot) == (1400, 900)
+    assert checks_screenshot.stat().st_size > 30_000  # a rendered page, not a blank one (which is about 5 kB)
+
     if os.environ.get(UPDATE_SCREENSHOT_VARIABLE) == "1":
         shutil.copyfile(screenshot, ROOT / "docs" / "asset-page.png")
+        shutil.copyfile(checks_screenshot, ROOT / "docs" / "asset-checks.png")

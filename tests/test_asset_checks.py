@@ -579,3 +579,12 @@ def test_a_dataset_beyond_its_recorded_table_is_compared_through_its_digest(buck
     intact = _check(instance, bucket, [farm])[("farm", INTACT_CHECK)]
     assert not intact.passed and intact.severity == AssetCheckSeverity.ERROR
     assert intact.description.startswith(f"gs://{bucket}/dagster/farm/=/t1.csv was overwritten outside Dagster")
+
+
+def test_a_run_of_one_partition_is_described_in_the_singular(bucket):
+    instance = DagsterInstance.ephemeral()
+    checks = build_datafile_asset_checks([daily])
+    tags = {"dagster/asset_partition_range_start": "b", "dagster/asset_partition_range_end": "b"}
+    (evaluation,) = _materialize(instance, bucket, [daily, *checks], tags=tags).get_asset_check_evaluations()
+    assert evaluation.passed and evaluation.metadata["partitions_checked"].value == 1
+    assert evaluation.description.startswith("The object of the only partition of this run is as"), evaluation.description

@@ -120,17 +120,23 @@ class Tally:
             metadata=metadata,
         )
 
+    def _objects_of(self, partitions: str) -> str:
+        """"the objects of all 4 materialized partitions", or, for one, "the object of the only materialized
+        partition" (a description people read in the Checks tab)."""
+        if self.checked == 1:
+            return f"the object of the only {partitions.replace('partitions', 'partition', 1)}"
+        return f"the objects of all {self.checked} {partitions}"
+
     def _description(self, partitioned: bool, partitions: str) -> str:
         if self.failed == 0:
+            objects = self._objects_of(partitions) if partitioned else "the stored object"
             if self.name == INTACT_CHECK:
-                what = (
-                    f"The objects of all {self.checked} {partitions} are"
-                    if partitioned
-                    else "The stored object is"
+                verb = "are" if partitioned and self.checked != 1 else "is"
+                return (
+                    f"{objects[0].upper()}{objects[1:]} {verb} as the latest materialization recorded (checked from "
+                    f"metadata; nothing downloaded)."
                 )
-                return f"{what} as the latest materialization recorded (checked from metadata; nothing downloaded)."
-            what = f"the objects of all {self.checked} {partitions}" if partitioned else "the stored object"
-            return f"The required labels and tags are present on {what}."
+            return f"The required labels and tags are present on {objects}."
         problems = [
             f"partition {recorded.partition!r}: {problem}" if partitioned else problem
             for recorded, problems in self.failures

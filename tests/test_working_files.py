@@ -23,7 +23,7 @@ from dagster_gcp import GCSResource
 
 from octue_dagster import Datafile
 from octue_dagster.dagster.io_manager import DatafileIOManager
-from octue_dagster.core.local import private_folders
+from octue_dagster.core.local import folders as private_folders
 from octue_dagster.dagster.resources import DatafileResource
 from octue_dagster.dagster.working_files import OUTSIDE_STEPS, WorkingFolders, default_base
 from octue_dagster.exceptions import UnsafeFolderError

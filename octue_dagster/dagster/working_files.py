@@ -8,7 +8,7 @@ is over and its outputs stored: when its process starts the next step, or when t
 end of the step's own process under the multiprocess executor). Another step's folder, and the run's folder while
 other steps use it, are never touched.
 
-Every one of these folders is private to the user running the step (see `octue_dagster.core.local.private_folders`):
+Every one of these folders is private to the user running the step (see `octue_dagster.core.local.folders`):
 created with mode 0o700, and refused (`UnsafeFolderError`) if another user made it first, since that user could swap
 a working file between the asset writing it and its upload. The default base is per user,
 `{temporary directory}/octue-dagster-{uid}`; a `working_dir` given by the user must be theirs and not writable by
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from dagster import DagsterInvariantViolationError, OpExecutionContext
 
-from octue_dagster.core.local.private_folders import make_private_folder, user_suffix
+from octue_dagster.core.local.folders import make_private_folder, user_suffix
 from octue_dagster.dagster.addresses import encode_segment
 
 #: Outside a step (a sensor, a schedule, direct invocation), new files go to a folder of the resource instance.

@@ -27,7 +27,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from octue_dagster.core.local.private_folders import make_private_folder, user_suffix
+from octue_dagster.core.local.folders import make_private_folder, user_suffix
 
 EMULATOR_VARIABLE = "STORAGE_EMULATOR_HOST"
 REAL_GCS_VARIABLE = "OCTUE_DAGSTER_REAL_GCS"

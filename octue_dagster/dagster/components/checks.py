@@ -2,7 +2,7 @@
 attribute of `DatafileIOManagerComponent`, with an optional job and schedule that run them."""
 
 import re
-from typing import Annotated, Any
+from typing import Annotated
 
 import dagster as dg
 from pydantic import Field
@@ -10,16 +10,12 @@ from pydantic import Field
 from octue_dagster.dagster.asset_checks import build_datafile_asset_checks
 from octue_dagster.dagster.components.fields import (
     AssetKeyString,
-    DefaultStatus,
     Documented,
     Label,
-    OptionalCronString,
+    ScheduleFields,
     TagName,
-    Timezone,
     checked,
-    default_status,
 )
-from octue_dagster.dagster.retag_job import build_retag_schedule
 from octue_dagster.exceptions import InvalidInputError
 
 def _job_name(value: str) -> str:
@@ -54,7 +50,7 @@ class CheckedAssets(Documented, dg.Model):
     )
 
 
-class DatafileChecks(CheckedAssets):
+class DatafileChecks(CheckedAssets, ScheduleFields):
     """Asset checks on the assets' stored objects: `stored_object_intact` (still the generation and crc32c the latest
     materialization recorded, still carrying the I/O manager's owner mark) and, when labels or tags are required,
     `required_labels_and_tags`. They read metadata only, through this I/O manager's client.
@@ -88,14 +84,6 @@ class DatafileChecks(CheckedAssets):
         f"cron_schedule, default '{DEFAULT_CHECKS_JOB_NAME}').",
     )
     description: str | None = Field(default=None, description="The checks job's description in the UI.")
-    cron_schedule: OptionalCronString = Field(
-        default=None, description="Run the checks job on this cron schedule, e.g. '30 4 * * *'; none: no schedule."
-    )
-    execution_timezone: Timezone = Field(default="UTC", description="The time zone of the cron schedule.")
-    schedule_default_status: DefaultStatus = Field(
-        default="STOPPED",
-        description="Whether the schedule runs as soon as it is loaded (RUNNING) or waits to be turned on (STOPPED).",
-    )
 
     def check_assets(self) -> None:
         """Raise `InvalidInputError` unless some asset is listed, and each only once.
@@ -149,17 +137,7 @@ class DatafileChecks(CheckedAssets):
             description=self.description
             or "Check each asset's stored objects against its latest materialization (metadata only; no download).",
         )
-        schedules: list[Any] = []
-        if self.cron_schedule is not None:
-            schedules.append(
-                build_retag_schedule(
-                    job,
-                    self.cron_schedule,
-                    execution_timezone=self.execution_timezone,
-                    default_status=default_status(self.schedule_default_status),
-                )
-            )
-        return dg.Definitions(asset_checks=checks, jobs=[job], schedules=schedules)
+        return dg.Definitions(asset_checks=checks, jobs=[job], schedules=self.schedules_for(job))
 
 
 __all__ = ["CheckedAssets", "DatafileChecks", "DEFAULT_CHECKS_JOB_NAME"]

@@ -21,6 +21,7 @@ from octue_dagster.core.storage.gcs_path import parse_gcs_path, validate_bucket_
 from octue_dagster.core.storage.store import StoreSettings
 from octue_dagster.dagster import addresses
 from octue_dagster.dagster.resources import StoreConfig
+from octue_dagster.dagster.retag_job import build_retag_schedule
 from octue_dagster.exceptions import InvalidCloudPathError, InvalidInputError
 
 _DEFAULTS = StoreSettings()
@@ -250,6 +251,33 @@ class StoreSettingsFields(dg.Model):
         )
 
 
+class ScheduleFields(dg.Model):
+    """A cron schedule for the job a component builds, as flat attributes (no `cron_schedule`: no schedule)."""
+
+    cron_schedule: OptionalCronString = Field(
+        default=None, description="Run the job on this cron schedule, e.g. '0 3 * * *' (03:00 daily); none: no schedule."
+    )
+    execution_timezone: Timezone = Field(default="UTC", description="The time zone of the cron schedule.")
+    schedule_default_status: DefaultStatus = Field(
+        default="STOPPED",
+        description="Whether the schedule runs as soon as it is loaded (RUNNING) or waits to be turned on (STOPPED).",
+    )
+
+    def schedules_for(self, job: Any, run_config: Any = None) -> list[dg.ScheduleDefinition]:
+        """The schedule of `job` (with `run_config`, if given) when a `cron_schedule` is set, else none."""
+        if self.cron_schedule is None:
+            return []
+        return [
+            build_retag_schedule(
+                job,
+                self.cron_schedule,
+                run_config=run_config,
+                execution_timezone=self.execution_timezone,
+                default_status=default_status(self.schedule_default_status),
+            )
+        ]
+
+
 def default_status(status: DefaultStatus) -> Any:
     """Dagster's status enum for a schedule's `default_status` attribute."""
     return dg.DefaultScheduleStatus.RUNNING if status == "RUNNING" else dg.DefaultScheduleStatus.STOPPED
@@ -276,6 +304,7 @@ __all__ = [
     "GcsObjectOrPrefix",
     "GcsPrefix",
     "Label",
+    "ScheduleFields",
     "StoreSettingsFields",
     "TagName",
     "Tags",

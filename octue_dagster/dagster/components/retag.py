@@ -1,7 +1,5 @@
 """`RetagComponent`: a re-tagging job (and its schedule) declared in `defs.yaml`, with no Python."""
 
-from typing import Any
-
 import dagster as dg
 from pydantic import Field, model_validator
 
@@ -9,23 +7,20 @@ from octue_dagster.core.listing.selection import RetagSpec
 from octue_dagster.dagster.components.fields import (
     ResourceKey,
     Documented,
-    OptionalCronString,
-    DefaultStatus,
     DefinitionName,
     GcsPrefix,
     Label,
     TagName,
+    ScheduleFields,
     Tags,
-    Timezone,
-    default_status,
 )
 from octue_dagster.dagster.components.scaffolding import RetagScaffolder
-from octue_dagster.dagster.retag_job import build_retag_job, build_retag_schedule
+from octue_dagster.dagster.retag_job import build_retag_job
 from octue_dagster.exceptions import InvalidInputError
 
 
 @dg.scaffold_with(RetagScaffolder)
-class RetagComponent(dg.Component, Documented, dg.Model):
+class RetagComponent(dg.Component, Documented, ScheduleFields):
     """A job that sets labels and tags on every datafile under a `gs://` prefix that matches a filter, optionally on a
     cron schedule. Only metadata changes (merged patches): no content is downloaded or uploaded.
 
@@ -55,14 +50,6 @@ class RetagComponent(dg.Component, Documented, dg.Model):
     remove_labels: list[Label] = Field(default_factory=list, description="Labels to remove.")
     set_tags: Tags = Field(default_factory=dict, description="Tags to set (name: value).")
     remove_tags: list[TagName] = Field(default_factory=list, description="Names of tags to remove.")
-    cron_schedule: OptionalCronString = Field(
-        default=None, description="Run on this cron schedule, e.g. '0 3 * * *' (03:00 daily); none: no schedule."
-    )
-    execution_timezone: Timezone = Field(default="UTC", description="The time zone of the cron schedule.")
-    schedule_default_status: DefaultStatus = Field(
-        default="STOPPED",
-        description="Whether the schedule runs as soon as it is loaded (RUNNING) or waits to be turned on (STOPPED).",
-    )
     resource_key: ResourceKey = Field(default="datafiles", description="The key of the DatafileResource the job uses.")
     description: str | None = Field(default=None, description="The job's description in the UI.")
 
@@ -93,17 +80,7 @@ class RetagComponent(dg.Component, Documented, dg.Model):
         job = build_retag_job(
             self.job_name, self.prefix, self.spec, resource_key=self.resource_key, description=self.description
         )
-        schedules: list[Any] = []
-        if self.cron_schedule is not None:
-            schedules.append(
-                build_retag_schedule(
-                    job,
-                    self.cron_schedule,
-                    execution_timezone=self.execution_timezone,
-                    default_status=default_status(self.schedule_default_status),
-                )
-            )
-        return dg.Definitions(jobs=[job], schedules=schedules)
+        return dg.Definitions(jobs=[job], schedules=self.schedules_for(job))
 
 
 __all__ = ["RetagComponent"]

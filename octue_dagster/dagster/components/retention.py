@@ -1,6 +1,6 @@
 """`RetentionComponent`: the retention job (and its schedule) declared in `defs.yaml`."""
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import dagster as dg
 from pydantic import Field
@@ -9,21 +9,17 @@ from octue_dagster.dagster.components.fields import (
     ResourceKey,
     Documented,
     BucketName,
-    OptionalCronString,
-    DefaultStatus,
     DefinitionName,
     Folder,
-    Timezone,
+    ScheduleFields,
     bounded,
-    default_status,
 )
 from octue_dagster.dagster.components.scaffolding import RetentionScaffolder
-from octue_dagster.dagster.retag_job import build_retag_schedule
 from octue_dagster.dagster.retention_job import MAX_OLDER_THAN_DAYS, RetentionConfig, build_retention_job
 
 
 @dg.scaffold_with(RetentionScaffolder)
-class RetentionComponent(dg.Component, Documented, dg.Model):
+class RetentionComponent(dg.Component, Documented, ScheduleFields):
     """A job that removes what the DatafileIOManager stored under `gs://{bucket}/{prefix}/` and nothing refers to any
     more: op outputs of runs older than `older_than_days`, and asset objects no current materialization points to.
     It never removes an object the I/O manager did not write.
@@ -50,16 +46,8 @@ class RetentionComponent(dg.Component, Documented, dg.Model):
         description=f"Remove op outputs of runs that finished more than this many days ago (at most "
         f"{MAX_OLDER_THAN_DAYS}, 100 years).",
     )
-    cron_schedule: OptionalCronString = Field(
-        default=None, description="Run on this cron schedule, e.g. '0 4 * * *'; none: no schedule."
-    )
     dry_run: bool = Field(
         default=True, description="Scheduled runs only count what they would remove (true) or remove it (false)."
-    )
-    execution_timezone: Timezone = Field(default="UTC", description="The time zone of the cron schedule.")
-    schedule_default_status: DefaultStatus = Field(
-        default="STOPPED",
-        description="Whether the schedule runs as soon as it is loaded (RUNNING) or waits to be turned on (STOPPED).",
     )
     resource_key: ResourceKey = Field(default="datafiles", description="The key of the DatafileResource the job uses.")
     description: str | None = Field(default=None, description="The job's description in the UI.")
@@ -73,19 +61,8 @@ class RetentionComponent(dg.Component, Documented, dg.Model):
             resource_key=self.resource_key,
             description=self.description,
         )
-        schedules: list[Any] = []
-        if self.cron_schedule is not None:
-            run_config = dg.RunConfig(ops={f"{job.name}_op": RetentionConfig(dry_run=self.dry_run)})
-            schedules.append(
-                build_retag_schedule(
-                    job,
-                    self.cron_schedule,
-                    run_config=run_config,
-                    execution_timezone=self.execution_timezone,
-                    default_status=default_status(self.schedule_default_status),
-                )
-            )
-        return dg.Definitions(jobs=[job], schedules=schedules)
+        run_config = dg.RunConfig(ops={f"{job.name}_op": RetentionConfig(dry_run=self.dry_run)})
+        return dg.Definitions(jobs=[job], schedules=self.schedules_for(job, run_config=run_config))
 
 
 __all__ = ["RetentionComponent"]

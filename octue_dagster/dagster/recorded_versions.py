@@ -28,7 +28,7 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, InputContext,
 
 from octue_dagster.core.local.locks import LOCK_TIMEOUT_SECONDS, optional_lock_path
 from octue_dagster.core.storage.store import ObjectInfo, Store
-from octue_dagster.dagster.ui_metadata import URI_KEY
+from octue_dagster.dagster.recorded_objects import recorded_asset
 from octue_dagster.exceptions import (
     CloudObjectNotFoundError,
     ConflictError,
@@ -62,18 +62,16 @@ def latest_recorded(instance: DagsterInstance, asset_key: AssetKey, partition_ke
         ),
         limit=1,
     ).records
-    if not records:
+    materialization = records[0].asset_materialization if records else None
+    if materialization is None:
         return None
-    metadata = records[0].asset_materialization.metadata if records[0].asset_materialization else {}
-    uri = metadata.get(URI_KEY)
-    if uri is None:
+    # Read by the same parser as the asset checks' (`recorded_objects`): one reading of what a record says.
+    recorded = recorded_asset(partition_key, materialization.metadata, records[0].run_id)
+    if recorded.uri is None:
         return None
-
-    def text(key: str) -> str | None:
-        value = metadata.get(key)
-        return None if value is None else str(value.value)
-
-    return RecordedVersion(str(uri.value), text("generation"), text("crc32c"), records[0].run_id)
+    file = recorded.files[0] if recorded.kind == "datafile" else None
+    generation = str(file.generation) if file is not None and file.generation is not None else None
+    return RecordedVersion(recorded.uri, generation, file.crc32c if file is not None else None, records[0].run_id)
 
 
 def recorded_for(context: OutputContext | InputContext, partition_key: str | None) -> RecordedVersion | None:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from octue_dagster.core.cache import copies as cache
+from octue_dagster.core.local import locks
 from octue_dagster.core.local.atomic import sweep_stale_temporaries, temporary_path_for
 from octue_dagster.core.metadata.values import encode_json, parse_raw_json
 from octue_dagster.exceptions import CorruptMetadataFileError, MetadataFileBusyError
@@ -146,7 +146,7 @@ def _flock(descriptor: int, path: Path, deadline: float) -> None:
             if time.monotonic() > deadline:
                 raise MetadataFileBusyError(
                     f"Another process has held the lock on the metadata file {str(path)!r} for over "
-                    f"{cache.LOCK_TIMEOUT_SECONDS:.0f} s, so it was not changed. Try again; if no process is writing it, "
+                    f"{locks.LOCK_TIMEOUT_SECONDS:.0f} s, so it was not changed. Try again; if no process is writing it, "
                     f"look for a stuck one."
                 ) from None
             time.sleep(delay)
@@ -164,10 +164,10 @@ def locked(path: str | os.PathLike[str]) -> Iterator[bool]:
     if fcntl is None:  # pragma: no cover - Windows
         import filelock
 
-        with filelock.FileLock(cache.lock_path(f"octue-file:{path.resolve()}"), timeout=cache.LOCK_TIMEOUT_SECONDS):
+        with filelock.FileLock(locks.lock_path(f"octue-file:{path.resolve()}"), timeout=locks.LOCK_TIMEOUT_SECONDS):
             yield path.exists()
         return
-    deadline = time.monotonic() + cache.LOCK_TIMEOUT_SECONDS
+    deadline = time.monotonic() + locks.LOCK_TIMEOUT_SECONDS
     while True:
         descriptor = _open_for_locking(path)
         if descriptor is None:

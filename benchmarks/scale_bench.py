@@ -28,7 +28,7 @@ from typing import Any
 
 from google.cloud import storage
 
-from benchmarks.latency_bench import _create_objects, _direct_client
+from benchmarks.latency_bench import _direct_client
 from benchmarks.table import Row
 from octue_dagster.core.dataset.dataset import Dataset
 from octue_dagster.core.metadata import values as md

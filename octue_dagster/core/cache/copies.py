@@ -45,13 +45,12 @@ from octue_dagster.core.local.atomic import sweep_stale_temporaries, temporary_p
 from octue_dagster.core.local.folders import (
     CACHE_DIR_VARIABLE,
     cache_root,
-    is_link_error,
     is_private_folder,
     open_no_follow,
     private_folder,
 )
 from octue_dagster.core.local.locks import LOCK_TIMEOUT_SECONDS, lock_path
-from octue_dagster.core.local.space import free_bytes, is_space_error
+from octue_dagster.core.local.space import free_bytes
 from octue_dagster.core.storage.gcs_path import GCSPath
 from octue_dagster.exceptions import InvalidCloudPathError, InvalidInputError
 

@@ -21,6 +21,7 @@ from octue_dagster.core.cache import copies as cache
 
 from octue_dagster.core.local import hashing
 from octue_dagster.core.local.atomic import atomic_replace, sweep_stale_temporaries, temporary_path_for
+from octue_dagster.core.local.space import is_space_error
 from octue_dagster.core.storage.store import ObjectInfo, Store
 from octue_dagster.exceptions import ConflictError, InsufficientSpaceError
 
@@ -92,7 +93,7 @@ def _download_into_cache(store: Store, info: ObjectInfo) -> Path:
                 info.path, temporary, generation=info.generation, crc32c=crc32c, updated_ns=_nanoseconds(info.updated)
             )
         except OSError as error:
-            if not cache.is_space_error(error):
+            if not is_space_error(error):
                 raise
             # Another writer filled the disk meanwhile (or a file size limit): try once more after making room.
             if attempt or not cache.make_room(needed, keep=[info.path]):

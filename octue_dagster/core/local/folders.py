@@ -210,7 +210,7 @@ def check_private_folder(folder: Path, *, fix_mode: bool = True) -> None:
         return
     try:
         descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    except OSError as error:
+    except OSError:
         if os.path.islink(folder):
             raise UnsafeFolderError(
                 f"The folder {str(folder)!r} is a symbolic link (to {os.readlink(folder)!r}); a private folder must be a "

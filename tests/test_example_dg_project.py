@@ -167,35 +167,13 @@ query {
 
 def test_dg_dev_serves_the_example(emulator, bucket: str, tmp_path: Path) -> None:
     """What `make dev` runs: `dg dev` in the project starts the webserver and daemon, which load the YAML wiring."""
-    from test_ui import LOCATION_QUERY, _free_port, _graphql, _stop_process_group
+    from test_ui import LOCATION_QUERY, _graphql, dg_dev
 
     demo.seed(bucket)
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    port = _free_port()
-    log = tmp_path / "dg-dev.log"
-    environment = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), str(PROJECT / "src")]),
-        "DAGSTER_HOME": str(home),
-        "TMPDIR": str(tmp_path),
-        "STORAGE_EMULATOR_HOST": emulator.url,
-        "OCTUE_DAGSTER_BUCKET": bucket,
-    }
-    dg_binary = str(Path(sys.executable).with_name("dg"))
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            [dg_binary, "dev", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=PROJECT,
-            env=environment,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
+    with dg_dev(emulator.url, bucket, home, tmp_path) as (url, process, log):
         started = time.monotonic()
         while True:  # dg checks every defs.yaml first, then starts the webserver, the daemon and the code server
             assert process.poll() is None, log.read_text()[-3000:]
@@ -213,5 +191,3 @@ def test_dg_dev_serves_the_example(emulator, bucket: str, tmp_path: Path) -> Non
         schedules = {schedule["name"] for schedule in repository["schedules"]}
         assert schedules == {f"{RETAG_JOB_NAME}_schedule", "storage_retention_schedule", f"{CHECKS_JOB_NAME}_schedule"}
         assert [s["name"] for s in repository["sensors"]] == ["external_files_sensor"]
-    finally:
-        _stop_process_group(process)

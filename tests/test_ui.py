@@ -219,9 +219,10 @@ def dagster_home(tmp_path: Path) -> Path:
     return home
 
 
-@pytest.fixture
-def webserver(emulator, bucket: str, dagster_home: Path, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen, Path]]:
-    """`dg dev` in example_dg_project/ for the test's bucket; yields its URL, process and log file."""
+@contextlib.contextmanager
+def dg_dev(emulator_url: str, bucket: str, dagster_home: Path, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen, Path]]:
+    """`dg dev` in example_dg_project/ (what `make dev` runs) for `bucket`; yields its URL, process and log file, and
+    stops its whole process group afterwards."""
     port = _free_port()
     log = tmp_path / "webserver.log"
     environment = {
@@ -230,7 +231,7 @@ def webserver(emulator, bucket: str, dagster_home: Path, tmp_path: Path) -> Iter
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(DG_PROJECT / "src")]),
         "TMPDIR": str(tmp_path),
         "DAGSTER_HOME": str(dagster_home),
-        "STORAGE_EMULATOR_HOST": emulator.url,
+        "STORAGE_EMULATOR_HOST": emulator_url,
         "OCTUE_DAGSTER_BUCKET": bucket,
     }
     with open(log, "wb") as output:
@@ -248,6 +249,13 @@ def webserver(emulator, bucket: str, dagster_home: Path, tmp_path: Path) -> Iter
         yield f"http://127.0.0.1:{port}", process, log
     finally:
         _stop_process_group(process)
+
+
+@pytest.fixture
+def webserver(emulator, bucket: str, dagster_home: Path, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen, Path]]:
+    """`dg dev` in example_dg_project/ for the test's bucket; yields its URL, process and log file."""
+    with dg_dev(emulator.url, bucket, dagster_home, tmp_path) as running:
+        yield running
 
 
 def _chromium(binary: str, arguments: list[str], profile: Path, timeout: float = 60) -> subprocess.CompletedProcess:
